@@ -1,0 +1,61 @@
+//! The one-command local stack: Redis (given or a child), ingress and
+//! fanout in one process, a dev secret printed so a newcomer can chat at once.
+
+use anyhow::Context;
+use chat_core::redis_server::RedisServer;
+use std::collections::HashMap;
+use tokio_util::sync::CancellationToken;
+
+pub async fn run() -> anyhow::Result<()> {
+    let mut strings: HashMap<String, String> = chat_core::config::load_strings()?;
+    let _redis_child = if strings.contains_key("CHAT_REDIS_URL") {
+        None
+    } else {
+        let server = RedisServer::start().context("starting a local redis-server")?;
+        println!(
+            "redis-server started on {} (pid {})",
+            server.url(),
+            server.pid()
+        );
+        strings.insert("CHAT_REDIS_URL".into(), server.url());
+        Some(server)
+    };
+    let secret = match strings.get("CHAT_JWT_SECRET") {
+        Some(s) => s.clone(),
+        None => {
+            let s = format!("dev-{:032x}", rand::random::<u128>());
+            strings.insert("CHAT_JWT_SECRET".into(), s.clone());
+            s
+        }
+    };
+    strings
+        .entry("CHAT_API_KEYS".into())
+        .or_insert_with(|| format!("dev-api-key-{:016x}", rand::random::<u64>()));
+    let mut ingress_settings = ingress::settings::IngressSettings::from_strings(&strings)?;
+    ingress_settings.dev_token_secret = Some(secret.clone().into_bytes());
+    let fanout_settings = fanout_worker::settings::FanoutSettings::from_strings(&strings)?;
+
+    let shutdown = CancellationToken::new();
+    chat_core::shutdown::cancel_on_signal(shutdown.clone());
+    let node = ingress::Ingress::build(ingress_settings, shutdown.clone()).await?;
+    let addr = node.local_addr();
+    let worker = fanout_worker::Fanout::build(fanout_settings).await?;
+
+    println!();
+    println!("  chat stack running");
+    println!("  demo page:      http://{addr}/   (open two tabs, pick two names)");
+    println!("  WebSocket:      ws://{addr}/v1/ws");
+    println!("  dev JWT secret: {secret}");
+    println!("  admin API key:  {}", strings["CHAT_API_KEYS"]);
+    println!(
+        "  mint a token:   cargo run -q -p chatctl -- token --sub alice --room '*' --secret {secret}"
+    );
+    println!();
+
+    let fanout = tokio::spawn(worker.run(shutdown.clone()));
+    let served = node.run().await;
+    shutdown.cancel();
+    let _ = fanout.await;
+    served?;
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! Typed configuration: `streams.toml` (retention and stream policy) and
+//! service settings from `CHAT_*` variables layered over an optional file.
+
+mod settings;
+mod streams;
+
+pub use settings::{Settings, Strings, load_strings};
+pub use streams::{
+    DedupPolicy, FanoutPolicy, NotifyPolicy, RetentionPolicy, RoomPolicy, StreamsConfig,
+    SummarizePolicy,
+};
+
+use std::path::PathBuf;
+
+/// Everything that stops a service at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// One line per bad field, each naming it.
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+/// `"90s"`, `"24h"`, `"10m"` into a duration.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (expected e.g. \"90s\", \"24h\")"))
+}
+
+/// Settings every service shares: where Redis is, the key prefix, the policy.
+#[derive(Clone, Debug)]
+pub struct Common {
+    pub redis_url: String,
+    pub prefix: String,
+    pub streams: std::sync::Arc<StreamsConfig>,
+}
+
+impl Common {
+    /// `CHAT_REDIS_URL`, `CHAT_PREFIX`, `CHAT_STREAMS` (path of streams.toml;
+    /// `./streams.toml` when present, else the built-in defaults).
+    pub fn read(s: &mut Settings<'_>) -> Self {
+        let redis_url = s.string("CHAT_REDIS_URL", "redis://127.0.0.1:6379/");
+        if let Err(e) = redis::Client::open(redis_url.as_str()) {
+            s.error(format!("CHAT_REDIS_URL={redis_url:?}: {e}"));
+        }
+        let prefix = s.string("CHAT_PREFIX", "chat");
+        if prefix.is_empty()
+            || prefix.len() > 32
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            s.error(format!(
+                "CHAT_PREFIX={prefix:?}: must be 1-32 of [A-Za-z0-9_-]"
+            ));
+        }
+        let streams = match s.opt("CHAT_STREAMS") {
+            Some(path) => StreamsConfig::load(std::path::Path::new(&path)).unwrap_or_else(|e| {
+                s.error(format!("CHAT_STREAMS: {e}"));
+                StreamsConfig::default()
+            }),
+            None if std::path::Path::new("streams.toml").exists() => {
+                StreamsConfig::load(std::path::Path::new("streams.toml")).unwrap_or_else(|e| {
+                    s.error(format!("streams.toml: {e}"));
+                    StreamsConfig::default()
+                })
+            }
+            None => StreamsConfig::default(),
+        };
+        Self {
+            redis_url,
+            prefix,
+            streams: std::sync::Arc::new(streams),
+        }
+    }
+
+    pub fn keys(&self) -> crate::keys::Keys {
+        crate::keys::Keys::new(self.prefix.clone(), self.streams.fanout.shards)
+    }
+}

@@ -1,0 +1,436 @@
+//! `streams.toml`: retention is policy, not code.
+
+use super::{ConfigError, parse_duration};
+use crate::pattern::{glob_match, valid_room};
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// The whole validated policy file.
+#[derive(Clone, Debug)]
+pub struct StreamsConfig {
+    pub defaults: RetentionPolicy,
+    /// Ordered; the first pattern that matches a room wins.
+    pub rooms: Vec<RoomPolicy>,
+    pub fanout: FanoutPolicy,
+    pub dedup: DedupPolicy,
+    pub notify: NotifyPolicy,
+    pub summarize: SummarizePolicy,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetentionPolicy {
+    /// Approximate cap on entries per room stream (`MAXLEN ~`).
+    pub maxlen: u64,
+    /// Entries older than this are trimmed (`MINID ~`); `None` keeps by count only.
+    pub max_age: Option<Duration>,
+    /// An idle room's keys expire after this; each append refreshes it.
+    pub ttl: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct RoomPolicy {
+    pub pattern: String,
+    pub retention: RetentionPolicy,
+}
+
+#[derive(Clone, Debug)]
+pub struct FanoutPolicy {
+    pub shards: u32,
+    pub group: String,
+    /// Entries per `XREADGROUP`.
+    pub batch: usize,
+    /// Cap on each shard stream (`MAXLEN ~`); generous, consumers keep up long before.
+    pub shard_maxlen: u64,
+    /// Pending entries idle this long are taken over by another consumer.
+    pub claim_idle: Duration,
+    /// An entry delivered more often than this goes to the dead-letter stream.
+    pub max_deliveries: u64,
+    pub dead_letter_maxlen: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct DedupPolicy {
+    pub window: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct NotifyPolicy {
+    pub group: String,
+    pub maxlen: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct SummarizePolicy {
+    /// Enqueue a summary every this many messages in a room; 0 is off.
+    pub every_messages: u64,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self {
+            defaults: RetentionPolicy {
+                maxlen: 10_000,
+                max_age: Some(Duration::from_secs(7 * 86_400)),
+                ttl: Duration::from_secs(7 * 86_400),
+            },
+            rooms: Vec::new(),
+            fanout: FanoutPolicy {
+                shards: 8,
+                group: "fanout".into(),
+                batch: 256,
+                shard_maxlen: 1_000_000,
+                claim_idle: Duration::from_secs(5),
+                max_deliveries: 5,
+                dead_letter_maxlen: 100_000,
+            },
+            dedup: DedupPolicy {
+                window: Duration::from_secs(600),
+            },
+            notify: NotifyPolicy {
+                group: "notifier".into(),
+                maxlen: 100_000,
+            },
+            summarize: SummarizePolicy { every_messages: 0 },
+        }
+    }
+}
+
+impl StreamsConfig {
+    /// The retention of a room: the first matching pattern, else the defaults.
+    pub fn retention(&self, room: &str) -> &RetentionPolicy {
+        self.rooms
+            .iter()
+            .find(|p| glob_match(&p.pattern, room))
+            .map(|p| &p.retention)
+            .unwrap_or(&self.defaults)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses and validates; the error names every bad field.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut errors = Vec::new();
+        let d = Self::default();
+        let defaults =
+            raw.defaults
+                .unwrap_or_default()
+                .resolve("defaults", &d.defaults, &mut errors);
+        let mut rooms = Vec::new();
+        for (i, r) in raw.rooms.unwrap_or_default().into_iter().enumerate() {
+            let field = format!("rooms[{i}]");
+            let pattern = r.pattern.clone().unwrap_or_default();
+            let probe = pattern.replace('*', "x");
+            if pattern.is_empty() || !valid_room(&probe) {
+                errors.push(format!(
+                    "{field}.pattern: {pattern:?} is not a room name pattern (letters, digits, _.:- and *)"
+                ));
+            }
+            let retention = r.retention.resolve(&field, &defaults, &mut errors);
+            rooms.push(RoomPolicy { pattern, retention });
+        }
+        let f = raw.fanout.unwrap_or_default();
+        let fanout = FanoutPolicy {
+            shards: range(
+                f.shards,
+                d.fanout.shards,
+                1,
+                1024,
+                "fanout.shards",
+                &mut errors,
+            ),
+            group: name(f.group, &d.fanout.group, "fanout.group", &mut errors),
+            batch: range(
+                f.batch,
+                d.fanout.batch as u32,
+                1,
+                10_000,
+                "fanout.batch",
+                &mut errors,
+            ) as usize,
+            shard_maxlen: positive(
+                f.shard_maxlen,
+                d.fanout.shard_maxlen,
+                "fanout.shard_maxlen",
+                &mut errors,
+            ),
+            claim_idle: dur(
+                f.claim_idle,
+                d.fanout.claim_idle,
+                "fanout.claim_idle",
+                &mut errors,
+            ),
+            max_deliveries: positive(
+                f.max_deliveries,
+                d.fanout.max_deliveries,
+                "fanout.max_deliveries",
+                &mut errors,
+            ),
+            dead_letter_maxlen: positive(
+                f.dead_letter_maxlen,
+                d.fanout.dead_letter_maxlen,
+                "fanout.dead_letter_maxlen",
+                &mut errors,
+            ),
+        };
+        let dd = raw.dedup.unwrap_or_default();
+        let dedup = DedupPolicy {
+            window: dur(dd.window, d.dedup.window, "dedup.window", &mut errors),
+        };
+        let n = raw.notify.unwrap_or_default();
+        let notify = NotifyPolicy {
+            group: name(n.group, &d.notify.group, "notify.group", &mut errors),
+            maxlen: positive(n.maxlen, d.notify.maxlen, "notify.maxlen", &mut errors),
+        };
+        let s = raw.summarize.unwrap_or_default();
+        let summarize = SummarizePolicy {
+            every_messages: s.every_messages.unwrap_or(d.summarize.every_messages),
+        };
+        if errors.is_empty() {
+            Ok(Self {
+                defaults,
+                rooms,
+                fanout,
+                dedup,
+                notify,
+                summarize,
+            })
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}
+
+fn dur(v: Option<String>, default: Duration, field: &str, errors: &mut Vec<String>) -> Duration {
+    match v {
+        None => default,
+        Some(s) => match parse_duration(&s) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                errors.push(format!("{field}: must be more than zero"));
+                default
+            }
+            Err(e) => {
+                errors.push(format!("{field}: {s:?}: {e}"));
+                default
+            }
+        },
+    }
+}
+
+fn positive(v: Option<u64>, default: u64, field: &str, errors: &mut Vec<String>) -> u64 {
+    match v {
+        Some(0) => {
+            errors.push(format!("{field}: must be at least 1"));
+            default
+        }
+        Some(n) => n,
+        None => default,
+    }
+}
+
+fn range(
+    v: Option<u32>,
+    default: u32,
+    lo: u32,
+    hi: u32,
+    field: &str,
+    errors: &mut Vec<String>,
+) -> u32 {
+    match v {
+        Some(n) if n < lo || n > hi => {
+            errors.push(format!("{field}: {n} is outside {lo}..={hi}"));
+            default
+        }
+        Some(n) => n,
+        None => default,
+    }
+}
+
+fn name(v: Option<String>, default: &str, field: &str, errors: &mut Vec<String>) -> String {
+    match v {
+        Some(s)
+            if s.is_empty()
+                || s.len() > 64
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            errors.push(format!("{field}: {s:?} must be 1-64 of [A-Za-z0-9_-]"));
+            default.to_owned()
+        }
+        Some(s) => s,
+        None => default.to_owned(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    defaults: Option<RawRetention>,
+    rooms: Option<Vec<RawRoom>>,
+    fanout: Option<RawFanout>,
+    dedup: Option<RawDedup>,
+    notify: Option<RawNotify>,
+    summarize: Option<RawSummarize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    maxlen: Option<u64>,
+    /// `"7d"`, or `"off"` to keep by count only.
+    max_age: Option<String>,
+    ttl: Option<String>,
+}
+
+impl RawRetention {
+    fn resolve(
+        self,
+        field: &str,
+        base: &RetentionPolicy,
+        errors: &mut Vec<String>,
+    ) -> RetentionPolicy {
+        let maxlen = positive(self.maxlen, base.maxlen, &format!("{field}.maxlen"), errors);
+        let max_age = match self.max_age.as_deref() {
+            None => base.max_age,
+            Some("off") => None,
+            Some(s) => Some(dur(
+                Some(s.to_owned()),
+                Duration::ZERO,
+                &format!("{field}.max_age"),
+                errors,
+            )),
+        };
+        let ttl = dur(self.ttl, base.ttl, &format!("{field}.ttl"), errors);
+        if ttl < Duration::from_secs(1) {
+            errors.push(format!("{field}.ttl: must be at least 1s"));
+        }
+        RetentionPolicy {
+            maxlen,
+            max_age,
+            ttl,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRoom {
+    pattern: Option<String>,
+    #[serde(flatten)]
+    retention: RawRetention,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFanout {
+    shards: Option<u32>,
+    group: Option<String>,
+    batch: Option<u32>,
+    shard_maxlen: Option<u64>,
+    claim_idle: Option<String>,
+    max_deliveries: Option<u64>,
+    dead_letter_maxlen: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDedup {
+    window: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    group: Option<String>,
+    maxlen: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSummarize {
+    every_messages: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_streams_toml_is_valid() {
+        let text = include_str!("../../../streams.toml");
+        let cfg = StreamsConfig::parse(text).expect("streams.toml parses");
+        assert!(cfg.defaults.maxlen > 0);
+    }
+
+    #[test]
+    fn first_matching_pattern_wins_and_inherits_defaults() {
+        let cfg = StreamsConfig::parse(
+            r#"
+            [defaults]
+            maxlen = 100
+            ttl = "1h"
+            [[rooms]]
+            pattern = "vip:*"
+            maxlen = 5
+            [[rooms]]
+            pattern = "*"
+            ttl = "10m"
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(cfg.retention("vip:1").maxlen, 5);
+        assert_eq!(cfg.retention("vip:1").ttl, Duration::from_secs(3600));
+        assert_eq!(cfg.retention("other").maxlen, 100);
+        assert_eq!(cfg.retention("other").ttl, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let err = StreamsConfig::parse(
+            r#"
+            [defaults]
+            maxlen = 0
+            ttl = "soon"
+            [fanout]
+            shards = 0
+            [[rooms]]
+            pattern = "bad room"
+            "#,
+        )
+        .expect_err("invalid");
+        for field in [
+            "defaults.maxlen",
+            "defaults.ttl",
+            "fanout.shards",
+            "rooms[0].pattern",
+        ] {
+            assert!(err.contains(field), "{field} not named in {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_refused() {
+        let err = StreamsConfig::parse("[defaults]\nmaxlenn = 3\n").expect_err("unknown");
+        assert!(err.contains("maxlenn"), "{err}");
+        let err = StreamsConfig::parse("[defaults]\nmaxlen = \"ten\"\n").expect_err("type");
+        assert!(err.contains("maxlen"), "{err}");
+    }
+
+    #[test]
+    fn max_age_can_be_turned_off() {
+        let cfg = StreamsConfig::parse("[defaults]\nmax_age = \"off\"\n").expect("valid");
+        assert_eq!(cfg.defaults.max_age, None);
+    }
+}

@@ -1,0 +1,161 @@
+//! The Redis key schema. No other module formats a key or channel name.
+//!
+//! Room keys carry the room as a hash tag (`{room}`) so that one room's keys
+//! share a Redis Cluster slot and the append script stays single-slot. Shard
+//! streams carry their shard number as the tag, so shards spread over masters.
+
+/// Builds every key and channel name from the configured prefix.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: String,
+    shards: u32,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>, shards: u32) -> Self {
+        Self {
+            prefix: prefix.into(),
+            shards: shards.max(1),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn shards(&self) -> u32 {
+        self.shards
+    }
+
+    /// Hash: `epoch`, `offset` (last assigned), `agechk` (last age-trim check).
+    pub fn room_meta(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:meta", self.prefix)
+    }
+
+    /// The room's stream. Entry ids are `<offset>-<ms>` so that reads by offset are direct.
+    pub fn room_stream(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:log", self.prefix)
+    }
+
+    /// One key per accepted `client_id`, living for the dedup window.
+    /// The user's length is part of the key so `a:b`+`c` and `a`+`b:c` differ.
+    pub fn room_dedup(&self, room: &str, user: &str, client_id: &str) -> String {
+        format!(
+            "{}:room:{{{room}}}:dedup:{}:{user}:{client_id}",
+            self.prefix,
+            user.len()
+        )
+    }
+
+    /// Set of members (granted by the admin API or by joining).
+    pub fn room_members(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:members", self.prefix)
+    }
+
+    /// Hash of read markers: user -> `epoch:offset`.
+    pub fn room_reads(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:reads", self.prefix)
+    }
+
+    /// Sorted set of `node|user` scored by the time the entry lapses (ms).
+    pub fn room_presence(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:presence", self.prefix)
+    }
+
+    /// Pub/sub channel carrying the room's live messages and ephemeral events.
+    pub fn room_channel(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:live", self.prefix)
+    }
+
+    /// The room name back from a channel name, if it is one of ours.
+    pub fn room_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":room:{")?
+            .strip_suffix("}:live")
+    }
+
+    /// Stable shard of a room (FNV-1a, identical in every process).
+    pub fn shard_of(&self, room: &str) -> u32 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in room.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        (h % u64::from(self.shards)) as u32
+    }
+
+    pub fn shard_stream(&self, shard: u32) -> String {
+        format!("{}:fanout:{{{shard}}}", self.prefix)
+    }
+
+    pub fn all_shard_streams(&self) -> Vec<String> {
+        (0..self.shards).map(|s| self.shard_stream(s)).collect()
+    }
+
+    pub fn room_shard_stream(&self, room: &str) -> String {
+        self.shard_stream(self.shard_of(room))
+    }
+
+    /// Dead-letter stream of a consumer group.
+    pub fn dead_letter(&self, group: &str) -> String {
+        format!("{}:dlq:{{{group}}}", self.prefix)
+    }
+
+    /// String `user\nttl_secs` with the session's TTL.
+    pub fn session(&self, sid: &str) -> String {
+        format!("{}:session:{{{sid}}}", self.prefix)
+    }
+
+    /// Node-wide control channel: session revocations, membership withdrawals.
+    pub fn control_channel(&self) -> String {
+        format!("{}:ctl", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_keys_share_a_hash_tag() {
+        let k = Keys::new("chat", 8);
+        for key in [
+            k.room_meta("r1"),
+            k.room_stream("r1"),
+            k.room_dedup("r1", "u", "c"),
+            k.room_members("r1"),
+            k.room_reads("r1"),
+            k.room_presence("r1"),
+        ] {
+            assert!(key.contains("{r1}"), "{key}");
+        }
+    }
+
+    #[test]
+    fn channel_round_trips_to_room() {
+        let k = Keys::new("p", 4);
+        assert_eq!(k.room_of_channel(&k.room_channel("a:b.c")), Some("a:b.c"));
+        assert_eq!(k.room_of_channel("p:ctl"), None);
+        assert_eq!(k.room_of_channel("other:room:{x}:live"), None);
+    }
+
+    #[test]
+    fn shards_are_stable_and_in_range() {
+        let k = Keys::new("chat", 8);
+        assert_eq!(k.shard_of("general"), k.shard_of("general"));
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..200 {
+            let s = k.shard_of(&format!("room-{i}"));
+            assert!(s < 8);
+            seen.insert(s);
+        }
+        assert_eq!(seen.len(), 8, "rooms should spread over every shard");
+    }
+
+    #[test]
+    fn dedup_keys_do_not_collide_across_user_boundaries() {
+        let k = Keys::new("chat", 1);
+        assert_ne!(k.room_dedup("r", "a:b", "c"), k.room_dedup("r", "a", "b:c"));
+    }
+}

@@ -1,0 +1,16 @@
+//! Shared library of the chat backend: configuration, the Redis key schema,
+//! the Lua scripts, the wire types of the contract, JWT verification and the
+//! test support that starts a real `redis-server`.
+
+pub mod config;
+pub mod entry;
+pub mod jwt;
+pub mod keys;
+pub mod pattern;
+pub mod protocol;
+pub mod redis_conn;
+pub mod redis_server;
+pub mod scripts;
+pub mod shutdown;
+pub mod telemetry;
+pub mod testing;

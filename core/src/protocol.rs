@@ -1,0 +1,513 @@
+//! The wire contract (PROTOCOL.md v1): client frames, server frames, error
+//! and close codes. Serialization here is the only place frame shapes live.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Error codes of the contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotJoined,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotJoined => "not_joined",
+            Self::NotFound => "not_found",
+            Self::RateLimited => "rate_limited",
+            Self::TooLarge => "too_large",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// HTTP status for the same condition.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::BadRequest => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::NotJoined => 409,
+            Self::TooLarge => 413,
+            Self::RateLimited => 429,
+            Self::Internal => 500,
+            Self::Unavailable => 503,
+        }
+    }
+}
+
+/// WebSocket close codes of the contract.
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const UNSUPPORTED: u16 = 1003;
+    pub const TOO_LARGE: u16 = 1009;
+    pub const UNAUTHENTICATED: u16 = 4001;
+    pub const REVOKED: u16 = 4003;
+    pub const POLICY: u16 = 4008;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    User,
+    System,
+    Summary,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::System => "system",
+            Self::Summary => "summary",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user" => Some(Self::User),
+            "system" => Some(Self::System),
+            "summary" => Some(Self::Summary),
+            _ => None,
+        }
+    }
+}
+
+/// A stored chat message, as in `message` frames and `history` arrays.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub room: String,
+    pub offset: u64,
+    pub id: String,
+    pub epoch: String,
+    pub user: String,
+    pub text: String,
+    pub ts: u64,
+    pub client_id: String,
+    pub kind: Kind,
+}
+
+/// `since` of a `join`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Since {
+    pub epoch: String,
+    pub offset: u64,
+}
+
+/// Any client frame before validation: every field optional so a bad frame
+/// can still be answered with its `ref`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawClientFrame {
+    #[serde(rename = "type")]
+    pub kind: Option<Value>,
+    #[serde(rename = "ref")]
+    pub reference: Option<Value>,
+    pub token: Option<Value>,
+    pub room: Option<Value>,
+    pub text: Option<Value>,
+    pub client_id: Option<Value>,
+    pub since: Option<Value>,
+    pub before: Option<Value>,
+    pub limit: Option<Value>,
+    pub offset: Option<Value>,
+}
+
+/// A validated client frame.
+#[derive(Debug, PartialEq)]
+pub enum ClientFrame {
+    Auth {
+        token: String,
+    },
+    Join {
+        room: String,
+        since: Option<Since>,
+    },
+    Leave {
+        room: String,
+    },
+    Send {
+        room: String,
+        text: String,
+        client_id: String,
+    },
+    History {
+        room: String,
+        before: Option<u64>,
+        limit: u32,
+    },
+    Typing {
+        room: String,
+    },
+    Read {
+        room: String,
+        offset: u64,
+    },
+    Refresh {
+        token: String,
+    },
+    Ping,
+}
+
+/// Why a frame was refused, with the `ref` to echo.
+#[derive(Debug)]
+pub struct FrameError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub reference: Option<Value>,
+}
+
+/// Limits that shape validation.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameLimits {
+    pub max_text_bytes: usize,
+}
+
+impl ClientFrame {
+    /// Parses one text frame. The `ref` is returned separately so replies echo it.
+    pub fn parse(text: &str, limits: FrameLimits) -> (Option<Value>, Result<Self, FrameError>) {
+        let raw: RawClientFrame = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => match serde_json::from_value(Value::Object(map)) {
+                Ok(raw) => raw,
+                Err(e) => return (None, Err(bad(None, format!("invalid frame: {e}")))),
+            },
+            Ok(_) => return (None, Err(bad(None, "a frame must be a JSON object".into()))),
+            Err(e) => return (None, Err(bad(None, format!("invalid JSON: {e}")))),
+        };
+        let reference = match raw.reference.clone() {
+            None | Some(Value::Null) => None,
+            Some(v @ (Value::String(_) | Value::Number(_))) => Some(v),
+            Some(_) => {
+                return (
+                    None,
+                    Err(bad(None, "ref must be a string or a number".into())),
+                );
+            }
+        };
+        let r = reference.clone();
+        (
+            reference,
+            Self::validate(raw, limits).map_err(|m| FrameError { reference: r, ..m }),
+        )
+    }
+
+    fn validate(raw: RawClientFrame, limits: FrameLimits) -> Result<Self, FrameError> {
+        let kind = match &raw.kind {
+            Some(Value::String(s)) => s.as_str(),
+            Some(_) => return Err(bad(None, "type must be a string".into())),
+            None => return Err(bad(None, "missing field: type".into())),
+        };
+        Ok(match kind {
+            "auth" => Self::Auth {
+                token: string(&raw.token, "token")?,
+            },
+            "refresh" => Self::Refresh {
+                token: string(&raw.token, "token")?,
+            },
+            "join" => Self::Join {
+                room: room(&raw.room)?,
+                since: match &raw.since {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(serde_json::from_value::<Since>(v.clone()).map_err(|_| {
+                        bad(
+                            None,
+                            "since must be {\"epoch\": string, \"offset\": integer >= 0}".into(),
+                        )
+                    })?),
+                },
+            },
+            "leave" => Self::Leave {
+                room: room(&raw.room)?,
+            },
+            "send" => {
+                let room = room(&raw.room)?;
+                let text = string(&raw.text, "text")?;
+                if text.is_empty() {
+                    return Err(bad(None, "text must not be empty".into()));
+                }
+                if text.len() > limits.max_text_bytes {
+                    return Err(FrameError {
+                        code: ErrorCode::TooLarge,
+                        message: format!("text is over {} bytes", limits.max_text_bytes),
+                        reference: None,
+                    });
+                }
+                let client_id = string(&raw.client_id, "client_id")?;
+                if !valid_client_id(&client_id) {
+                    return Err(bad(None, "client_id must be 1 to 64 characters".into()));
+                }
+                Self::Send {
+                    room,
+                    text,
+                    client_id,
+                }
+            }
+            "history" => Self::History {
+                room: room(&raw.room)?,
+                before: optional_u64(&raw.before, "before")?,
+                limit: match optional_u64(&raw.limit, "limit")? {
+                    None => 50,
+                    Some(n @ 1..=100) => n as u32,
+                    Some(_) => return Err(bad(None, "limit must be 1 to 100".into())),
+                },
+            },
+            "typing" => Self::Typing {
+                room: room(&raw.room)?,
+            },
+            "read" => Self::Read {
+                room: room(&raw.room)?,
+                offset: optional_u64(&raw.offset, "offset")?
+                    .ok_or_else(|| bad(None, "missing field: offset".into()))?,
+            },
+            "ping" => Self::Ping,
+            other => {
+                let shown: String = other.chars().take(32).collect();
+                return Err(bad(None, format!("unknown frame type {shown:?}")));
+            }
+        })
+    }
+}
+
+/// `client_id`: 1 to 64 characters.
+pub fn valid_client_id(id: &str) -> bool {
+    let n = id.chars().count();
+    (1..=64).contains(&n)
+}
+
+fn bad(reference: Option<Value>, message: String) -> FrameError {
+    FrameError {
+        code: ErrorCode::BadRequest,
+        message,
+        reference,
+    }
+}
+
+fn string(v: &Option<Value>, field: &str) -> Result<String, FrameError> {
+    match v {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(bad(None, format!("{field} must be a string"))),
+        None => Err(bad(None, format!("missing field: {field}"))),
+    }
+}
+
+fn room(v: &Option<Value>) -> Result<String, FrameError> {
+    let r = string(v, "room")?;
+    if crate::pattern::valid_room(&r) {
+        Ok(r)
+    } else {
+        Err(bad(None, "room must match ^[A-Za-z0-9_.:-]{1,128}$".into()))
+    }
+}
+
+fn optional_u64(v: &Option<Value>, field: &str) -> Result<Option<u64>, FrameError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| bad(None, format!("{field} must be a non-negative integer"))),
+        Some(_) => Err(bad(None, format!("{field} must be a non-negative integer"))),
+    }
+}
+
+/// Frames from the server. `ref` is added by the caller where it applies.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    Ready {
+        user: &'a str,
+        session: Option<&'a str>,
+        exp: u64,
+    },
+    Joined {
+        room: &'a str,
+        epoch: &'a str,
+        offset: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+    },
+    Left {
+        room: &'a str,
+    },
+    Ack(&'a Ack),
+    Message(&'a Message),
+    History {
+        room: &'a str,
+        epoch: &'a str,
+        messages: &'a [Message],
+    },
+    Typing {
+        room: &'a str,
+        user: &'a str,
+    },
+    Presence {
+        room: &'a str,
+        user: &'a str,
+        state: &'a str,
+    },
+    Refreshed {
+        exp: u64,
+    },
+    Expiring {
+        exp: u64,
+    },
+    Pong,
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+    },
+}
+
+/// The answer to an accepted (or duplicate) `send`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    pub room: String,
+    pub client_id: String,
+    pub offset: u64,
+    pub epoch: String,
+    pub id: String,
+    pub ts: u64,
+    pub duplicate: bool,
+}
+
+impl ServerFrame<'_> {
+    /// JSON text of the frame, with `ref` echoed when given.
+    pub fn to_json(&self, reference: Option<&Value>) -> String {
+        let Some(reference) = reference else {
+            return serde_json::to_string(self).unwrap_or_default();
+        };
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut v {
+            map.insert("ref".into(), reference.clone());
+        }
+        v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: FrameLimits = FrameLimits { max_text_bytes: 10 };
+
+    #[test]
+    fn parses_every_frame() {
+        let cases = [
+            (
+                r#"{"type":"auth","token":"t"}"#,
+                ClientFrame::Auth { token: "t".into() },
+            ),
+            (
+                r#"{"type":"join","room":"r","since":{"epoch":"e","offset":3}}"#,
+                ClientFrame::Join {
+                    room: "r".into(),
+                    since: Some(Since {
+                        epoch: "e".into(),
+                        offset: 3,
+                    }),
+                },
+            ),
+            (
+                r#"{"type":"leave","room":"r"}"#,
+                ClientFrame::Leave { room: "r".into() },
+            ),
+            (
+                r#"{"type":"send","room":"r","text":"hi","client_id":"c1"}"#,
+                ClientFrame::Send {
+                    room: "r".into(),
+                    text: "hi".into(),
+                    client_id: "c1".into(),
+                },
+            ),
+            (
+                r#"{"type":"history","room":"r"}"#,
+                ClientFrame::History {
+                    room: "r".into(),
+                    before: None,
+                    limit: 50,
+                },
+            ),
+            (
+                r#"{"type":"typing","room":"r"}"#,
+                ClientFrame::Typing { room: "r".into() },
+            ),
+            (
+                r#"{"type":"read","room":"r","offset":7}"#,
+                ClientFrame::Read {
+                    room: "r".into(),
+                    offset: 7,
+                },
+            ),
+            (
+                r#"{"type":"refresh","token":"x"}"#,
+                ClientFrame::Refresh { token: "x".into() },
+            ),
+            (r#"{"type":"ping"}"#, ClientFrame::Ping),
+        ];
+        for (text, want) in cases {
+            let (_, got) = ClientFrame::parse(text, L);
+            assert_eq!(got.expect(text), want);
+        }
+    }
+
+    #[test]
+    fn bad_frames_keep_their_ref() {
+        for text in [
+            r#"{"type":"send","room":"r","text":"","client_id":"c","ref":5}"#,
+            r#"{"type":"join","room":"bad room","ref":5}"#,
+            r#"{"type":"nope","ref":5}"#,
+            r#"{"type":"history","room":"r","limit":101,"ref":5}"#,
+            r#"{"type":"send","room":"r","text":"hi","client_id":"","ref":5}"#,
+        ] {
+            let (r, got) = ClientFrame::parse(text, L);
+            let err = got.expect_err(text);
+            assert_eq!(err.code, ErrorCode::BadRequest, "{text}");
+            assert_eq!(r, Some(Value::from(5)));
+            assert_eq!(err.reference, Some(Value::from(5)));
+        }
+    }
+
+    #[test]
+    fn oversized_text_is_too_large() {
+        let (_, got) = ClientFrame::parse(
+            r#"{"type":"send","room":"r","text":"01234567890","client_id":"c"}"#,
+            L,
+        );
+        assert_eq!(got.expect_err("too large").code, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn not_objects_are_bad_requests() {
+        for text in ["", "[]", "3", "null", "{", r#"{"type":1}"#, r#"{"ref":{}}"#] {
+            let (_, got) = ClientFrame::parse(text, L);
+            assert_eq!(got.expect_err(text).code, ErrorCode::BadRequest);
+        }
+    }
+
+    #[test]
+    fn server_frames_serialize_with_ref() {
+        let s = ServerFrame::Pong.to_json(Some(&Value::from("x")));
+        assert_eq!(s, r#"{"ref":"x","type":"pong"}"#);
+        let s = ServerFrame::Joined {
+            room: "r",
+            epoch: "e",
+            offset: 0,
+            recovered: None,
+        }
+        .to_json(None);
+        assert!(!s.contains("recovered"));
+    }
+}

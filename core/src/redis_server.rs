@@ -1,0 +1,146 @@
+//! A real `redis-server` child on a free loopback port in a temporary
+//! directory: used by the tests (one per test) and by the one-command local
+//! stack when no `CHAT_REDIS_URL` is set. Stopped by pid when dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("redis-server is not installed (apt-get install -y redis-server): {0}")]
+    NotInstalled(std::io::Error),
+    #[error("redis-server did not start: {0}")]
+    Start(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server with no persistence on a free port.
+    pub fn start() -> Result<Self, ServerError> {
+        let dir = tempfile::Builder::new().prefix("chat-redis-").tempdir()?;
+        let port = free_port()?;
+        let child = spawn(dir.path(), port, &[])?;
+        let mut s = Self { child, port, dir };
+        s.wait_ready()?;
+        Ok(s)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kills the server (SIGKILL, data lost) and starts a new empty one on
+    /// the same port: what clients see when Redis restarts without its data.
+    pub fn restart_empty(&mut self) -> Result<(), ServerError> {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match spawn(self.dir.path(), self.port, &[]) {
+                Ok(child) => {
+                    self.child = child;
+                    if self.wait_ready().is_ok() {
+                        return Ok(());
+                    }
+                }
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => {}
+            }
+            if Instant::now() > deadline {
+                return Err(ServerError::Start("restart timed out".into()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn wait_ready(&mut self) -> Result<(), ServerError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+                return Err(ServerError::Start(format!("exited with {status}: {log}")));
+            }
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::{Read, Write};
+                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                if s.write_all(b"PING\r\n").is_ok() {
+                    let mut buf = [0u8; 16];
+                    if let Ok(n) = s.read(&mut buf) {
+                        if buf[..n].starts_with(b"+PONG") {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(ServerError::Start("not answering PING after 10s".into()))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Result<Child, ServerError> {
+    let log: PathBuf = dir.join("redis.log");
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args([
+            "--dir",
+            &dir.to_string_lossy(),
+            "--logfile",
+            &log.to_string_lossy(),
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ServerError::NotInstalled(e),
+            _ => ServerError::Io(e),
+        })
+}
+
+/// A port the OS just handed out; free again once the listener is dropped.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

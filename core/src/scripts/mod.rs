@@ -1,0 +1,248 @@
+//! The Lua scripts, loaded once and called by SHA (`EVALSHA`, falling back to
+//! `EVAL` only after a `NOSCRIPT`), and their typed results.
+
+use crate::config::RetentionPolicy;
+use crate::entry::{self, ReplyError, room_message};
+use crate::keys::Keys;
+use crate::protocol::{Ack, Kind, Message, Since};
+use redis::Script;
+use redis::aio::ConnectionLike;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Reply(#[from] ReplyError),
+}
+
+/// The scripts, compiled once per process.
+pub struct Scripts {
+    append: Script,
+    join: Script,
+    range: Script,
+    history: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self {
+            append: Script::new(include_str!("append.lua")),
+            join: Script::new(include_str!("join.lua")),
+            range: Script::new(include_str!("range.lua")),
+            history: Script::new(include_str!("history.lua")),
+        }
+    }
+}
+
+/// One message to append.
+pub struct AppendRequest<'a> {
+    pub room: &'a str,
+    pub user: &'a str,
+    pub text: &'a str,
+    pub client_id: &'a str,
+    pub kind: Kind,
+    pub retention: &'a RetentionPolicy,
+    pub dedup_window: Duration,
+    pub shard_maxlen: u64,
+}
+
+/// What `join` found.
+#[derive(Debug)]
+pub struct Joined {
+    pub epoch: String,
+    pub last: u64,
+    /// `None` when no `since` was given.
+    pub recovered: Option<bool>,
+    pub missed: Vec<Message>,
+}
+
+/// Messages after an offset.
+#[derive(Debug)]
+pub struct Range {
+    /// Empty when the room does not exist.
+    pub epoch: String,
+    pub last: u64,
+    pub messages: Vec<Message>,
+}
+
+/// A fresh epoch: random, so a recreated room never reuses an old one.
+pub fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs().max(1)
+}
+
+impl Scripts {
+    /// Dedup, offset, XADD with trimming, TTL, shard copy: one round trip.
+    pub async fn append<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        keys: &Keys,
+        req: &AppendRequest<'_>,
+    ) -> Result<Ack, ScriptError> {
+        let reply: redis::Value = self
+            .append
+            .key(keys.room_meta(req.room))
+            .key(keys.room_stream(req.room))
+            .key(keys.room_dedup(req.room, req.user, req.client_id))
+            .key(keys.room_shard_stream(req.room))
+            .arg(req.room)
+            .arg(req.user)
+            .arg(req.text)
+            .arg(req.client_id)
+            .arg(req.kind.as_str())
+            .arg(new_epoch())
+            .arg(req.retention.maxlen)
+            .arg(req.retention.max_age.map_or(0, |d| d.as_millis() as u64))
+            .arg(secs(req.retention.ttl))
+            .arg(secs(req.dedup_window))
+            .arg(req.shard_maxlen)
+            .invoke_async(conn)
+            .await?;
+        let parts = entry::array(&reply)?;
+        let flag = parts.first().map(entry::int).transpose()?;
+        let (duplicate, epoch, offset, id) = match (flag, parts) {
+            (Some(1), [_, stored]) => {
+                let s = entry::string(stored)?;
+                let mut it = s.splitn(3, '|');
+                let (Some(e), Some(o), Some(i)) = (it.next(), it.next(), it.next()) else {
+                    return Err(ReplyError(format!("bad dedup record {s:?}")).into());
+                };
+                let o = o
+                    .parse()
+                    .map_err(|_| ReplyError("bad dedup offset".into()))?;
+                (true, e.to_owned(), o, i.to_owned())
+            }
+            (Some(0), [_, e, o, i]) => (
+                false,
+                entry::string(e)?,
+                entry::int(o)? as u64,
+                entry::string(i)?,
+            ),
+            _ => return Err(ReplyError(format!("append returned {reply:?}")).into()),
+        };
+        let ts = entry::parse_room_id(&id).map_or(0, |(_, ts)| ts);
+        Ok(Ack {
+            room: req.room.to_owned(),
+            client_id: req.client_id.to_owned(),
+            offset,
+            epoch,
+            id,
+            ts,
+            duplicate,
+        })
+    }
+
+    /// The room's epoch and last offset (creating the epoch for a new room),
+    /// and with `since` the missed messages when every one is retained.
+    pub async fn join<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        keys: &Keys,
+        room: &str,
+        since: Option<&Since>,
+        max_recover: u64,
+        ttl: Duration,
+    ) -> Result<Joined, ScriptError> {
+        let reply: redis::Value = self
+            .join
+            .key(keys.room_meta(room))
+            .key(keys.room_stream(room))
+            .arg(new_epoch())
+            .arg(secs(ttl))
+            .arg(since.map_or("", |s| s.epoch.as_str()))
+            .arg(since.map_or(0, |s| s.offset))
+            .arg(max_recover)
+            .invoke_async(conn)
+            .await?;
+        let [e, last, rec, es] = entry::array(&reply)? else {
+            return Err(ReplyError(format!("join returned {reply:?}")).into());
+        };
+        let epoch = entry::string(e)?;
+        let recovered = match entry::int(rec)? {
+            -1 => None,
+            0 => Some(false),
+            _ => Some(true),
+        };
+        let missed = entry::entries(es)?
+            .iter()
+            .map(|e| room_message(room, &epoch, e))
+            .collect::<Result<_, _>>()?;
+        Ok(Joined {
+            epoch,
+            last: entry::int(last)? as u64,
+            recovered,
+            missed,
+        })
+    }
+
+    /// Up to `max` messages after `after`, with the room's epoch and last offset.
+    pub async fn range<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        keys: &Keys,
+        room: &str,
+        after: u64,
+        max: u64,
+    ) -> Result<Range, ScriptError> {
+        let reply: redis::Value = self
+            .range
+            .key(keys.room_meta(room))
+            .key(keys.room_stream(room))
+            .arg(after)
+            .arg(max.max(1))
+            .invoke_async(conn)
+            .await?;
+        let [e, last, es] = entry::array(&reply)? else {
+            return Err(ReplyError(format!("range returned {reply:?}")).into());
+        };
+        let epoch = entry::string(e)?;
+        let messages = entry::entries(es)?
+            .iter()
+            .map(|e| room_message(room, &epoch, e))
+            .collect::<Result<_, _>>()?;
+        Ok(Range {
+            epoch,
+            last: entry::int(last)? as u64,
+            messages,
+        })
+    }
+
+    /// The `limit` messages just below `before` (or the newest), oldest first.
+    /// The epoch is empty when the room does not exist.
+    pub async fn history<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        keys: &Keys,
+        room: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<(String, Vec<Message>), ScriptError> {
+        let before_arg = match before {
+            Some(b) => b.to_string(),
+            None => String::new(),
+        };
+        let reply: redis::Value = self
+            .history
+            .key(keys.room_meta(room))
+            .key(keys.room_stream(room))
+            .arg(before_arg)
+            .arg(limit.max(1))
+            .invoke_async(conn)
+            .await?;
+        let [e, es] = entry::array(&reply)? else {
+            return Err(ReplyError(format!("history returned {reply:?}")).into());
+        };
+        let epoch = entry::string(e)?;
+        let mut messages = entry::entries(es)?
+            .iter()
+            .map(|e| room_message(room, &epoch, e))
+            .collect::<Result<Vec<_>, _>>()?;
+        messages.reverse();
+        Ok((epoch, messages))
+    }
+}

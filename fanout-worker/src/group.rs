@@ -1,0 +1,113 @@
+//! Consumer-group plumbing shared by the read and claim paths: creating the
+//! groups, parsing `XREADGROUP`/`XAUTOCLAIM`/`XPENDING` replies, and the
+//! dead-letter stream.
+
+use chat_core::entry::{self, Entry, ReplyError};
+use redis::Value;
+use redis::aio::ConnectionManager;
+
+/// Creates the group on every stream (with `MKSTREAM`); an existing group is fine.
+pub async fn ensure_groups(
+    conn: &mut ConnectionManager,
+    streams: &[String],
+    group: &str,
+) -> redis::RedisResult<()> {
+    for s in streams {
+        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(s)
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(conn)
+            .await;
+        match r {
+            Ok(()) => tracing::info!(stream = %s, group, "consumer group created"),
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `[[stream, entries], ...]` (RESP2) or a map (RESP3).
+pub fn read_reply(v: &Value) -> Result<Vec<(String, Vec<Entry>)>, ReplyError> {
+    let mut out = Vec::new();
+    match v {
+        Value::Nil => {}
+        Value::Map(m) => {
+            for (k, es) in m {
+                out.push((entry::string(k)?, entry::entries(es)?));
+            }
+        }
+        other => {
+            for s in entry::array(other)? {
+                let [name, es] = entry::array(s)? else {
+                    return Err(ReplyError("stream reply is not [name, entries]".into()));
+                };
+                out.push((entry::string(name)?, entry::entries(es)?));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `XAUTOCLAIM` reply: next cursor, claimed entries, ids deleted meanwhile.
+pub fn autoclaim_reply(v: &Value) -> Result<(String, Vec<Entry>, Vec<String>), ReplyError> {
+    let parts = entry::array(v)?;
+    let (next, es) = match parts {
+        [next, es, ..] => (entry::string(next)?, entry::entries(es)?),
+        _ => return Err(ReplyError("XAUTOCLAIM reply too short".into())),
+    };
+    let deleted = match parts.get(2) {
+        Some(d) => entry::array(d)?
+            .iter()
+            .map(entry::string)
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
+    Ok((next, es, deleted))
+}
+
+/// Delivery counts from `XPENDING key group IDLE 0 start end count`.
+pub fn pending_counts(v: &Value) -> Result<Vec<(String, u64)>, ReplyError> {
+    entry::array(v)?
+        .iter()
+        .map(|row| {
+            let r = entry::array(row)?;
+            let [id, _consumer, _idle, n] = r else {
+                return Err(ReplyError(
+                    "XPENDING row is not [id, consumer, idle, count]".into(),
+                ));
+            };
+            Ok((entry::string(id)?, entry::int(n)? as u64))
+        })
+        .collect()
+}
+
+/// Adds an entry to the dead-letter stream with where it came from and why.
+pub fn dead_letter(
+    pipe: &mut redis::Pipeline,
+    dlq: &str,
+    maxlen: u64,
+    stream: &str,
+    e: &Entry,
+    reason: &str,
+) {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(dlq)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(maxlen)
+        .arg("*")
+        .arg("stream")
+        .arg(stream)
+        .arg("entry")
+        .arg(&e.id)
+        .arg("reason")
+        .arg(reason);
+    for (k, v) in &e.fields {
+        cmd.arg(format!("f.{k}")).arg(v);
+    }
+    pipe.add_command(cmd).ignore();
+}

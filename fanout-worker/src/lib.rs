@@ -1,0 +1,272 @@
+//! fanout-worker: consumer group `fanout` over the shard streams. Each entry
+//! is published on its room's pub/sub channel, then acknowledged; crashed
+//! consumers' entries are taken over with `XAUTOCLAIM`; an entry delivered
+//! too often goes to the dead-letter stream.
+
+mod group;
+pub mod settings;
+
+use chat_core::entry::{Entry, shard_message};
+use chat_core::keys::Keys;
+use chat_core::protocol::ServerFrame;
+use chat_core::redis_conn;
+use redis::aio::ConnectionManager;
+use settings::FanoutSettings;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Reply(#[from] chat_core::entry::ReplyError),
+}
+
+/// What one step did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StepOutcome {
+    pub published: usize,
+    pub dead_lettered: usize,
+}
+
+pub struct Fanout {
+    settings: FanoutSettings,
+    keys: Keys,
+    streams: Vec<String>,
+    /// Publishes and acks (multiplexed).
+    conn: ConnectionManager,
+    /// Blocking reads, on their own socket.
+    reader: ConnectionManager,
+    last_claim: Instant,
+}
+
+/// The pub/sub payload of a stored message: `m<offset> <epoch>\n<message frame>`.
+/// Serialized once here; every ingress node forwards the frame bytes as they are.
+pub fn live_payload(m: &chat_core::protocol::Message) -> String {
+    format!(
+        "m{} {}\n{}",
+        m.offset,
+        m.epoch,
+        ServerFrame::Message(m).to_json(None)
+    )
+}
+
+impl Fanout {
+    pub async fn build(settings: FanoutSettings) -> Result<Self, FanoutError> {
+        let keys = settings.common.keys();
+        let url = settings.common.redis_url.clone();
+        let mut conn = redis_conn::manager(&url).await?;
+        let reader = redis_conn::blocking(&url, settings.block).await?;
+        let streams = keys.all_shard_streams();
+        group::ensure_groups(&mut conn, &streams, &settings.common.streams.fanout.group).await?;
+        info!(consumer = %settings.consumer, shards = streams.len(), "fanout worker ready");
+        Ok(Self {
+            settings,
+            keys,
+            streams,
+            conn,
+            reader,
+            last_claim: Instant::now(),
+        })
+    }
+
+    fn group(&self) -> &str {
+        &self.settings.common.streams.fanout.group
+    }
+
+    /// Runs until `shutdown`; the batch in hand is finished and acknowledged first.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), FanoutError> {
+        let claim_every = self.settings.common.streams.fanout.claim_idle / 2;
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let result = if self.last_claim.elapsed() >= claim_every {
+                self.last_claim = Instant::now();
+                self.claim().await
+            } else {
+                self.step().await
+            };
+            match result {
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    warn!(error = %e, "fanout step failed; backing off");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        info!(consumer = %self.settings.consumer, "fanout worker stopped");
+        Ok(())
+    }
+
+    /// Reads one batch of new entries (blocking up to `block`) and handles it.
+    pub async fn step(&mut self) -> Result<StepOutcome, FanoutError> {
+        let policy = &self.settings.common.streams.fanout;
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&policy.group)
+            .arg(&self.settings.consumer)
+            .arg("COUNT")
+            .arg(policy.batch)
+            .arg("BLOCK")
+            .arg(self.settings.block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.streams);
+        for _ in &self.streams {
+            cmd.arg(">");
+        }
+        let reply: redis::Value = match cmd.query_async(&mut self.reader).await {
+            Ok(v) => v,
+            Err(e) if e.code() == Some("NOGROUP") => {
+                // The streams vanished (Redis restarted empty, or were deleted): recreate.
+                warn!("consumer group missing; recreating");
+                let group = self.group().to_owned();
+                group::ensure_groups(&mut self.conn, &self.streams, &group).await?;
+                return Ok(StepOutcome::default());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let batches = group::read_reply(&reply)?;
+        self.handle(batches, &HashMap::new()).await
+    }
+
+    /// Takes over entries idle longer than `claim_idle` from any consumer.
+    pub async fn claim(&mut self) -> Result<StepOutcome, FanoutError> {
+        let policy = self.settings.common.streams.fanout.clone();
+        let mut total = StepOutcome::default();
+        for stream in self.streams.clone() {
+            let mut cursor = "0-0".to_owned();
+            for _ in 0..100 {
+                let reply: redis::Value = redis::cmd("XAUTOCLAIM")
+                    .arg(&stream)
+                    .arg(&policy.group)
+                    .arg(&self.settings.consumer)
+                    .arg(policy.claim_idle.as_millis() as u64)
+                    .arg(&cursor)
+                    .arg("COUNT")
+                    .arg(policy.batch)
+                    .query_async(&mut self.conn)
+                    .await?;
+                let (next, entries, deleted) = group::autoclaim_reply(&reply)?;
+                if !deleted.is_empty() {
+                    // Trimmed while pending: nothing left to deliver.
+                    let _: () = redis::cmd("XACK")
+                        .arg(&stream)
+                        .arg(&policy.group)
+                        .arg(&deleted)
+                        .query_async(&mut self.conn)
+                        .await?;
+                }
+                if !entries.is_empty() {
+                    info!(stream = %stream, n = entries.len(), "took over idle entries");
+                    let counts = self.delivery_counts(&stream, &entries).await?;
+                    let o = self
+                        .handle(vec![(stream.clone(), entries)], &counts)
+                        .await?;
+                    total.published += o.published;
+                    total.dead_lettered += o.dead_lettered;
+                }
+                if next == "0-0" {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(total)
+    }
+
+    async fn delivery_counts(
+        &mut self,
+        stream: &str,
+        entries: &[Entry],
+    ) -> Result<HashMap<String, u64>, FanoutError> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(HashMap::new());
+        };
+        let reply: redis::Value = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(self.group())
+            .arg(&first.id)
+            .arg(&last.id)
+            .arg(entries.len())
+            .arg(&self.settings.consumer)
+            .query_async(&mut self.conn)
+            .await?;
+        Ok(group::pending_counts(&reply)?.into_iter().collect())
+    }
+
+    /// Publishes every good entry, dead-letters the bad or over-delivered
+    /// ones, and acknowledges the whole batch: one pipeline, one round trip.
+    async fn handle(
+        &mut self,
+        batches: Vec<(String, Vec<Entry>)>,
+        deliveries: &HashMap<String, u64>,
+    ) -> Result<StepOutcome, FanoutError> {
+        let policy = &self.settings.common.streams.fanout;
+        let dlq = self.keys.dead_letter(&policy.group);
+        let mut out = StepOutcome::default();
+        let mut pipe = redis::pipe();
+        for (stream, entries) in &batches {
+            if entries.is_empty() {
+                continue;
+            }
+            for e in entries {
+                if deliveries
+                    .get(&e.id)
+                    .is_some_and(|&n| n > policy.max_deliveries)
+                {
+                    warn!(stream = %stream, id = %e.id, "delivered too often; dead-lettered");
+                    group::dead_letter(
+                        &mut pipe,
+                        &dlq,
+                        policy.dead_letter_maxlen,
+                        stream,
+                        e,
+                        "max_deliveries",
+                    );
+                    out.dead_lettered += 1;
+                    continue;
+                }
+                match shard_message(e) {
+                    Ok(m) => {
+                        pipe.publish(self.keys.room_channel(&m.room), live_payload(&m))
+                            .ignore();
+                        out.published += 1;
+                    }
+                    Err(err) => {
+                        warn!(stream = %stream, id = %e.id, error = %err, "malformed shard entry; dead-lettered");
+                        group::dead_letter(
+                            &mut pipe,
+                            &dlq,
+                            policy.dead_letter_maxlen,
+                            stream,
+                            e,
+                            "malformed",
+                        );
+                        out.dead_lettered += 1;
+                    }
+                }
+            }
+            let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+            pipe.cmd("XACK")
+                .arg(stream)
+                .arg(&policy.group)
+                .arg(ids)
+                .ignore();
+        }
+        if out.published + out.dead_lettered > 0 {
+            pipe.query_async::<()>(&mut self.conn).await?;
+            debug!(
+                published = out.published,
+                dead = out.dead_lettered,
+                "batch handled"
+            );
+        }
+        Ok(out)
+    }
+}

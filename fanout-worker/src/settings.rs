@@ -1,0 +1,37 @@
+//! fanout-worker settings from `CHAT_*`.
+
+use chat_core::config::{Common, ConfigError, Settings, Strings};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct FanoutSettings {
+    pub common: Common,
+    /// This worker's consumer name in the group; unique per process.
+    pub consumer: String,
+    /// How long one `XREADGROUP` blocks; also bounds how fast SIGTERM is noticed.
+    pub block: Duration,
+}
+
+impl FanoutSettings {
+    pub fn from_strings(src: &dyn Strings) -> Result<Self, ConfigError> {
+        let mut s = Settings::new(src);
+        let common = Common::read(&mut s);
+        let consumer = s.opt("CHAT_FANOUT_CONSUMER").unwrap_or_else(|| {
+            format!(
+                "fanout-{}-{:06x}",
+                std::process::id(),
+                rand::random::<u32>() & 0xff_ffff
+            )
+        });
+        let block = s.duration("CHAT_FANOUT_BLOCK", Duration::from_secs(1));
+        if block.is_zero() {
+            s.error("CHAT_FANOUT_BLOCK: must be more than zero");
+        }
+        s.finish()?;
+        Ok(Self {
+            common,
+            consumer,
+            block,
+        })
+    }
+}

@@ -1,0 +1,42 @@
+//! The HTTP API and the router.
+
+mod caller;
+pub mod demo;
+mod error;
+mod health;
+mod rooms;
+mod sessions;
+
+use crate::state::Shared;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+
+pub use error::ApiError;
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/", get(demo::page))
+        .route("/dev/token", post(demo::dev_token))
+        .route("/v1/ws", get(crate::ws::upgrade))
+        .route(
+            "/v1/rooms/{room}/messages",
+            post(rooms::publish).get(rooms::get_history),
+        )
+        .route(
+            "/v1/rooms/{room}/members/{user}",
+            put(rooms::put_member).delete(rooms::delete_member),
+        )
+        .route("/v1/rooms/{room}/presence", get(rooms::presence))
+        .route(
+            "/v1/sessions/{sid}",
+            put(sessions::put).delete(sessions::delete),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(|| async {
+            ApiError::new(chat_core::protocol::ErrorCode::NotFound, "no such route")
+        })
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}

@@ -1,0 +1,74 @@
+//! The auth server's session handoff.
+
+use super::caller::admin;
+use super::error::{ApiError, ApiResult};
+use crate::control::revoke_session_payload;
+use crate::state::Shared;
+use crate::ws::auth::session_value;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionBody {
+    user: String,
+    ttl_secs: u64,
+}
+
+fn sid_ok(sid: &str) -> ApiResult<()> {
+    if sid.is_empty() || sid.len() > 128 || !sid.bytes().all(|b| b.is_ascii_graphic()) {
+        Err(ApiError::bad(
+            "sid must be 1-128 printable ASCII characters",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+pub async fn put(
+    State(state): State<Shared>,
+    Path(sid): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    admin(&state, &headers)?;
+    sid_ok(&sid)?;
+    let body: SessionBody =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("invalid body: {e}")))?;
+    if body.user.is_empty() || body.user.len() > 256 || body.user.contains('\n') {
+        return Err(ApiError::bad("user must be 1-256 characters"));
+    }
+    if !(1..=30 * 86_400).contains(&body.ttl_secs) {
+        return Err(ApiError::bad("ttl_secs must be 1 to 2592000"));
+    }
+    let mut conn = state.redis.clone();
+    let _: () = redis::AsyncCommands::set_ex(
+        &mut conn,
+        state.keys.session(&sid),
+        session_value(&body.user, body.ttl_secs),
+        body.ttl_secs,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes the session and tells every node to close its sockets (4003).
+pub async fn delete(
+    State(state): State<Shared>,
+    Path(sid): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    admin(&state, &headers)?;
+    sid_ok(&sid)?;
+    let mut conn = state.redis.clone();
+    let _: () = redis::pipe()
+        .del(state.keys.session(&sid))
+        .ignore()
+        .publish(state.keys.control_channel(), revoke_session_payload(&sid))
+        .ignore()
+        .query_async(&mut conn)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

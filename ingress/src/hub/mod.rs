@@ -1,0 +1,251 @@
+//! Live delivery on one ingress node. One actor per room with local sockets
+//! (a *hub*) receives the room's pub/sub messages and writes them to its
+//! sockets in offset order: an offset at or below the hub's last is dropped,
+//! a jump ahead is healed by reading the missing range from the room stream.
+//! Joins go through the same actor, so a joining socket's `joined`, its
+//! recovered messages and its first live message cannot interleave wrongly.
+//!
+//! Ownership: the registry (`Rooms`) counts sockets per room under a std
+//! mutex never held across an await; the count reaching zero removes the
+//! entry and tells the hub to unsubscribe and stop. Subscriptions are
+//! reference-counted by one task so a dying hub's UNSUBSCRIBE cannot undo the
+//! SUBSCRIBE of its successor.
+
+mod room;
+
+pub(crate) use room::script_error_code;
+
+use crate::ws::outbound::SocketHandle;
+use bytes::Bytes;
+use chat_core::config::StreamsConfig;
+use chat_core::keys::Keys;
+use chat_core::protocol::{ErrorCode, Since};
+use chat_core::scripts::Scripts;
+use redis::aio::ConnectionManager;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// Live messages a hub may have queued before further ones are dropped (and
+/// later healed from the room stream).
+const LIVE_QUEUE: usize = 4096;
+
+pub(crate) enum Ctl {
+    Join {
+        socket: SocketHandle,
+        since: Option<Since>,
+        reference: Option<Value>,
+        reply: oneshot::Sender<Result<String, ErrorCode>>,
+    },
+    /// `reference: Some(..)` answers the client with `left`.
+    Leave {
+        socket_id: u64,
+        reference: Option<Option<Value>>,
+    },
+    Resync,
+    Shutdown,
+}
+
+struct Entry {
+    ctl: mpsc::UnboundedSender<Ctl>,
+    live: mpsc::Sender<Bytes>,
+    sockets: usize,
+    resync: Arc<AtomicBool>,
+}
+
+/// The node's room registry; shared with the pub/sub push callback.
+#[derive(Default)]
+pub struct Rooms {
+    map: Mutex<HashMap<Arc<str>, Entry>>,
+}
+
+impl Rooms {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Entry>> {
+        // A poisoned lock only means a panic elsewhere; the map stays usable.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Routes one pub/sub message to its room's hub, without blocking.
+    pub fn dispatch(&self, room: &str, payload: Bytes) {
+        let map = self.lock();
+        if let Some(e) = map.get(room) {
+            if e.live.try_send(payload).is_err() {
+                // Dropped here, healed by the hub from the room stream.
+                request_resync(e);
+            }
+        }
+    }
+
+    /// After the pub/sub connection dropped: every hub re-reads its tail.
+    pub fn resync_all(&self) {
+        for e in self.lock().values() {
+            request_resync(e);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn request_resync(e: &Entry) {
+    if !e.resync.swap(true, Ordering::AcqRel) {
+        let _ = e.ctl.send(Ctl::Resync);
+    }
+}
+
+pub(crate) enum SubOp {
+    Subscribe(String, oneshot::Sender<redis::RedisResult<()>>),
+    Unsubscribe(String),
+}
+
+/// Serializes SUBSCRIBE/UNSUBSCRIBE on the node's pub/sub connection with a
+/// count per channel.
+pub(crate) async fn run_subscriptions(
+    mut conn: ConnectionManager,
+    mut ops: mpsc::UnboundedReceiver<SubOp>,
+) {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    while let Some(op) = ops.recv().await {
+        match op {
+            SubOp::Subscribe(channel, reply) => {
+                let n = counts.get(&channel).copied().unwrap_or(0);
+                if n > 0 {
+                    counts.insert(channel, n + 1);
+                    let _ = reply.send(Ok(()));
+                    continue;
+                }
+                match conn.subscribe(&channel).await {
+                    Ok(()) => {
+                        counts.insert(channel, 1);
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            SubOp::Unsubscribe(channel) => {
+                if let Some(n) = counts.get_mut(&channel) {
+                    *n -= 1;
+                    if *n == 0 {
+                        counts.remove(&channel);
+                        if let Err(e) = conn.unsubscribe(&channel).await {
+                            tracing::warn!(channel, error = %e, "unsubscribe failed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What every hub needs.
+pub(crate) struct HubContext {
+    pub redis: ConnectionManager,
+    pub scripts: Arc<Scripts>,
+    pub keys: Keys,
+    pub streams: Arc<StreamsConfig>,
+    pub max_recover: u64,
+    pub subs: mpsc::UnboundedSender<SubOp>,
+}
+
+#[derive(Clone)]
+pub struct Hubs {
+    rooms: Arc<Rooms>,
+    ctx: Arc<HubContext>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Hubs {
+    pub(crate) fn new(rooms: Arc<Rooms>, ctx: HubContext) -> Self {
+        Self {
+            rooms,
+            ctx: Arc::new(ctx),
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    pub fn rooms(&self) -> &Rooms {
+        &self.rooms
+    }
+
+    /// Joins (or, with `rejoin`, re-joins) a socket to a room. The hub sends
+    /// `joined` and any recovered messages to the socket itself. Returns the epoch.
+    pub async fn join(
+        &self,
+        room: &str,
+        socket: &SocketHandle,
+        since: Option<Since>,
+        reference: Option<Value>,
+        rejoin: bool,
+    ) -> Result<String, ErrorCode> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut map = self.rooms.lock();
+            let entry = match map.get_mut(room) {
+                Some(e) => e,
+                None => {
+                    let e = self.spawn_hub(room);
+                    map.entry(Arc::from(room)).or_insert(e)
+                }
+            };
+            if !rejoin {
+                entry.sockets += 1;
+            }
+            let _ = entry.ctl.send(Ctl::Join {
+                socket: socket.clone(),
+                since,
+                reference,
+                reply,
+            });
+        }
+        let result = answer.await.unwrap_or(Err(ErrorCode::Internal));
+        if result.is_err() && !rejoin {
+            self.leave(room, socket.id, None);
+        }
+        result
+    }
+
+    /// Removes a socket from a room; the last one out stops the hub.
+    pub fn leave(&self, room: &str, socket_id: u64, reference: Option<Option<Value>>) {
+        let mut map = self.rooms.lock();
+        let Some(entry) = map.get_mut(room) else {
+            return;
+        };
+        entry.sockets = entry.sockets.saturating_sub(1);
+        let _ = entry.ctl.send(Ctl::Leave {
+            socket_id,
+            reference,
+        });
+        if entry.sockets == 0 {
+            let _ = entry.ctl.send(Ctl::Shutdown);
+            map.remove(room);
+        }
+    }
+
+    fn spawn_hub(&self, room: &str) -> Entry {
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        let (live_tx, live_rx) = mpsc::channel(LIVE_QUEUE);
+        let resync = Arc::new(AtomicBool::new(false));
+        let hub = room::RoomHub::new(
+            Arc::from(room),
+            self.next_id.fetch_add(1, Ordering::Relaxed),
+            self.ctx.clone(),
+            resync.clone(),
+        );
+        tokio::spawn(hub.run(ctl_rx, live_rx));
+        Entry {
+            ctl: ctl_tx,
+            live: live_tx,
+            sockets: 0,
+            resync,
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! One room's hub: the actor that orders live delivery to local sockets.
+
+use super::{Ctl, HubContext, SubOp};
+use crate::ws::outbound::{Out, SocketHandle};
+use bytes::Bytes;
+use chat_core::protocol::{ErrorCode, Message, ServerFrame, Since};
+use chat_core::redis_conn::is_unavailable;
+use chat_core::scripts::ScriptError;
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+/// Most messages read from the stream per heal/resync step.
+const HEAL_BATCH: u64 = 1000;
+
+struct Sub {
+    socket: SocketHandle,
+    /// Last offset written to this socket in the hub's epoch.
+    cursor: u64,
+}
+
+pub(super) struct RoomHub {
+    room: Arc<str>,
+    id: u64,
+    ctx: Arc<HubContext>,
+    subscribed: bool,
+    epoch: Option<String>,
+    /// Last offset delivered in `epoch`.
+    last: u64,
+    subs: Vec<Sub>,
+    resync_flag: Arc<AtomicBool>,
+    /// A heal or resync failed (Redis unreachable): retry on a timer.
+    resync_pending: bool,
+}
+
+impl RoomHub {
+    pub(super) fn new(
+        room: Arc<str>,
+        id: u64,
+        ctx: Arc<HubContext>,
+        resync_flag: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            room,
+            id,
+            ctx,
+            subscribed: false,
+            epoch: None,
+            last: 0,
+            subs: Vec::new(),
+            resync_flag,
+            resync_pending: false,
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut ctl: mpsc::UnboundedReceiver<Ctl>,
+        mut live: mpsc::Receiver<Bytes>,
+    ) {
+        self.subscribe().await;
+        loop {
+            tokio::select! {
+                biased;
+                c = ctl.recv() => match c {
+                    Some(Ctl::Join { socket, since, reference, reply }) => {
+                        self.join(socket, since, reference, reply).await;
+                    }
+                    Some(Ctl::Leave { socket_id, reference }) => self.leave(socket_id, reference),
+                    Some(Ctl::Resync) => {
+                        self.resync_flag.store(false, Ordering::Release);
+                        self.resync().await;
+                    }
+                    Some(Ctl::Shutdown) | None => break,
+                },
+                Some(payload) = live.recv() => self.on_live(payload).await,
+                _ = tokio::time::sleep(Duration::from_millis(500)), if self.resync_pending => {
+                    self.resync().await;
+                }
+            }
+        }
+        if self.subscribed {
+            let _ = self
+                .ctx
+                .subs
+                .send(SubOp::Unsubscribe(self.ctx.keys.room_channel(&self.room)));
+        }
+        debug!(room = %self.room, hub = self.id, "hub stopped");
+    }
+
+    async fn subscribe(&mut self) {
+        let (tx, rx) = oneshot::channel();
+        let channel = self.ctx.keys.room_channel(&self.room);
+        if self.ctx.subs.send(SubOp::Subscribe(channel, tx)).is_err() {
+            return;
+        }
+        match rx.await {
+            Ok(Ok(())) => self.subscribed = true,
+            Ok(Err(e)) => warn!(room = %self.room, error = %e, "subscribe failed"),
+            Err(_) => {}
+        }
+    }
+
+    async fn join(
+        &mut self,
+        socket: SocketHandle,
+        since: Option<Since>,
+        reference: Option<Value>,
+        reply: oneshot::Sender<Result<String, ErrorCode>>,
+    ) {
+        if !self.subscribed {
+            // The subscription must be live before the join reads the room,
+            // or messages appended in between could be missed.
+            self.subscribe().await;
+            if !self.subscribed {
+                let _ = reply.send(Err(ErrorCode::Unavailable));
+                return;
+            }
+        }
+        let ttl = self.ctx.streams.retention(&self.room).ttl;
+        let mut conn = self.ctx.redis.clone();
+        let joined = match self
+            .ctx
+            .scripts
+            .join(
+                &mut conn,
+                &self.ctx.keys,
+                &self.room,
+                since.as_ref(),
+                self.ctx.max_recover,
+                ttl,
+            )
+            .await
+        {
+            Ok(j) => j,
+            Err(e) => {
+                warn!(room = %self.room, error = %e, "join failed");
+                let _ = reply.send(Err(script_error_code(&e)));
+                return;
+            }
+        };
+        match &self.epoch {
+            None => {
+                self.epoch = Some(joined.epoch.clone());
+                self.last = joined.last;
+            }
+            Some(e) if *e != joined.epoch => {
+                // The room was recreated: older sockets get the new epoch from offset 1.
+                self.switch_epoch(joined.epoch.clone());
+                self.resync_pending = true;
+            }
+            Some(_) => {}
+        }
+        self.subs.retain(|s| s.socket.id != socket.id);
+        let frame = ServerFrame::Joined {
+            room: &self.room,
+            epoch: &joined.epoch,
+            offset: joined.last,
+            recovered: joined.recovered,
+        };
+        let mut ok = socket.push(frame.to_json(reference.as_ref()).into());
+        for m in &joined.missed {
+            ok = ok && socket.push(message_frame(m));
+        }
+        if ok {
+            self.subs.push(Sub {
+                socket,
+                cursor: joined.last,
+            });
+        }
+        let _ = reply.send(Ok(joined.epoch));
+    }
+
+    fn leave(&mut self, socket_id: u64, reference: Option<Option<Value>>) {
+        if let Some(i) = self.subs.iter().position(|s| s.socket.id == socket_id) {
+            let sub = self.subs.swap_remove(i);
+            if let Some(r) = reference {
+                sub.socket.push(
+                    ServerFrame::Left { room: &self.room }
+                        .to_json(r.as_ref())
+                        .into(),
+                );
+            }
+        }
+    }
+
+    fn switch_epoch(&mut self, epoch: String) {
+        self.epoch = Some(epoch);
+        self.last = 0;
+        for s in &mut self.subs {
+            s.cursor = 0;
+        }
+    }
+
+    async fn on_live(&mut self, payload: Bytes) {
+        let Some(nl) = payload.iter().position(|&b| b == b'\n') else {
+            return;
+        };
+        let (header, body) = (payload.slice(..nl), payload.slice(nl + 1..));
+        let Ok(text) = Out::try_from(body) else {
+            return;
+        };
+        match header.first() {
+            // `e<user>`: an ephemeral event (typing, presence) for everyone but its user.
+            Some(b'e') => {
+                let origin = &header[1..];
+                for s in &self.subs {
+                    if s.socket.user.as_bytes() != origin {
+                        s.socket.push(text.clone());
+                    }
+                }
+            }
+            // `m<offset> <epoch>`: a stored message.
+            Some(b'm') => {
+                let Some((offset, epoch)) = std::str::from_utf8(&header[1..])
+                    .ok()
+                    .and_then(|h| h.split_once(' '))
+                    .and_then(|(o, e)| Some((o.parse::<u64>().ok()?, e)))
+                else {
+                    return;
+                };
+                if self.subs.is_empty() {
+                    return;
+                }
+                if self.epoch.as_deref() != Some(epoch) {
+                    self.switch_epoch(epoch.to_owned());
+                }
+                if offset <= self.last {
+                    return;
+                }
+                if offset > self.last + 1 {
+                    if !self.heal(offset - 1).await {
+                        return;
+                    }
+                    if offset <= self.last {
+                        return;
+                    }
+                }
+                self.deliver(offset, &text);
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads the missing range up to `upto` from the room stream and delivers it.
+    /// False when Redis could not be read; a resync is then scheduled.
+    async fn heal(&mut self, upto: u64) -> bool {
+        let mut conn = self.ctx.redis.clone();
+        while self.last < upto {
+            let want = (upto - self.last).min(HEAL_BATCH);
+            let r = match self
+                .ctx
+                .scripts
+                .range(&mut conn, &self.ctx.keys, &self.room, self.last, want)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(room = %self.room, error = %e, "heal failed, will resync");
+                    self.resync_pending = true;
+                    return false;
+                }
+            };
+            if Some(r.epoch.as_str()) != self.epoch.as_deref() {
+                // Another epoch in the stream: the resync sorts it out.
+                self.resync_pending = true;
+                return false;
+            }
+            let before = self.last;
+            for m in r.messages.iter().filter(|m| m.offset <= upto) {
+                if m.offset > self.last + 1 {
+                    warn!(room = %self.room, from = self.last + 1, to = m.offset - 1, "range trimmed before delivery");
+                }
+                self.deliver_message(m);
+            }
+            if self.last == before {
+                warn!(room = %self.room, from = self.last + 1, upto, "range trimmed before delivery");
+                self.last = upto;
+            }
+        }
+        true
+    }
+
+    /// Reads everything after `last` from the room stream and delivers it.
+    async fn resync(&mut self) {
+        if self.subs.is_empty() || self.epoch.is_none() {
+            self.resync_pending = false;
+            return;
+        }
+        let mut conn = self.ctx.redis.clone();
+        loop {
+            let r = match self
+                .ctx
+                .scripts
+                .range(&mut conn, &self.ctx.keys, &self.room, self.last, HEAL_BATCH)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(room = %self.room, error = %e, "resync failed");
+                    self.resync_pending = true;
+                    return;
+                }
+            };
+            if r.epoch.is_empty() {
+                break;
+            }
+            if Some(r.epoch.as_str()) != self.epoch.as_deref() {
+                self.switch_epoch(r.epoch.clone());
+                continue;
+            }
+            if r.messages.is_empty() {
+                break;
+            }
+            for m in &r.messages {
+                self.deliver_message(m);
+            }
+            if self.last >= r.last {
+                break;
+            }
+        }
+        self.resync_pending = false;
+    }
+
+    fn deliver_message(&mut self, m: &Message) {
+        if m.offset > self.last {
+            self.deliver(m.offset, &message_frame(m));
+        }
+    }
+
+    fn deliver(&mut self, offset: u64, frame: &Out) {
+        let mut dead = false;
+        for s in &mut self.subs {
+            if s.cursor < offset {
+                s.cursor = offset;
+                if !s.socket.push(frame.clone()) {
+                    dead = true;
+                }
+            }
+        }
+        if dead {
+            self.subs.retain(|s| !s.socket.closer.is_closed());
+        }
+        self.last = offset;
+    }
+}
+
+fn message_frame(m: &Message) -> Out {
+    ServerFrame::Message(m).to_json(None).into()
+}
+
+pub(crate) fn script_error_code(e: &ScriptError) -> ErrorCode {
+    match e {
+        ScriptError::Redis(r) if is_unavailable(r) => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    }
+}

@@ -1,0 +1,153 @@
+//! The ingress: WebSocket and HTTP API. Authenticates sockets, appends
+//! messages with one script call, and delivers live messages to the sockets
+//! it holds, in offset order.
+
+pub mod access;
+mod append;
+pub mod control;
+pub mod http;
+pub mod hub;
+pub mod presence;
+pub mod settings;
+pub mod sockets;
+pub mod state;
+pub mod ws;
+
+use chat_core::jwt::{JwtError, Verifier};
+use chat_core::protocol::close;
+use chat_core::redis_conn;
+use chat_core::scripts::Scripts;
+use hub::{HubContext, Hubs, Rooms};
+use presence::Presence;
+use settings::IngressSettings;
+use sockets::SocketRegistry;
+use state::{AppState, Shared};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use settings::Limits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("jwt configuration: {0}")]
+    Jwt(#[from] JwtError),
+    #[error("listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A bound, ready ingress node; `run` serves until `shutdown` is cancelled.
+pub struct Ingress {
+    state: Shared,
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Ingress {
+    /// Connects to Redis, subscribes to the control channel and binds the
+    /// listener (port 0 picks a free one).
+    pub async fn build(
+        settings: IngressSettings,
+        shutdown: CancellationToken,
+    ) -> Result<Self, IngressError> {
+        let keys = settings.common.keys();
+        let url = settings.common.redis_url.clone();
+        let redis = redis_conn::manager(&url).await?;
+        let rooms = Arc::new(Rooms::default());
+        let sockets = Arc::new(SocketRegistry::default());
+        let mut subscriber = redis_conn::subscriber(
+            &url,
+            control::push_handler(keys.clone(), rooms.clone(), sockets.clone()),
+        )
+        .await?;
+        subscriber.subscribe(keys.control_channel()).await?;
+        let (subs_tx, subs_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(hub::run_subscriptions(subscriber, subs_rx));
+        let scripts = Arc::new(Scripts::default());
+        let hubs = Hubs::new(
+            rooms,
+            HubContext {
+                redis: redis.clone(),
+                scripts: scripts.clone(),
+                keys: keys.clone(),
+                streams: settings.common.streams.clone(),
+                max_recover: settings.limits.max_recover,
+                subs: subs_tx,
+            },
+        );
+        let verifier = Verifier::new(settings.jwt.clone()).await?;
+        let presence = Presence::new(settings.node_id.clone(), keys.clone(), redis.clone());
+        let listener = TcpListener::bind(settings.listen).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(AppState {
+            settings,
+            keys: keys.clone(),
+            scripts,
+            redis: redis.clone(),
+            verifier,
+            hubs,
+            sockets: sockets.clone(),
+            presence,
+            shutdown: shutdown.clone(),
+            tracker: TaskTracker::new(),
+            next_socket: AtomicU64::new(1),
+        });
+        tokio::spawn(control::sweep_sessions(
+            keys,
+            redis,
+            sockets,
+            shutdown.clone(),
+        ));
+        let s = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(presence::REFRESH);
+            loop {
+                tokio::select! {
+                    _ = s.shutdown.cancelled() => return,
+                    _ = tick.tick() => s.presence.refresh().await,
+                }
+            }
+        });
+        tracing::info!(%addr, node = %state.settings.node_id, "ingress listening");
+        Ok(Self {
+            state,
+            listener,
+            addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> Shared {
+        self.state.clone()
+    }
+
+    /// Serves until shutdown, then drains: every socket is closed 1001 after
+    /// its queued frames are written, within the configured grace.
+    pub async fn run(self) -> Result<(), IngressError> {
+        let state = self.state;
+        let app = http::router(state.clone());
+        let stop = state.shutdown.clone();
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await?;
+        state.sockets.close_all(close::GOING_AWAY);
+        state.tracker.close();
+        if tokio::time::timeout(state.settings.shutdown_grace, state.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(left = state.sockets.len(), "drain grace ran out");
+        }
+        state.presence.clear().await;
+        tracing::info!("ingress stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! Who is connected to a room, across nodes: a sorted set per room of
+//! `node|user` scored by when the entry lapses, refreshed by each node, so a
+//! crashed node's users drop out on their own. `presence` events go to the
+//! room when a user's first socket on this node joins and its last leaves.
+
+use chat_core::keys::Keys;
+use chat_core::protocol::ServerFrame;
+use redis::aio::ConnectionManager;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Entries lapse this long after the last refresh.
+const LAPSE: Duration = Duration::from_secs(30);
+pub const REFRESH: Duration = Duration::from_secs(10);
+
+pub struct Presence {
+    node: String,
+    keys: Keys,
+    redis: ConnectionManager,
+    local: Mutex<HashMap<(Arc<str>, Arc<str>), usize>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The pub/sub payload of an ephemeral event: `e<user>\n<json>`.
+pub fn event_payload(user: &str, frame: &ServerFrame<'_>) -> String {
+    format!("e{user}\n{}", frame.to_json(None))
+}
+
+impl Presence {
+    pub fn new(node: String, keys: Keys, redis: ConnectionManager) -> Self {
+        Self {
+            node,
+            keys,
+            redis,
+            local: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn member(&self, user: &str) -> String {
+        format!("{}|{user}", self.node)
+    }
+
+    fn bump(&self, room: &str, user: &str, delta: isize) -> bool {
+        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (Arc::from(room), Arc::from(user));
+        let n = local.get(&key).copied().unwrap_or(0);
+        let next = n.saturating_add_signed(delta);
+        if next == 0 {
+            local.remove(&key);
+        } else {
+            local.insert(key, next);
+        }
+        (n == 0 && next == 1) || (n == 1 && next == 0)
+    }
+
+    /// A socket of `user` joined `room`.
+    pub async fn joined(&self, room: &str, user: &str) {
+        if !self.bump(room, user, 1) {
+            return;
+        }
+        let key = self.keys.room_presence(room);
+        let frame = ServerFrame::Presence {
+            room,
+            user,
+            state: "join",
+        };
+        let mut conn = self.redis.clone();
+        let r: redis::RedisResult<()> = redis::pipe()
+            .zadd(&key, self.member(user), now_ms() + LAPSE.as_millis() as u64)
+            .ignore()
+            .expire(&key, (LAPSE.as_secs() * 2) as i64)
+            .ignore()
+            .publish(self.keys.room_channel(room), event_payload(user, &frame))
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(room, user, error = %e, "presence join not recorded");
+        }
+    }
+
+    /// A socket of `user` left `room` (or disconnected).
+    pub async fn left(&self, room: &str, user: &str) {
+        if !self.bump(room, user, -1) {
+            return;
+        }
+        let frame = ServerFrame::Presence {
+            room,
+            user,
+            state: "leave",
+        };
+        let mut conn = self.redis.clone();
+        let r: redis::RedisResult<()> = redis::pipe()
+            .zrem(self.keys.room_presence(room), self.member(user))
+            .ignore()
+            .publish(self.keys.room_channel(room), event_payload(user, &frame))
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(room, user, error = %e, "presence leave not recorded");
+        }
+    }
+
+    /// Users present in a room on any node.
+    pub async fn users(&self, room: &str) -> redis::RedisResult<Vec<String>> {
+        let mut conn = self.redis.clone();
+        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.room_presence(room))
+            .arg(now_ms())
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await?;
+        let mut users: Vec<String> = members
+            .into_iter()
+            .filter_map(|m| m.split_once('|').map(|(_, u)| u.to_owned()))
+            .collect();
+        users.sort();
+        users.dedup();
+        Ok(users)
+    }
+
+    /// Re-stamps this node's entries so they do not lapse.
+    pub async fn refresh(&self) {
+        let entries: Vec<(Arc<str>, Arc<str>)> = {
+            let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+            local.keys().cloned().collect()
+        };
+        if entries.is_empty() {
+            return;
+        }
+        let until = now_ms() + LAPSE.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        for (room, user) in &entries {
+            let key = self.keys.room_presence(room);
+            pipe.zadd(&key, self.member(user), until)
+                .ignore()
+                .expire(&key, (LAPSE.as_secs() * 2) as i64)
+                .ignore();
+        }
+        let mut conn = self.redis.clone();
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            tracing::warn!(error = %e, "presence refresh failed");
+        }
+    }
+
+    /// Drops this node's entries (drain).
+    pub async fn clear(&self) {
+        let entries: Vec<(Arc<str>, Arc<str>)> = {
+            let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+            local.drain().map(|(k, _)| k).collect()
+        };
+        let mut pipe = redis::pipe();
+        for (room, user) in &entries {
+            pipe.zrem(self.keys.room_presence(room), self.member(user))
+                .ignore();
+        }
+        let mut conn = self.redis.clone();
+        let _ = pipe.query_async::<()>(&mut conn).await;
+    }
+}

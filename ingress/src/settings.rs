@@ -1,0 +1,134 @@
+//! Ingress settings from `CHAT_*` (see README "Configuration").
+
+use chat_core::config::{Common, ConfigError, Settings, Strings};
+use chat_core::jwt::JwtConfig;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Per-connection limits.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest WebSocket message accepted; larger ones close the socket 1009.
+    pub max_frame_bytes: usize,
+    pub max_text_bytes: usize,
+    /// Time for an unauthenticated socket to send `auth`.
+    pub auth_timeout: Duration,
+    /// Sustained client frames per second, and the burst allowed above it.
+    pub rate_per_sec: f64,
+    pub rate_burst: f64,
+    /// Frames queued to a socket before it counts as too slow and is closed 4008.
+    pub outbound_queue: usize,
+    /// `expiring` is sent this long before the token's `exp`.
+    pub expiring_notice: Duration,
+    /// WebSocket ping interval; a socket silent for two intervals is closed.
+    pub ping_interval: Duration,
+    /// Most messages a `join` with `since` replays; more means `recovered: false`.
+    pub max_recover: u64,
+    pub max_rooms_per_connection: usize,
+    pub max_connections: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct IngressSettings {
+    pub listen: SocketAddr,
+    pub common: Common,
+    /// Names this node's presence entries.
+    pub node_id: String,
+    pub jwt: JwtConfig,
+    /// Server-to-server keys for the admin API.
+    pub api_keys: Vec<String>,
+    pub require_session: bool,
+    /// Origins allowed to open a socket from a browser; empty = same host only; `*` = any.
+    pub allowed_origins: Vec<String>,
+    pub limits: Limits,
+    /// How long a drain waits for sockets to flush before giving up.
+    pub shutdown_grace: Duration,
+    /// Serve `POST /dev/token` (the one-command local stack only).
+    pub dev_token_secret: Option<Vec<u8>>,
+}
+
+impl IngressSettings {
+    pub fn from_strings(src: &dyn Strings) -> Result<Self, ConfigError> {
+        let mut s = Settings::new(src);
+        let common = Common::read(&mut s);
+        let listen = s.parse("CHAT_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let node_id = s
+            .opt("CHAT_NODE_ID")
+            .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()));
+        let jwt = read_jwt(&mut s);
+        let api_keys = s.list("CHAT_API_KEYS");
+        if api_keys.iter().any(|k| k.len() < 16) {
+            s.error("CHAT_API_KEYS: every key must be at least 16 characters");
+        }
+        let limits = Limits {
+            max_frame_bytes: s.parse("CHAT_MAX_FRAME_BYTES", 64 * 1024),
+            max_text_bytes: s.parse("CHAT_MAX_TEXT_BYTES", 4096),
+            auth_timeout: s.duration("CHAT_AUTH_TIMEOUT", Duration::from_secs(5)),
+            rate_per_sec: s.parse("CHAT_RATE_PER_SEC", 50.0),
+            rate_burst: s.parse("CHAT_RATE_BURST", 100.0),
+            outbound_queue: s.parse("CHAT_OUTBOUND_QUEUE", 1024),
+            expiring_notice: s.duration("CHAT_EXPIRING_NOTICE", Duration::from_secs(60)),
+            ping_interval: s.duration("CHAT_PING_INTERVAL", Duration::from_secs(30)),
+            max_recover: s.parse("CHAT_MAX_RECOVER", 10_000),
+            max_rooms_per_connection: s.parse("CHAT_MAX_ROOMS_PER_CONNECTION", 100),
+            max_connections: s.parse("CHAT_MAX_CONNECTIONS", 100_000),
+        };
+        if limits.max_text_bytes == 0 || limits.max_text_bytes > limits.max_frame_bytes {
+            s.error("CHAT_MAX_TEXT_BYTES: must be 1 to CHAT_MAX_FRAME_BYTES");
+        }
+        if limits.rate_per_sec <= 0.0 || limits.rate_burst < 1.0 {
+            s.error("CHAT_RATE_PER_SEC / CHAT_RATE_BURST: must be positive");
+        }
+        if limits.outbound_queue < 16 {
+            s.error("CHAT_OUTBOUND_QUEUE: must be at least 16");
+        }
+        if limits.ping_interval.is_zero() || limits.auth_timeout.is_zero() {
+            s.error("CHAT_PING_INTERVAL / CHAT_AUTH_TIMEOUT: must be more than zero");
+        }
+        let settings = Self {
+            listen,
+            common,
+            node_id,
+            jwt,
+            api_keys,
+            require_session: s.bool("CHAT_REQUIRE_SESSION", false),
+            allowed_origins: s.list("CHAT_ALLOWED_ORIGINS"),
+            limits,
+            shutdown_grace: s.duration("CHAT_SHUTDOWN_GRACE", Duration::from_secs(10)),
+            dev_token_secret: None,
+        };
+        s.finish()?;
+        Ok(settings)
+    }
+}
+
+fn read_jwt(s: &mut Settings<'_>) -> JwtConfig {
+    let mut cfg = JwtConfig::default();
+    let algs = s.list("CHAT_JWT_ALGORITHMS");
+    if !algs.is_empty() {
+        cfg.algorithms.clear();
+        for a in algs {
+            match a.parse::<jsonwebtoken::Algorithm>() {
+                Ok(alg) if chat_core::jwt::SUPPORTED_ALGORITHMS.contains(&alg) => {
+                    cfg.algorithms.push(alg)
+                }
+                _ => s.error(format!(
+                    "CHAT_JWT_ALGORITHMS: {a:?} is not one of HS256, RS256, ES256, EdDSA"
+                )),
+            }
+        }
+    }
+    cfg.hs_secret = s.opt("CHAT_JWT_SECRET").map(String::into_bytes);
+    for path in s.list("CHAT_JWT_PUBLIC_KEYS") {
+        match std::fs::read(&path) {
+            Ok(pem) => cfg.public_key_pems.push(pem),
+            Err(e) => s.error(format!("CHAT_JWT_PUBLIC_KEYS: {path}: {e}")),
+        }
+    }
+    cfg.jwks_url = s.opt("CHAT_JWKS_URL");
+    cfg.issuer = s.opt("CHAT_JWT_ISSUER");
+    let aud = s.list("CHAT_JWT_AUDIENCE");
+    cfg.audience = (!aud.is_empty()).then_some(aud);
+    cfg.leeway_secs = s.parse("CHAT_JWT_LEEWAY_SECS", 0);
+    cfg
+}

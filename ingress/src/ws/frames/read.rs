@@ -1,0 +1,32 @@
+//! `read`: stores the user's read marker as `epoch:offset`.
+
+use crate::ws::conn::Conn;
+use chat_core::protocol::ErrorCode;
+use serde_json::Value;
+
+pub async fn handle(conn: &mut Conn, room: &str, offset: u64, r: Option<&Value>) {
+    let Some(joined) = conn.joined.get(room) else {
+        return conn.error(ErrorCode::NotJoined, "join the room first", r);
+    };
+    let state = &conn.state;
+    let key = state.keys.room_reads(room);
+    let ttl = state
+        .settings
+        .common
+        .streams
+        .retention(room)
+        .ttl
+        .as_secs()
+        .max(1);
+    let mut redis = state.redis.clone();
+    let result: redis::RedisResult<()> = redis::pipe()
+        .hset(&key, conn.user(), format!("{}:{offset}", joined.epoch))
+        .ignore()
+        .expire(&key, ttl as i64)
+        .ignore()
+        .query_async(&mut redis)
+        .await;
+    if result.is_err() {
+        conn.error(ErrorCode::Unavailable, "read marker not stored", r);
+    }
+}

@@ -1,0 +1,25 @@
+//! `refresh`: a new token for the same user extends the connection.
+
+use crate::ws::auth::authenticate;
+use crate::ws::conn::Conn;
+use chat_core::protocol::{ErrorCode, ServerFrame};
+use serde_json::Value;
+
+pub async fn handle(conn: &mut Conn, token: &str, r: Option<&Value>) {
+    match authenticate(&conn.state, token).await {
+        Ok(a) if a.claims.sub == conn.user() => {
+            conn.exp = a.claims.exp;
+            conn.expiring_sent = false;
+            if a.claims.rooms.is_some() {
+                conn.rooms_claim = a.claims.rooms;
+            }
+            conn.reply(&ServerFrame::Refreshed { exp: conn.exp }, r);
+        }
+        Ok(_) => conn.error(
+            ErrorCode::Unauthorized,
+            "refresh token is for another user",
+            r,
+        ),
+        Err((code, message)) => conn.error(code, &message, r),
+    }
+}

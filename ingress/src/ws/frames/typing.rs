@@ -1,0 +1,24 @@
+//! `typing`: an ephemeral event for the room's other users; nothing stored.
+
+use crate::presence::event_payload;
+use crate::ws::conn::Conn;
+use chat_core::protocol::{ErrorCode, ServerFrame};
+use serde_json::Value;
+
+pub async fn handle(conn: &mut Conn, room: &str, r: Option<&Value>) {
+    if !conn.joined.contains_key(room) {
+        return conn.error(ErrorCode::NotJoined, "join the room first", r);
+    }
+    let payload = event_payload(
+        conn.user(),
+        &ServerFrame::Typing {
+            room,
+            user: conn.user(),
+        },
+    );
+    let mut redis = conn.state.redis.clone();
+    let channel = conn.state.keys.room_channel(room);
+    if let Err(e) = redis::AsyncCommands::publish::<_, _, ()>(&mut redis, channel, payload).await {
+        tracing::debug!(room, error = %e, "typing not published");
+    }
+}

@@ -1,0 +1,92 @@
+//! `GET /v1/ws`: the WebSocket side of the contract.
+
+pub mod auth;
+mod conn;
+pub use conn::now_secs;
+mod frames;
+pub mod outbound;
+mod rate;
+mod writer;
+
+use crate::state::Shared;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+pub async fn upgrade(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if !origin_allowed(&state.settings.allowed_origins, &headers) {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    if state.sockets.len() >= state.settings.limits.max_connections || state.shutdown.is_cancelled()
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no capacity").into_response();
+    }
+    let header_token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    let max = state.settings.limits.max_frame_bytes;
+    let tracker = state.tracker.clone();
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(4096)
+        .write_buffer_size(4096)
+        .on_upgrade(move |socket| async move {
+            // Tracked, not detached: the drain waits for every socket's last write.
+            tracker.spawn(conn::run(state, socket, header_token));
+        })
+}
+
+/// Browsers send `Origin`; other clients do not and are not limited by it.
+/// Without a configured list only the same host may connect.
+fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, h)| h);
+    allowed.is_empty() && host.is_some() && origin_host == host
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, host.parse().expect("host"));
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, o.parse().expect("origin"));
+        }
+        h
+    }
+
+    #[test]
+    fn origins() {
+        assert!(origin_allowed(&[], &headers(None, "a:1")));
+        assert!(origin_allowed(&[], &headers(Some("http://a:1"), "a:1")));
+        assert!(!origin_allowed(&[], &headers(Some("http://evil"), "a:1")));
+        let list = vec!["https://app.example".to_owned()];
+        assert!(origin_allowed(
+            &list,
+            &headers(Some("https://app.example"), "a:1")
+        ));
+        assert!(!origin_allowed(&list, &headers(Some("http://a:1"), "a:1")));
+        assert!(origin_allowed(
+            &["*".to_owned()],
+            &headers(Some("http://x"), "a:1")
+        ));
+    }
+}

@@ -1,0 +1,349 @@
+//! Test support for the end-to-end tests: a real `redis-server`, ingress
+//! nodes and fanout workers started in-process on ephemeral ports, and a
+//! small WebSocket client that speaks the contract.
+
+use chat_core::config::StreamsConfig;
+use chat_core::redis_server::RedisServer;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+pub use chat_core::testing::wait_until;
+
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+pub const API_KEY: &str = "test-api-key-0123456789";
+/// How long a test waits for one frame before failing.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running ingress node.
+pub struct Node {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<()>,
+}
+
+/// A running fanout worker.
+pub struct Worker {
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<()>,
+}
+
+pub struct Stack {
+    pub redis: RedisServer,
+    pub nodes: Vec<Node>,
+    pub workers: Vec<Worker>,
+    pub env: HashMap<String, String>,
+    pub streams: Arc<StreamsConfig>,
+}
+
+/// What to start.
+pub struct StackBuilder {
+    nodes: usize,
+    workers: usize,
+    streams: StreamsConfig,
+    env: HashMap<String, String>,
+}
+
+impl Default for StackBuilder {
+    fn default() -> Self {
+        let mut streams = StreamsConfig::default();
+        streams.fanout.claim_idle = Duration::from_millis(1000);
+        streams.fanout.shards = 4;
+        Self {
+            nodes: 1,
+            workers: 1,
+            streams,
+            env: HashMap::new(),
+        }
+    }
+}
+
+impl StackBuilder {
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n;
+        self
+    }
+
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    pub fn streams(mut self, f: impl FnOnce(&mut StreamsConfig)) -> Self {
+        f(&mut self.streams);
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.insert(k.to_owned(), v.to_owned());
+        self
+    }
+
+    pub async fn start(self) -> Stack {
+        chat_core::telemetry::init_for_tests();
+        let redis = RedisServer::start().expect("redis-server starts (is it installed?)");
+        let mut env: HashMap<String, String> = [
+            ("CHAT_REDIS_URL", redis.url()),
+            ("CHAT_JWT_SECRET", SECRET.to_owned()),
+            ("CHAT_API_KEYS", API_KEY.to_owned()),
+            ("CHAT_LISTEN", "127.0.0.1:0".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        env.extend(self.env);
+        let mut stack = Stack {
+            redis,
+            nodes: Vec::new(),
+            workers: Vec::new(),
+            env,
+            streams: Arc::new(self.streams),
+        };
+        for _ in 0..self.nodes {
+            stack.add_node().await;
+        }
+        for _ in 0..self.workers {
+            stack.add_worker().await;
+        }
+        stack
+    }
+}
+
+impl Stack {
+    pub fn builder() -> StackBuilder {
+        StackBuilder::default()
+    }
+
+    pub async fn add_node(&mut self) -> usize {
+        let mut settings =
+            ingress::settings::IngressSettings::from_strings(&self.env).expect("ingress settings");
+        settings.common.streams = self.streams.clone();
+        let shutdown = CancellationToken::new();
+        let node = ingress::Ingress::build(settings, shutdown.clone())
+            .await
+            .expect("ingress starts");
+        let addr = node.local_addr();
+        let handle = tokio::spawn(async move {
+            node.run().await.expect("ingress runs");
+        });
+        self.nodes.push(Node {
+            addr,
+            shutdown,
+            handle,
+        });
+        self.nodes.len() - 1
+    }
+
+    pub async fn add_worker(&mut self) -> usize {
+        let mut settings = fanout_worker::settings::FanoutSettings::from_strings(&self.env)
+            .expect("fanout settings");
+        settings.common.streams = self.streams.clone();
+        settings.block = Duration::from_millis(200);
+        let shutdown = CancellationToken::new();
+        let worker = fanout_worker::Fanout::build(settings)
+            .await
+            .expect("fanout starts");
+        let s = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            worker.run(s).await.expect("fanout runs");
+        });
+        self.workers.push(Worker { shutdown, handle });
+        self.workers.len() - 1
+    }
+
+    /// Kills a worker mid-stream: its task is aborted, nothing is acknowledged.
+    pub fn kill_worker(&mut self, i: usize) {
+        self.workers[i].handle.abort();
+    }
+
+    pub fn keys(&self) -> chat_core::keys::Keys {
+        chat_core::keys::Keys::new("chat", self.streams.fanout.shards)
+    }
+
+    pub async fn redis(&self) -> redis::aio::ConnectionManager {
+        chat_core::redis_conn::manager(&self.redis.url())
+            .await
+            .expect("redis connection")
+    }
+
+    pub fn http(&self, node: usize) -> String {
+        format!("http://{}", self.nodes[node].addr)
+    }
+
+    pub fn ws_url(&self, node: usize) -> String {
+        format!("ws://{}/v1/ws", self.nodes[node].addr)
+    }
+
+    /// Connects with `Authorization: Bearer` and reads `ready`.
+    pub async fn connect(&self, node: usize, user: &str) -> Client {
+        let token = token(user, &["*"]);
+        let mut c = Client::connect_with_header(&self.ws_url(node), Some(&token)).await;
+        let ready = c.recv().await;
+        assert_eq!(ready["type"], "ready", "{ready}");
+        c
+    }
+}
+
+/// An HS256 token with the test secret.
+pub fn token(user: &str, rooms: &[&str]) -> String {
+    sign(json!({"sub": user, "exp": now() + 3600, "rooms": rooms}))
+}
+
+pub fn sign(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// What a read from the socket produced.
+#[derive(Debug)]
+pub enum Event {
+    Frame(Value),
+    Closed(Option<u16>),
+}
+
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect_with_header(url: &str, token: Option<&str>) -> Client {
+        let mut req = url.into_client_request().expect("request");
+        if let Some(t) = token {
+            req.headers_mut().insert(
+                "Authorization",
+                format!("Bearer {t}").parse().expect("header"),
+            );
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("connect");
+        Client { ws }
+    }
+
+    pub async fn send_json(&mut self, v: Value) {
+        self.ws
+            .send(WsMessage::Text(v.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(&mut self, m: WsMessage) {
+        let _ = self.ws.send(m).await;
+    }
+
+    /// The next frame or close, within `FRAME_TIMEOUT`.
+    pub async fn event(&mut self) -> Event {
+        loop {
+            let m = tokio::time::timeout(FRAME_TIMEOUT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame");
+            match m {
+                Some(Ok(WsMessage::Text(t))) => {
+                    return Event::Frame(serde_json::from_str(&t).expect("server sends JSON"));
+                }
+                Some(Ok(WsMessage::Close(f))) => {
+                    return Event::Closed(f.map(|CloseFrame { code, .. }| u16::from(code)));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Event::Closed(None),
+            }
+        }
+    }
+
+    /// The next frame; panics on a close.
+    pub async fn recv(&mut self) -> Value {
+        match self.event().await {
+            Event::Frame(v) => v,
+            Event::Closed(c) => panic!("socket closed ({c:?}) while waiting for a frame"),
+        }
+    }
+
+    /// The next frame of `ty`, skipping presence and typing events.
+    pub async fn recv_type(&mut self, ty: &str) -> Value {
+        loop {
+            let f = self.recv().await;
+            if f["type"] == ty {
+                return f;
+            }
+            if f["type"] == "presence" || f["type"] == "typing" {
+                continue;
+            }
+            panic!("expected {ty}, got {f}");
+        }
+    }
+
+    /// Reads until the socket closes; returns the close code and the frames seen.
+    pub async fn until_closed(&mut self) -> (Option<u16>, Vec<Value>) {
+        let mut frames = Vec::new();
+        loop {
+            match self.event().await {
+                Event::Frame(v) => frames.push(v),
+                Event::Closed(c) => return (c, frames),
+            }
+        }
+    }
+
+    pub async fn join(&mut self, room: &str) -> Value {
+        self.send_json(json!({"type": "join", "room": room})).await;
+        self.recv_type("joined").await
+    }
+
+    /// Sends and waits for the `ack` (messages that arrive first are skipped).
+    pub async fn send(&mut self, room: &str, text: &str, client_id: &str) -> Value {
+        self.send_json(json!({"type": "send", "room": room, "text": text, "client_id": client_id}))
+            .await;
+        loop {
+            let f = self.recv().await;
+            match f["type"].as_str() {
+                Some("ack") => return f,
+                Some("message" | "presence" | "typing") => continue,
+                _ => panic!("expected ack, got {f}"),
+            }
+        }
+    }
+
+    /// Collects `message` frames until `n` have arrived.
+    pub async fn messages(&mut self, n: usize) -> Vec<Value> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let f = self.recv().await;
+            if f["type"] == "message" {
+                out.push(f);
+            }
+        }
+        out
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// An HTTP client for the API.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
