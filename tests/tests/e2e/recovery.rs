@@ -1,0 +1,157 @@
+//! `join` with `since`: exact recovery when the range is retained and the
+//! epoch unchanged; `recovered: false` otherwise.
+
+use e2e::*;
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+async fn publish(stack: &Stack, room: &str, n: usize) {
+    let http = http();
+    for i in 0..n {
+        let r = http
+            .post(format!("{}/v1/rooms/{room}/messages", stack.http(0)))
+            .bearer_auth(API_KEY)
+            .json(&json!({"text": format!("m{i}"), "user": "pub"}))
+            .send()
+            .await
+            .expect("publish");
+        assert_eq!(r.status(), 200);
+    }
+}
+
+async fn join_since(c: &mut Client, room: &str, epoch: &Value, offset: u64) -> Value {
+    c.send_json(json!({"type": "join", "room": room, "since": {"epoch": epoch, "offset": offset}}))
+        .await;
+    c.recv_type("joined").await
+}
+
+#[tokio::test]
+async fn since_with_the_current_epoch_returns_exactly_the_missed_messages_then_live_ones() {
+    let stack = Stack::builder().nodes(2).start().await;
+    let mut alice = stack.connect(0, "alice").await;
+    let joined = alice.join("rec").await;
+    let epoch = joined["epoch"].clone();
+    publish(&stack, "rec", 5).await;
+    let seen = alice.messages(5).await;
+    assert_eq!(seen.last().map(|m| m["offset"].clone()), Some(json!(5)));
+    alice.close().await;
+
+    publish(&stack, "rec", 5).await;
+    // Back on the other node.
+    let mut alice = stack.connect(1, "alice").await;
+    let j = join_since(&mut alice, "rec", &epoch, 5).await;
+    assert_eq!(j["recovered"], true);
+    assert_eq!(j["offset"], 10);
+    assert_eq!(j["epoch"], epoch);
+    publish(&stack, "rec", 1).await;
+    let msgs = alice.messages(6).await;
+    let offsets: Vec<u64> = msgs.iter().filter_map(|m| m["offset"].as_u64()).collect();
+    assert_eq!(
+        offsets,
+        vec![6, 7, 8, 9, 10, 11],
+        "missed ones, then live, no gap or repeat"
+    );
+    assert_eq!(msgs[0]["text"], "m0");
+
+    // Nothing missed: recovered, and nothing replayed.
+    let mut bob = stack.connect(0, "bob").await;
+    let j = join_since(&mut bob, "rec", &epoch, 11).await;
+    assert_eq!(
+        (j["recovered"].clone(), j["offset"].clone()),
+        (json!(true), json!(11))
+    );
+    publish(&stack, "rec", 1).await;
+    assert_eq!(bob.messages(1).await[0]["offset"], 12);
+}
+
+#[tokio::test]
+async fn a_trimmed_range_is_not_recovered_and_live_delivery_continues() {
+    let stack = Stack::builder().start().await;
+    let mut c = stack.connect(0, "carl").await;
+    let epoch = c.join("trim").await["epoch"].clone();
+    c.close().await;
+    publish(&stack, "trim", 10).await;
+    let mut r = stack.redis().await;
+    // Retention took everything but the newest three.
+    let _: u64 = redis::cmd("XTRIM")
+        .arg(stack.keys().room_stream("trim"))
+        .arg("MAXLEN")
+        .arg(3)
+        .query_async(&mut r)
+        .await
+        .expect("xtrim");
+    let mut c = stack.connect(0, "carl").await;
+    let j = join_since(&mut c, "trim", &epoch, 2).await;
+    assert_eq!(
+        (j["recovered"].clone(), j["offset"].clone()),
+        (json!(false), json!(10))
+    );
+    publish(&stack, "trim", 1).await;
+    let m = c.messages(1).await;
+    assert_eq!(
+        m[0]["offset"], 11,
+        "no missed messages sent; live from joined.offset + 1"
+    );
+
+    // Within what is retained it still recovers.
+    let mut d = stack.connect(0, "dora").await;
+    let j = join_since(&mut d, "trim", &epoch, 8).await;
+    assert_eq!(j["recovered"], true);
+    let offsets: Vec<u64> = d
+        .messages(3)
+        .await
+        .iter()
+        .filter_map(|m| m["offset"].as_u64())
+        .collect();
+    assert_eq!(offsets, vec![9, 10, 11]);
+}
+
+#[tokio::test]
+async fn another_epoch_or_an_impossible_offset_is_not_recovered() {
+    let stack = Stack::builder().start().await;
+    publish(&stack, "ep", 3).await;
+    let mut c = stack.connect(0, "eve").await;
+    let j = join_since(&mut c, "ep", &json!("not-the-epoch"), 1).await;
+    assert_eq!(
+        (j["recovered"].clone(), j["offset"].clone()),
+        (json!(false), json!(3))
+    );
+    let epoch = j["epoch"].clone();
+    let mut c2 = stack.connect(0, "eve2").await;
+    let j = join_since(&mut c2, "ep", &epoch, 99).await;
+    assert_eq!(
+        j["recovered"], false,
+        "an offset ahead of the room is not recovered"
+    );
+
+    // The room is recreated (its keys expired): the old epoch is gone.
+    let mut r = stack.redis().await;
+    let keys = stack.keys();
+    let _: () = r
+        .del(&[keys.room_meta("ep"), keys.room_stream("ep")])
+        .await
+        .expect("del");
+    publish(&stack, "ep", 1).await;
+    let mut c3 = stack.connect(0, "eve3").await;
+    let j = join_since(&mut c3, "ep", &epoch, 3).await;
+    assert_eq!(j["recovered"], false);
+    assert_ne!(j["epoch"], epoch);
+    assert_eq!(j["offset"], 1);
+}
+
+#[tokio::test]
+async fn malformed_since_is_a_bad_request() {
+    let stack = Stack::builder().start().await;
+    let mut c = stack.connect(0, "fred").await;
+    for since in [
+        json!({"epoch": 1, "offset": 1}),
+        json!({"epoch": "e"}),
+        json!({"epoch": "e", "offset": -1}),
+        json!("x"),
+    ] {
+        c.send_json(json!({"type": "join", "room": "r", "since": since, "ref": 1}))
+            .await;
+        let e = c.recv().await;
+        assert_eq!(e["code"], "bad_request", "{since}");
+    }
+}
