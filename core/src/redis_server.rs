@@ -91,10 +91,10 @@ impl RedisServer {
                 let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
                 if s.write_all(b"PING\r\n").is_ok() {
                     let mut buf = [0u8; 16];
-                    if let Ok(n) = s.read(&mut buf) {
-                        if buf[..n].starts_with(b"+PONG") {
-                            return Ok(());
-                        }
+                    if let Ok(n) = s.read(&mut buf)
+                        && buf[..n].starts_with(b"+PONG")
+                    {
+                        return Ok(());
                     }
                 }
             }

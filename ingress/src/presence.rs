@@ -14,11 +14,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const LAPSE: Duration = Duration::from_secs(30);
 pub const REFRESH: Duration = Duration::from_secs(10);
 
+type RoomUser = (Arc<str>, Arc<str>);
+
 pub struct Presence {
     node: String,
     keys: Keys,
     redis: ConnectionManager,
-    local: Mutex<HashMap<(Arc<str>, Arc<str>), usize>>,
+    /// Local sockets per (room, user).
+    local: Mutex<HashMap<RoomUser, usize>>,
 }
 
 fn now_ms() -> u64 {
@@ -128,7 +131,7 @@ impl Presence {
 
     /// Re-stamps this node's entries so they do not lapse.
     pub async fn refresh(&self) {
-        let entries: Vec<(Arc<str>, Arc<str>)> = {
+        let entries: Vec<RoomUser> = {
             let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
             local.keys().cloned().collect()
         };
@@ -152,7 +155,7 @@ impl Presence {
 
     /// Drops this node's entries (drain).
     pub async fn clear(&self) {
-        let entries: Vec<(Arc<str>, Arc<str>)> = {
+        let entries: Vec<RoomUser> = {
             let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
             local.drain().map(|(k, _)| k).collect()
         };

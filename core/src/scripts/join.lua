@@ -1,8 +1,8 @@
 -- Join: the room's epoch (created when the room has none) and last offset,
--- and, with `since`, the retained messages after it when none is missing.
+-- and, with `since`, whether every message after it is still retained.
 -- KEYS: 1 meta, 2 room stream
 -- ARGV: 1 epoch candidate, 2 ttl secs, 3 since epoch ('' = no since), 4 since offset, 5 max recover
--- Returns {epoch, last, recovered (-1 no since, 0 false, 1 true), entries}
+-- Returns {epoch, last, recovered (-1 no since, 0 false, 1 true)}
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
@@ -12,25 +12,23 @@ if not epoch then
 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
 if ARGV[3] == '' then
-  return {epoch, last, -1, {}}
+  return {epoch, last, -1}
 end
 local since = tonumber(ARGV[4])
 if ARGV[3] ~= epoch or since > last then
-  return {epoch, last, 0, {}}
+  return {epoch, last, 0}
 end
 if since == last then
-  return {epoch, last, 1, {}}
+  return {epoch, last, 1}
 end
-local want = last - since
-if want > tonumber(ARGV[5]) then
-  return {epoch, last, 0, {}}
+if last - since > tonumber(ARGV[5]) then
+  return {epoch, last, 0}
 end
-local es = redis.call('XRANGE', KEYS[2], string.format('%d-0', since + 1), '+', 'COUNT', want)
-if #es ~= want then
-  return {epoch, last, 0, {}}
+-- Trimming only removes the oldest entries and offsets are contiguous, so
+-- the range is whole when its first entry is still there.
+local first = redis.call('XRANGE', KEYS[2], string.format('%d-0', since + 1),
+  string.format('%d-18446744073709551615', since + 1), 'COUNT', 1)[1]
+if not first then
+  return {epoch, last, 0}
 end
-local first = es[1][1]
-if string.sub(first, 1, string.find(first, '-', 1, true) - 1) ~= string.format('%d', since + 1) then
-  return {epoch, last, 0, {}}
-end
-return {epoch, last, 1, es}
+return {epoch, last, 1}

@@ -53,9 +53,9 @@ pub struct AppendRequest<'a> {
 pub struct Joined {
     pub epoch: String,
     pub last: u64,
-    /// `None` when no `since` was given.
+    /// `None` when no `since` was given. When true, the messages after
+    /// `since.offset` up to `last` are retained and can be streamed with `range`.
     pub recovered: Option<bool>,
-    pub missed: Vec<Message>,
 }
 
 /// Messages after an offset.
@@ -138,7 +138,7 @@ impl Scripts {
     }
 
     /// The room's epoch and last offset (creating the epoch for a new room),
-    /// and with `since` the missed messages when every one is retained.
+    /// and with `since` whether every missed message is retained.
     pub async fn join<C: ConnectionLike>(
         &self,
         conn: &mut C,
@@ -159,7 +159,7 @@ impl Scripts {
             .arg(max_recover)
             .invoke_async(conn)
             .await?;
-        let [e, last, rec, es] = entry::array(&reply)? else {
+        let [e, last, rec] = entry::array(&reply)? else {
             return Err(ReplyError(format!("join returned {reply:?}")).into());
         };
         let epoch = entry::string(e)?;
@@ -168,15 +168,10 @@ impl Scripts {
             0 => Some(false),
             _ => Some(true),
         };
-        let missed = entry::entries(es)?
-            .iter()
-            .map(|e| room_message(room, &epoch, e))
-            .collect::<Result<_, _>>()?;
         Ok(Joined {
             epoch,
             last: entry::int(last)? as u64,
             recovered,
-            missed,
         })
     }
 

@@ -13,7 +13,7 @@
 
 mod room;
 
-pub(crate) use room::script_error_code;
+pub(crate) use room::{message_frame, script_error_code};
 
 use crate::ws::outbound::SocketHandle;
 use bytes::Bytes;
@@ -70,11 +70,11 @@ impl Rooms {
     /// Routes one pub/sub message to its room's hub, without blocking.
     pub fn dispatch(&self, room: &str, payload: Bytes) {
         let map = self.lock();
-        if let Some(e) = map.get(room) {
-            if e.live.try_send(payload).is_err() {
-                // Dropped here, healed by the hub from the room stream.
-                request_resync(e);
-            }
+        if let Some(e) = map.get(room)
+            && e.live.try_send(payload).is_err()
+        {
+            // Dropped here, healed by the hub from the room stream.
+            request_resync(e);
         }
     }
 

@@ -1,7 +1,8 @@
 //! One room's hub: the actor that orders live delivery to local sockets.
 
 use super::{Ctl, HubContext, SubOp};
-use crate::ws::outbound::{Out, SocketHandle};
+use crate::ws::outbound::{Out, Replay, SocketHandle};
+use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use chat_core::protocol::{ErrorCode, Message, ServerFrame, Since};
 use chat_core::redis_conn::is_unavailable;
@@ -162,8 +163,16 @@ impl RoomHub {
             recovered: joined.recovered,
         };
         let mut ok = socket.push(frame.to_json(reference.as_ref()).into());
-        for m in &joined.missed {
-            ok = ok && socket.push(message_frame(m));
+        if let (Some(true), Some(s)) = (joined.recovered, &since)
+            && s.offset < joined.last
+        {
+            ok = ok
+                && socket.push_out(Out::Replay(Box::new(Replay {
+                    room: self.room.clone(),
+                    epoch: joined.epoch.clone(),
+                    from: s.offset + 1,
+                    to: joined.last,
+                })));
         }
         if ok {
             self.subs.push(Sub {
@@ -200,7 +209,7 @@ impl RoomHub {
             return;
         };
         let (header, body) = (payload.slice(..nl), payload.slice(nl + 1..));
-        let Ok(text) = Out::try_from(body) else {
+        let Ok(text) = Utf8Bytes::try_from(body) else {
             return;
         };
         match header.first() {
@@ -331,7 +340,7 @@ impl RoomHub {
         }
     }
 
-    fn deliver(&mut self, offset: u64, frame: &Out) {
+    fn deliver(&mut self, offset: u64, frame: &Utf8Bytes) {
         let mut dead = false;
         for s in &mut self.subs {
             if s.cursor < offset {
@@ -348,7 +357,7 @@ impl RoomHub {
     }
 }
 
-fn message_frame(m: &Message) -> Out {
+pub(crate) fn message_frame(m: &Message) -> Utf8Bytes {
     ServerFrame::Message(m).to_json(None).into()
 }
 

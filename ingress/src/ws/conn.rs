@@ -70,12 +70,7 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>) {
     let (sink, mut stream) = ws.split();
     let (tx, rx) = mpsc::channel(limits.outbound_queue);
     let closer = Closer::default();
-    let writer = tokio::spawn(super::writer::run(
-        sink,
-        rx,
-        closer.clone(),
-        limits.ping_interval,
-    ));
+    let writer = tokio::spawn(super::writer::run(state.clone(), sink, rx, closer.clone()));
     let id = state.next_socket.fetch_add(1, Ordering::Relaxed);
 
     let authed = match header_token {
@@ -85,7 +80,11 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>) {
     let authed: Authed = match authed {
         Ok(a) => a,
         Err(((code, message), reference)) => {
-            let _ = tx.try_send(error_frame(code, &message, reference.as_ref()));
+            let _ = tx.try_send(super::outbound::Out::Frame(error_frame(
+                code,
+                &message,
+                reference.as_ref(),
+            )));
             closer.close(if code == ErrorCode::Unavailable {
                 close::GOING_AWAY
             } else {
@@ -266,5 +265,7 @@ fn expiry_deadline(conn: &Conn, notice: Duration) -> tokio::time::Instant {
     } else {
         conn.exp.saturating_sub(notice.as_secs())
     };
-    tokio::time::Instant::now() + Duration::from_secs(at.saturating_sub(now))
+    // Capped: a token may carry any `exp`, and an Instant overflow would panic.
+    const MAX_WAIT: u64 = 365 * 86_400;
+    tokio::time::Instant::now() + Duration::from_secs(at.saturating_sub(now).min(MAX_WAIT))
 }

@@ -12,9 +12,25 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// A frame for the writer; `Utf8Bytes` clones share one buffer, so a message
-/// fanned out to many sockets is serialized once.
-pub type Out = Utf8Bytes;
+/// What the writer is asked to write.
+#[derive(Debug)]
+pub enum Out {
+    /// A frame; `Utf8Bytes` clones share one buffer, so a message fanned out
+    /// to many sockets is serialized once.
+    Frame(Utf8Bytes),
+    /// Messages `from..=to` of a room, read from the room stream by the
+    /// writer itself in chunks: a long recovery streams with the socket's own
+    /// backpressure instead of flooding the queue or memory.
+    Replay(Box<Replay>),
+}
+
+#[derive(Debug)]
+pub struct Replay {
+    pub room: Arc<str>,
+    pub epoch: String,
+    pub from: u64,
+    pub to: u64,
+}
 
 /// Closes a socket once, with the first code asked for.
 #[derive(Clone, Debug, Default)]
@@ -87,8 +103,12 @@ impl SocketHandle {
     }
 
     /// Queues a frame; a full queue closes the socket 4008 (slow consumer).
-    pub fn push(&self, frame: Out) -> bool {
-        match self.tx.try_send(frame) {
+    pub fn push(&self, frame: Utf8Bytes) -> bool {
+        self.push_out(Out::Frame(frame))
+    }
+
+    pub fn push_out(&self, out: Out) -> bool {
+        match self.tx.try_send(out) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(user = %self.user, socket = self.id, "slow consumer, closing 4008");
