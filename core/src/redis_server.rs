@@ -54,6 +54,7 @@ impl RedisServer {
     /// the same port: what clients see when Redis restarts without its data.
     pub fn restart_empty(&mut self) -> Result<(), ServerError> {
         self.stop();
+        let _ = std::fs::remove_file(self.dir.path().join("dump.rdb"));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match spawn(self.dir.path(), self.port, &[]) {
@@ -71,6 +72,11 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Kills the server (SIGKILL); `restart_empty` brings it back.
+    pub fn kill(&mut self) {
+        self.stop();
     }
 
     fn stop(&mut self) {

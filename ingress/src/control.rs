@@ -11,9 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// How often sessions are checked; a deleted one is also announced at once.
-pub const SWEEP_EVERY: Duration = Duration::from_millis(500);
-
 /// Control messages: `s<sid>` (session deleted), `k<room>\n<user>` (membership withdrawn).
 pub fn revoke_session_payload(sid: &str) -> String {
     format!("s{sid}")
@@ -75,9 +72,10 @@ pub async fn sweep_sessions(
     keys: Keys,
     mut redis: ConnectionManager,
     sockets: Arc<SocketRegistry>,
+    every: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -101,6 +101,7 @@ impl Ingress {
             keys,
             redis,
             sockets,
+            state.settings.session_sweep,
             shutdown.clone(),
         ));
         let s = state.clone();

@@ -41,6 +41,8 @@ pub struct IngressSettings {
     /// Origins allowed to open a socket from a browser; empty = same host only; `*` = any.
     pub allowed_origins: Vec<String>,
     pub limits: Limits,
+    /// How often sessions are checked for expiry and slid on activity.
+    pub session_sweep: Duration,
     /// How long a drain waits for sockets to flush before giving up.
     pub shutdown_grace: Duration,
     /// Serve `POST /dev/token` (the one-command local stack only).
@@ -94,6 +96,7 @@ impl IngressSettings {
             require_session: s.bool("CHAT_REQUIRE_SESSION", false),
             allowed_origins: s.list("CHAT_ALLOWED_ORIGINS"),
             limits,
+            session_sweep: s.duration("CHAT_SESSION_SWEEP", Duration::from_millis(500)),
             shutdown_grace: s.duration("CHAT_SHUTDOWN_GRACE", Duration::from_secs(10)),
             dev_token_secret: None,
         };

@@ -3,7 +3,7 @@
 use super::error::{ApiError, ApiResult};
 use crate::access::{Access, authorize};
 use crate::state::AppState;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use chat_core::jwt::Claims;
 use chat_core::protocol::ErrorCode;
 
@@ -13,11 +13,7 @@ pub enum Caller {
 }
 
 fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+    crate::ws::auth::bearer(headers)
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing Authorization: Bearer"))
 }
 

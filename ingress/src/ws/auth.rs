@@ -4,6 +4,17 @@ use crate::state::AppState;
 use chat_core::jwt::Claims;
 use chat_core::protocol::ErrorCode;
 
+/// The credentials of an `Authorization: Bearer` header (scheme case-insensitive).
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    let token = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 pub struct Authed {
     pub claims: Claims,
     /// The session's TTL when the token's `sid` names a live session.

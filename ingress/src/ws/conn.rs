@@ -74,10 +74,13 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>) {
     let id = state.next_socket.fetch_add(1, Ordering::Relaxed);
 
     let authed = match header_token {
-        Some(token) => authenticate(&state, &token).await.map_err(|e| (e, None)),
+        Some(token) => authenticate(&state, &token)
+            .await
+            .map(|a| (a, None))
+            .map_err(|e| (e, None)),
         None => first_frame_auth(&state, &mut stream, &closer).await,
     };
-    let authed: Authed = match authed {
+    let (authed, auth_ref): (Authed, Option<Value>) = match authed {
         Ok(a) => a,
         Err(((code, message), reference)) => {
             let _ = tx.try_send(super::outbound::Out::Frame(error_frame(
@@ -117,7 +120,7 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>) {
             session: conn.sid.as_deref(),
             exp: conn.exp,
         },
-        None,
+        auth_ref.as_ref(),
     );
     let span = tracing::info_span!("socket", user = %user, socket = id);
     reader_loop(&mut conn, &mut stream).instrument(span).await;
@@ -139,7 +142,7 @@ async fn first_frame_auth(
     state: &Shared,
     stream: &mut SplitStream<WebSocket>,
     closer: &Closer,
-) -> Result<Authed, AuthFailure> {
+) -> Result<(Authed, Option<Value>), AuthFailure> {
     let limits = &state.settings.limits;
     let deadline = tokio::time::sleep(limits.auth_timeout);
     tokio::pin!(deadline);
@@ -160,9 +163,10 @@ async fn first_frame_auth(
                     },
                 );
                 return match frame {
-                    Ok(ClientFrame::Auth { token }) => authenticate(state, &token)
-                        .await
-                        .map_err(|e| (e, reference)),
+                    Ok(ClientFrame::Auth { token }) => match authenticate(state, &token).await {
+                        Ok(a) => Ok((a, reference)),
+                        Err(e) => Err((e, reference)),
+                    },
                     _ => Err((
                         (ErrorCode::Unauthorized, "authenticate first".into()),
                         reference,
@@ -259,13 +263,17 @@ async fn reader_loop(conn: &mut Conn, stream: &mut SplitStream<WebSocket>) {
 
 /// When the next expiry event is due: `expiring`, then the close at `exp`.
 fn expiry_deadline(conn: &Conn, notice: Duration) -> tokio::time::Instant {
-    let now = now_secs();
-    let at = if conn.expiring_sent {
-        conn.exp
-    } else {
-        conn.exp.saturating_sub(notice.as_secs())
-    };
     // Capped: a token may carry any `exp`, and an Instant overflow would panic.
-    const MAX_WAIT: u64 = 365 * 86_400;
-    tokio::time::Instant::now() + Duration::from_secs(at.saturating_sub(now).min(MAX_WAIT))
+    const MAX_WAIT_MS: u64 = 365 * 86_400 * 1000;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let exp_ms = conn.exp.saturating_mul(1000);
+    let at_ms = if conn.expiring_sent {
+        exp_ms
+    } else {
+        exp_ms.saturating_sub(notice.as_millis() as u64)
+    };
+    tokio::time::Instant::now()
+        + Duration::from_millis(at_ms.saturating_sub(now_ms).min(MAX_WAIT_MS))
 }

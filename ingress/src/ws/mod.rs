@@ -26,11 +26,7 @@ pub async fn upgrade(
     {
         return (StatusCode::SERVICE_UNAVAILABLE, "no capacity").into_response();
     }
-    let header_token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_owned());
+    let header_token = auth::bearer(&headers).map(str::to_owned);
     let max = state.settings.limits.max_frame_bytes;
     let tracker = state.tracker.clone();
     ws.max_message_size(max)

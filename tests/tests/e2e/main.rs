@@ -1,4 +1,13 @@
 //! End-to-end tests: every service against a real `redis-server`.
 //! One binary with many modules so the link step happens once.
 
+mod auth;
+mod delivery;
+mod failover;
+mod lifecycle;
+mod outage;
+mod protocol;
+mod recovery;
+mod retention;
+mod sessions;
 mod smoke;

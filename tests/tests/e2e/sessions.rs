@@ -1,0 +1,431 @@
+//! Sessions (`require_session`, the session handoff API, revocation and
+//! sliding expiry) and token expiry (`expiring`, `refresh`).
+
+use e2e::*;
+use serde_json::{Value, json};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
+
+/// An HS256 token for `user` carrying `sid`.
+fn sid_token(user: &str, sid: &str) -> String {
+    sign(json!({"sub": user, "exp": now() + 3600, "sid": sid, "rooms": ["*"]}))
+}
+
+fn session_url(stack: &Stack, node: usize, sid: &str) -> String {
+    format!("{}/v1/sessions/{sid}", stack.http(node))
+}
+
+/// `PUT /v1/sessions/{sid}` with the admin key; expects 204.
+async fn put_session(stack: &Stack, node: usize, sid: &str, user: &str, ttl_secs: u64) {
+    let resp = http()
+        .put(session_url(stack, node, sid))
+        .bearer_auth(API_KEY)
+        .json(&json!({"user": user, "ttl_secs": ttl_secs}))
+        .send()
+        .await
+        .expect("PUT session");
+    assert_eq!(resp.status().as_u16(), 204, "PUT /v1/sessions/{sid}");
+}
+
+/// Connects with a token in the header and reads `ready`.
+async fn connect_token(stack: &Stack, node: usize, token: &str) -> (Client, Value) {
+    let mut c = Client::connect_with_header(&stack.ws_url(node), Some(token)).await;
+    let ready = c.recv().await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    (c, ready)
+}
+
+/// Closed 4001 with at most one `unauthorized` error before the close.
+async fn assert_refused(c: &mut Client, what: &str) {
+    let (code, frames) = c.until_closed().await;
+    assert_eq!(code, Some(4001), "{what}: close code (frames {frames:?})");
+    assert!(frames.len() <= 1, "{what}: {frames:?}");
+    for f in &frames {
+        assert_eq!(f["type"], "error", "{what}: {f}");
+        assert_eq!(f["code"], "unauthorized", "{what}: {f}");
+    }
+}
+
+async fn ping_pong(c: &mut Client, reference: Value) {
+    c.send_json(json!({"type": "ping", "ref": reference})).await;
+    let pong = c.recv().await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    assert_eq!(pong["ref"], reference, "{pong}");
+}
+
+fn now_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+}
+
+#[tokio::test]
+async fn require_session_checks_sid_and_owner() {
+    let stack = Stack::builder()
+        .workers(0)
+        .env("CHAT_REQUIRE_SESSION", "true")
+        .start()
+        .await;
+
+    // No `sid` at all: refused, by header and by frame.
+    let no_sid = token("alice", &["*"]);
+    let mut c = Client::connect_with_header(&stack.ws_url(0), Some(&no_sid)).await;
+    assert_refused(&mut c, "no sid (header)").await;
+    let mut c = Client::connect_with_header(&stack.ws_url(0), None).await;
+    c.send_json(json!({"type": "auth", "token": no_sid})).await;
+    assert_refused(&mut c, "no sid (frame)").await;
+
+    // A sid never registered: refused.
+    let mut c =
+        Client::connect_with_header(&stack.ws_url(0), Some(&sid_token("alice", "s-1"))).await;
+    assert_refused(&mut c, "unregistered sid").await;
+
+    // Registered: `ready` names the session.
+    put_session(&stack, 0, "s-1", "alice", 60).await;
+    let (mut a, ready) = connect_token(&stack, 0, &sid_token("alice", "s-1")).await;
+    assert_eq!(ready["user"], "alice", "{ready}");
+    assert_eq!(ready["session"], "s-1", "{ready}");
+    ping_pong(&mut a, json!(1)).await;
+    // By frame too.
+    let mut b = Client::connect_with_header(&stack.ws_url(0), None).await;
+    b.send_json(json!({"type": "auth", "token": sid_token("alice", "s-1")}))
+        .await;
+    let ready = b.recv().await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    assert_eq!(ready["session"], "s-1", "{ready}");
+
+    // A session that belongs to another user: refused.
+    put_session(&stack, 0, "s-bob", "bob", 60).await;
+    let mut c =
+        Client::connect_with_header(&stack.ws_url(0), Some(&sid_token("alice", "s-bob"))).await;
+    assert_refused(&mut c, "another user's session").await;
+    // ... while bob himself gets in.
+    let (_bob, ready) = connect_token(&stack, 0, &sid_token("bob", "s-bob")).await;
+    assert_eq!(ready["session"], "s-bob", "{ready}");
+}
+
+#[tokio::test]
+async fn session_delete_closes_its_sockets_on_every_node_within_1s() {
+    // The sweeper is slowed down so only the pub/sub broadcast can close in time.
+    let stack = Stack::builder()
+        .nodes(2)
+        .workers(0)
+        .env("CHAT_REQUIRE_SESSION", "true")
+        .env("CHAT_SESSION_SWEEP", "60s")
+        .start()
+        .await;
+    put_session(&stack, 0, "s-gone", "alice", 60).await;
+    put_session(&stack, 1, "s-kept", "alice", 60).await;
+    let (mut a0, _) = connect_token(&stack, 0, &sid_token("alice", "s-gone")).await;
+    let (mut a1, _) = connect_token(&stack, 1, &sid_token("alice", "s-gone")).await;
+    let (mut k0, _) = connect_token(&stack, 0, &sid_token("alice", "s-kept")).await;
+    let (mut k1, _) = connect_token(&stack, 1, &sid_token("alice", "s-kept")).await;
+    // Every socket is fully set up before the DELETE.
+    for (i, c) in [&mut a0, &mut a1, &mut k0, &mut k1].into_iter().enumerate() {
+        ping_pong(c, json!(i)).await;
+    }
+
+    let sent = Instant::now();
+    let delete = async {
+        let resp = http()
+            .delete(session_url(&stack, 0, "s-gone"))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("DELETE session");
+        assert_eq!(resp.status().as_u16(), 204, "DELETE /v1/sessions/s-gone");
+    };
+    let (_, (r0, t0), (r1, t1)) = tokio::join!(
+        delete,
+        async { (a0.until_closed().await, sent.elapsed()) },
+        async { (a1.until_closed().await, sent.elapsed()) },
+    );
+    for (node, (code, frames), took) in [("node 0", r0, t0), ("node 1", r1, t1)] {
+        assert_eq!(code, Some(4003), "{node}: frames {frames:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "{node}: closed {took:?} after the DELETE; the contract says within 1 s"
+        );
+    }
+
+    // The other session's sockets are untouched, and so is its key.
+    ping_pong(&mut k0, json!("k0")).await;
+    ping_pong(&mut k1, json!("k1")).await;
+    let mut conn = stack.redis().await;
+    let keys = stack.keys();
+    let gone: bool = redis::AsyncCommands::exists(&mut conn, keys.session("s-gone"))
+        .await
+        .expect("EXISTS");
+    let kept: bool = redis::AsyncCommands::exists(&mut conn, keys.session("s-kept"))
+        .await
+        .expect("EXISTS");
+    assert!(!gone, "deleted session still in Redis");
+    assert!(kept, "other session removed from Redis");
+
+    // The deleted session cannot be used again.
+    let mut c =
+        Client::connect_with_header(&stack.ws_url(1), Some(&sid_token("alice", "s-gone"))).await;
+    assert_refused(&mut c, "deleted session").await;
+}
+
+#[tokio::test]
+async fn idle_session_expires_and_closes_4003() {
+    let stack = Stack::builder()
+        .workers(0)
+        .env("CHAT_REQUIRE_SESSION", "true")
+        .start()
+        .await;
+    let registered = Instant::now();
+    put_session(&stack, 0, "s-short", "alice", 1).await;
+    let (mut c, _) = connect_token(&stack, 0, &sid_token("alice", "s-short")).await;
+    let (code, frames) = c.until_closed().await;
+    let took = registered.elapsed();
+    assert_eq!(code, Some(4003), "frames {frames:?}");
+    assert!(
+        frames.iter().all(|f| f["type"] == "error"),
+        "unexpected frames {frames:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "session with ttl 1 s closed after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn active_session_slides_past_its_ttl() {
+    let stack = Stack::builder()
+        .workers(0)
+        .env("CHAT_REQUIRE_SESSION", "true")
+        .start()
+        .await;
+    put_session(&stack, 0, "s-active", "alice", 2).await;
+    let (mut c, _) = connect_token(&stack, 0, &sid_token("alice", "s-active")).await;
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_millis(3500) {
+        // An expired session would show up here as a close instead of `pong`.
+        ping_pong(&mut c, json!(n)).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    ping_pong(&mut c, json!("last")).await;
+    let mut conn = stack.redis().await;
+    let ttl: i64 = redis::AsyncCommands::pttl(&mut conn, stack.keys().session("s-active"))
+        .await
+        .expect("PTTL");
+    assert!(
+        ttl > 0 && ttl <= 2000,
+        "session key after 3.5 s of activity has PTTL {ttl} (ttl_secs 2)"
+    );
+}
+
+#[tokio::test]
+async fn token_expiry_sends_expiring_then_closes_4001_at_exp() {
+    let stack = Stack::builder()
+        .workers(0)
+        .env("CHAT_EXPIRING_NOTICE", "1s")
+        .start()
+        .await;
+    let exp = now() + 2;
+    let (mut c, ready) = connect_token(&stack, 0, &sign(json!({"sub": "alice", "exp": exp}))).await;
+    assert_eq!(ready["exp"], exp, "{ready}");
+    let expiring = c.recv().await;
+    assert_eq!(expiring["type"], "expiring", "{expiring}");
+    assert_eq!(expiring["exp"], exp, "{expiring}");
+    let notice_at = now_f64();
+    assert!(
+        notice_at < exp as f64,
+        "expiring came at {notice_at}, after exp {exp}"
+    );
+    let (code, frames) = c.until_closed().await;
+    let closed_at = now_f64();
+    assert_eq!(code, Some(4001), "frames {frames:?}");
+    for f in &frames {
+        assert_eq!(f["type"], "error", "{f}");
+        assert_eq!(f["code"], "unauthorized", "{f}");
+    }
+    assert!(
+        closed_at >= exp as f64 - 0.05 && closed_at < exp as f64 + 1.5,
+        "closed at {closed_at}, token exp {exp}"
+    );
+}
+
+#[tokio::test]
+async fn refresh_on_expiring_keeps_the_socket_open() {
+    let stack = Stack::builder()
+        .workers(0)
+        .env("CHAT_EXPIRING_NOTICE", "1s")
+        .start()
+        .await;
+    let exp = now() + 2;
+    let (mut c, _) = connect_token(&stack, 0, &sign(json!({"sub": "alice", "exp": exp}))).await;
+    let expiring = c.recv().await;
+    assert_eq!(expiring["type"], "expiring", "{expiring}");
+    assert_eq!(expiring["exp"], exp, "{expiring}");
+
+    let new_exp = exp + 60;
+    c.send_json(json!({
+        "type": "refresh",
+        "token": sign(json!({"sub": "alice", "exp": new_exp})),
+        "ref": "r1",
+    }))
+    .await;
+    let refreshed = c.recv().await;
+    assert_eq!(refreshed["type"], "refreshed", "{refreshed}");
+    assert_eq!(refreshed["exp"], new_exp, "{refreshed}");
+    assert_eq!(refreshed["ref"], "r1", "{refreshed}");
+
+    // Past the old exp (plus the server's whole-second rounding), the socket
+    // is still open: the next frame is the `pong`, not an error or a close.
+    let past_old_exp = Duration::from_secs_f64((exp as f64 + 1.2 - now_f64()).max(0.0));
+    tokio::time::sleep(past_old_exp).await;
+    ping_pong(&mut c, json!("after")).await;
+}
+
+#[tokio::test]
+async fn refresh_with_another_users_token_is_refused() {
+    let stack = Stack::builder().workers(0).start().await;
+    let mut c = stack.connect(0, "alice").await;
+    c.send_json(json!({"type": "refresh", "token": token("bob", &["*"]), "ref": "r2"}))
+        .await;
+    let e = c.recv().await;
+    assert_eq!(e["type"], "error", "{e}");
+    assert_eq!(e["code"], "unauthorized", "{e}");
+    assert_eq!(e["ref"], "r2", "{e}");
+    // An invalid token is refused the same way.
+    c.send_json(json!({"type": "refresh", "token": "abc", "ref": "r3"}))
+        .await;
+    let e = c.recv().await;
+    assert_eq!(e["type"], "error", "{e}");
+    assert_eq!(e["code"], "unauthorized", "{e}");
+    assert_eq!(e["ref"], "r3", "{e}");
+    // A bad frame leaves the connection open, still alice's.
+    ping_pong(&mut c, json!(1)).await;
+}
+
+#[tokio::test]
+async fn sessions_api_refuses_bad_bodies_and_bad_keys() {
+    let stack = Stack::builder().workers(0).start().await;
+    let url = session_url(&stack, 0, "s-1");
+    let client = http();
+
+    for (body, what) in [
+        (json!({"user": "alice"}).to_string(), "missing ttl_secs"),
+        (json!({"ttl_secs": 60}).to_string(), "missing user"),
+        (json!({}).to_string(), "empty object"),
+        (json!({"user": "alice", "ttl_secs": 0}).to_string(), "ttl 0"),
+        (
+            json!({"user": "alice", "ttl_secs": "60"}).to_string(),
+            "ttl string",
+        ),
+        (
+            json!({"user": "alice", "ttl_secs": -1}).to_string(),
+            "ttl negative",
+        ),
+        (
+            json!({"user": "", "ttl_secs": 60}).to_string(),
+            "empty user",
+        ),
+        ("not json".to_owned(), "not JSON"),
+        (String::new(), "empty body"),
+    ] {
+        let resp = client
+            .put(&url)
+            .bearer_auth(API_KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(resp.status().as_u16(), 400, "{what}");
+        let v: Value = resp.json().await.expect("JSON error body");
+        assert_eq!(v["error"]["code"], "bad_request", "{what}: {v}");
+        assert!(v["error"]["message"].is_string(), "{what}: {v}");
+    }
+
+    let good = json!({"user": "alice", "ttl_secs": 60});
+    for (key, what) in [
+        (None, "no key"),
+        (Some("wrong-key-0123456789"), "wrong key"),
+    ] {
+        let mut put = client.put(&url).json(&good);
+        let mut delete = client.delete(&url);
+        if let Some(k) = key {
+            put = put.bearer_auth(k);
+            delete = delete.bearer_auth(k);
+        }
+        for (req, method) in [(put, "PUT"), (delete, "DELETE")] {
+            let resp = req.send().await.expect("request");
+            assert_eq!(resp.status().as_u16(), 401, "{method} {what}");
+            let v: Value = resp.json().await.expect("JSON error body");
+            assert_eq!(v["error"]["code"], "unauthorized", "{method} {what}: {v}");
+        }
+    }
+    // A user's JWT is not an API key.
+    let resp = client
+        .put(&url)
+        .bearer_auth(token("alice", &["*"]))
+        .json(&good)
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(resp.status().as_u16(), 401, "PUT with a user JWT");
+
+    // Nothing was stored by any of the refused calls.
+    let mut conn = stack.redis().await;
+    let exists: bool = redis::AsyncCommands::exists(&mut conn, stack.keys().session("s-1"))
+        .await
+        .expect("EXISTS");
+    assert!(!exists, "a refused PUT stored the session");
+
+    // Positive control: the same request with the key succeeds.
+    put_session(&stack, 0, "s-1", "alice", 60).await;
+    let ttl: i64 = redis::AsyncCommands::ttl(&mut conn, stack.keys().session("s-1"))
+        .await
+        .expect("TTL");
+    assert!(ttl > 0 && ttl <= 60, "session TTL {ttl}");
+}
+
+#[tokio::test]
+async fn refresh_for_another_session_is_refused_and_lowercase_bearer_is_accepted() {
+    let stack = Stack::builder()
+        .env("CHAT_REQUIRE_SESSION", "true")
+        .start()
+        .await;
+    put_session(&stack, 0, "s-a", "alice", 60).await;
+    put_session(&stack, 0, "s-b", "alice", 60).await;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        stack.ws_url(0),
+    )
+    .expect("request");
+    req.headers_mut().insert(
+        "Authorization",
+        format!("bearer {}", sid_token("alice", "s-a"))
+            .parse()
+            .expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("connect");
+    let first = tokio::time::timeout(FRAME_TIMEOUT, futures_util::StreamExt::next(&mut ws))
+        .await
+        .expect("a frame")
+        .expect("open")
+        .expect("frame");
+    let ready: Value = serde_json::from_str(first.to_text().expect("text")).expect("json");
+    assert_eq!(
+        ready["type"], "ready",
+        "the scheme is case-insensitive: {ready}"
+    );
+    let (mut c, _) = connect_token(&stack, 0, &sid_token("alice", "s-a")).await;
+    c.send_json(
+        serde_json::json!({"type": "refresh", "token": sid_token("alice", "s-b"), "ref": "x"}),
+    )
+    .await;
+    let e = c.recv().await;
+    assert_eq!(
+        (e["code"].as_str(), e["ref"].as_str()),
+        (Some("unauthorized"), Some("x"))
+    );
+}
