@@ -111,3 +111,33 @@ pub fn dead_letter(
     }
     pipe.add_command(cmd).ignore();
 }
+
+/// Consumers of `XINFO CONSUMERS` with no pending entries and idle longer
+/// than `idle_ms`: what crashed or stopped workers leave behind.
+pub fn idle_consumers(v: &Value, idle_ms: i64) -> Result<Vec<String>, ReplyError> {
+    let mut out = Vec::new();
+    for c in entry::array(v)? {
+        let pairs: Vec<(String, &Value)> = match c {
+            Value::Map(m) => m
+                .iter()
+                .map(|(k, v)| Ok((entry::string(k)?, v)))
+                .collect::<Result<_, ReplyError>>()?,
+            other => entry::array(other)?
+                .chunks(2)
+                .filter_map(|kv| match kv {
+                    [k, v] => Some(entry::string(k).map(|k| (k, v))),
+                    _ => None,
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+        let (Some(name), Some(pending), Some(idle)) = (get("name"), get("pending"), get("idle"))
+        else {
+            continue;
+        };
+        if entry::int(pending)? == 0 && entry::int(idle)? > idle_ms {
+            out.push(entry::string(name)?);
+        }
+    }
+    Ok(out)
+}

@@ -41,7 +41,11 @@ pub struct Fanout {
     /// Blocking reads, on their own socket.
     reader: ConnectionManager,
     last_claim: Instant,
+    last_cleanup: Instant,
 }
+
+/// Consumers idle this long with nothing pending are removed from the group.
+const DEAD_CONSUMER_IDLE: Duration = Duration::from_secs(3600);
 
 /// The pub/sub payload of a stored message: `m<offset> <epoch>\n<message frame>`.
 /// Serialized once here; every ingress node forwards the frame bytes as they are.
@@ -70,6 +74,7 @@ impl Fanout {
             conn,
             reader,
             last_claim: Instant::now(),
+            last_cleanup: Instant::now(),
         })
     }
 
@@ -84,12 +89,29 @@ impl Fanout {
         while !shutdown.is_cancelled() {
             let result = if self.last_claim.elapsed() >= claim_every {
                 self.last_claim = Instant::now();
+                if self.last_cleanup.elapsed() >= Duration::from_secs(60) {
+                    self.last_cleanup = Instant::now();
+                    if let Err(e) = self.remove_dead_consumers(DEAD_CONSUMER_IDLE).await {
+                        warn!(error = %e, "consumer cleanup failed");
+                    }
+                }
                 self.claim().await
             } else {
                 self.step().await
             };
             match result {
                 Ok(_) => backoff = Duration::from_millis(100),
+                Err(FanoutError::Redis(e)) if e.code() == Some("NOGROUP") => {
+                    // The streams vanished (Redis restarted empty, or were
+                    // deleted): recreate the groups, from whatever path saw it.
+                    warn!("consumer group missing; recreating");
+                    let group = self.group().to_owned();
+                    if let Err(e) =
+                        group::ensure_groups(&mut self.conn, &self.streams, &group).await
+                    {
+                        warn!(error = %e, "recreating consumer groups failed");
+                    }
+                }
                 Err(e) => {
                     warn!(error = %e, "fanout step failed; backing off");
                     tokio::select! {
@@ -120,17 +142,7 @@ impl Fanout {
         for _ in &self.streams {
             cmd.arg(">");
         }
-        let reply: redis::Value = match cmd.query_async(&mut self.reader).await {
-            Ok(v) => v,
-            Err(e) if e.code() == Some("NOGROUP") => {
-                // The streams vanished (Redis restarted empty, or were deleted): recreate.
-                warn!("consumer group missing; recreating");
-                let group = self.group().to_owned();
-                group::ensure_groups(&mut self.conn, &self.streams, &group).await?;
-                return Ok(StepOutcome::default());
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let reply: redis::Value = cmd.query_async(&mut self.reader).await?;
         let batches = group::read_reply(&reply)?;
         self.handle(batches, &HashMap::new()).await
     }
@@ -178,6 +190,38 @@ impl Fanout {
             }
         }
         Ok(total)
+    }
+
+    /// Removes consumers left by stopped workers (nothing pending, idle for
+    /// `idle`), so the group does not grow with every restart. Returns how many.
+    pub async fn remove_dead_consumers(&mut self, idle: Duration) -> Result<usize, FanoutError> {
+        let group = self.group().to_owned();
+        let mut removed = 0;
+        for stream in self.streams.clone() {
+            let reply: redis::Value = redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&stream)
+                .arg(&group)
+                .query_async(&mut self.conn)
+                .await?;
+            for name in group::idle_consumers(&reply, idle.as_millis() as i64)? {
+                if name == self.settings.consumer {
+                    continue;
+                }
+                let _: i64 = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(&stream)
+                    .arg(&group)
+                    .arg(&name)
+                    .query_async(&mut self.conn)
+                    .await?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            info!(removed, "removed dead consumers");
+        }
+        Ok(removed)
     }
 
     async fn delivery_counts(

@@ -7,8 +7,10 @@ use bytes::Bytes;
 use chat_core::keys::Keys;
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Control messages: `s<sid>` (session deleted), `k<room>\n<user>` (membership withdrawn).
@@ -25,6 +27,7 @@ pub fn push_handler(
     keys: Keys,
     rooms: Arc<Rooms>,
     sockets: Arc<SocketRegistry>,
+    lost: Arc<AtomicBool>,
 ) -> impl Fn(PushInfo) -> Result<(), std::convert::Infallible> + Send + Sync + 'static {
     let control = keys.control_channel();
     move |info: PushInfo| {
@@ -44,12 +47,53 @@ pub fn push_handler(
                 }
             }
             PushKind::Disconnection => {
-                tracing::warn!("pub/sub connection lost; hubs will resync");
-                rooms.resync_all();
+                // Resyncing now would race the resubscription; the supervisor
+                // does it once the connection answers again.
+                tracing::warn!("pub/sub connection lost");
+                lost.store(true, Ordering::Release);
             }
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// Keeps the pub/sub connection alive: a PING every `every` makes redis-rs
+/// reconnect (and resubscribe) however long Redis was gone, and the first
+/// PING answered after a loss resyncs every hub, so messages published while
+/// the node was deaf are delivered.
+pub async fn supervise_pubsub(
+    mut subscriber: ConnectionManager,
+    rooms: Arc<Rooms>,
+    lost: Arc<AtomicBool>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match redis::cmd("PING")
+            .query_async::<redis::Value>(&mut subscriber)
+            .await
+        {
+            Ok(_) => {
+                if lost.swap(false, Ordering::AcqRel) {
+                    tracing::info!(
+                        rooms = rooms.len(),
+                        "pub/sub connection back; resyncing hubs"
+                    );
+                    rooms.resync_all();
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "pub/sub ping failed");
+                lost.store(true, Ordering::Release);
+            }
+        }
     }
 }
 
@@ -66,8 +110,19 @@ fn on_control(sockets: &SocketRegistry, payload: &[u8]) {
     }
 }
 
-/// Slides active sessions' TTLs and closes sockets whose session is gone,
-/// one pipeline per sweep.
+/// What the sweeper knows of one session.
+struct Tracked {
+    /// When the key expires, as last read or set.
+    expires_at: Instant,
+    slid_at: Instant,
+    active: bool,
+}
+
+/// Slides active sessions' TTLs and closes sockets whose session is gone.
+/// Only sessions that are due are queried: one whose expiry is near, or an
+/// active one not slid for a quarter of its TTL, so the cost per sweep is a
+/// small pipeline even with many sessions. Deletions are announced on
+/// `chat:ctl` and do not wait for a sweep.
 pub async fn sweep_sessions(
     keys: Keys,
     mut redis: ConnectionManager,
@@ -77,35 +132,70 @@ pub async fn sweep_sessions(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tracked: HashMap<Arc<str>, Tracked> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let now = Instant::now();
         let checks = sockets.sessions();
-        if checks.is_empty() {
+        let live: HashSet<&Arc<str>> = checks.iter().map(|c| &c.sid).collect();
+        tracked.retain(|sid, _| live.contains(sid));
+        let mut pipe = redis::pipe();
+        let mut asked: Vec<(&Arc<str>, bool, u64)> = Vec::new();
+        for c in &checks {
+            let t = tracked.entry(c.sid.clone()).or_insert(Tracked {
+                expires_at: now,
+                slid_at: now,
+                active: false,
+            });
+            t.active |= c.active;
+            let ttl = Duration::from_secs(c.ttl);
+            let slide =
+                t.active && now.duration_since(t.slid_at) >= (ttl / 4).max(Duration::from_secs(1));
+            let near = t.expires_at <= now + every * 2;
+            let key = keys.session(&c.sid);
+            if slide {
+                pipe.cmd("PEXPIRE").arg(key).arg(ttl.as_millis() as u64);
+            } else if near {
+                pipe.cmd("PTTL").arg(key);
+            } else {
+                continue;
+            }
+            asked.push((&c.sid, slide, c.ttl));
+        }
+        if asked.is_empty() {
             continue;
         }
-        let mut pipe = redis::pipe();
-        for c in &checks {
-            let key = keys.session(&c.sid);
-            if c.active {
-                pipe.expire(key, c.ttl as i64);
-            } else {
-                pipe.exists(key);
+        let answers = match pipe.query_async::<Vec<i64>>(&mut redis).await {
+            Ok(a) => a,
+            // Redis unreachable: sessions are not judged expired on no evidence.
+            Err(e) => {
+                tracing::debug!(error = %e, "session sweep failed");
+                continue;
             }
-        }
-        match pipe.query_async::<Vec<i64>>(&mut redis).await {
-            Ok(found) => {
-                for (c, n) in checks.iter().zip(found) {
-                    if n == 0 {
-                        let closed = sockets.revoke_session(&c.sid);
-                        tracing::info!(sid = %c.sid, sockets = closed, "session expired");
-                    }
+        };
+        for ((sid, slid, ttl), n) in asked.into_iter().zip(answers) {
+            let gone = if slid { n == 0 } else { n == -2 };
+            if gone {
+                let closed = sockets.revoke_session(sid);
+                tracing::info!(sid = %sid, sockets = closed, "session expired");
+                tracked.remove(sid);
+                continue;
+            }
+            if let Some(t) = tracked.get_mut(sid) {
+                t.expires_at = match (slid, n) {
+                    (true, _) => now + Duration::from_secs(ttl),
+                    // No TTL at all (set by hand): look again in a minute.
+                    (false, -1) => now + Duration::from_secs(60),
+                    (false, ms) => now + Duration::from_millis(ms.max(0) as u64),
+                };
+                if slid {
+                    t.slid_at = now;
+                    t.active = false;
                 }
             }
-            // Redis unreachable: sessions are not judged expired on no evidence.
-            Err(e) => tracing::debug!(error = %e, "session sweep failed"),
         }
     }
 }

@@ -60,12 +60,20 @@ impl Ingress {
         let redis = redis_conn::manager(&url).await?;
         let rooms = Arc::new(Rooms::default());
         let sockets = Arc::new(SocketRegistry::default());
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut subscriber = redis_conn::subscriber(
             &url,
-            control::push_handler(keys.clone(), rooms.clone(), sockets.clone()),
+            control::push_handler(keys.clone(), rooms.clone(), sockets.clone(), lost.clone()),
         )
         .await?;
         subscriber.subscribe(keys.control_channel()).await?;
+        tokio::spawn(control::supervise_pubsub(
+            subscriber.clone(),
+            rooms.clone(),
+            lost,
+            std::time::Duration::from_millis(500),
+            shutdown.clone(),
+        ));
         let (subs_tx, subs_rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(hub::run_subscriptions(subscriber, subs_rx));
         let scripts = Arc::new(Scripts::default());

@@ -87,6 +87,10 @@ impl IngressSettings {
         if limits.ping_interval.is_zero() || limits.auth_timeout.is_zero() {
             s.error("CHAT_PING_INTERVAL / CHAT_AUTH_TIMEOUT: must be more than zero");
         }
+        let session_sweep = s.duration("CHAT_SESSION_SWEEP", Duration::from_millis(500));
+        if session_sweep.is_zero() {
+            s.error("CHAT_SESSION_SWEEP: must be more than zero");
+        }
         let settings = Self {
             listen,
             common,
@@ -96,7 +100,7 @@ impl IngressSettings {
             require_session: s.bool("CHAT_REQUIRE_SESSION", false),
             allowed_origins: s.list("CHAT_ALLOWED_ORIGINS"),
             limits,
-            session_sweep: s.duration("CHAT_SESSION_SWEEP", Duration::from_millis(500)),
+            session_sweep,
             shutdown_grace: s.duration("CHAT_SHUTDOWN_GRACE", Duration::from_secs(10)),
             dev_token_secret: None,
         };

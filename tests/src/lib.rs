@@ -28,6 +28,8 @@ pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// A running ingress node.
 pub struct Node {
     pub addr: SocketAddr,
+    /// The node's shared state, for assertions on what it holds.
+    pub state: ingress::state::Shared,
     pub shutdown: CancellationToken,
     pub handle: JoinHandle<()>,
 }
@@ -133,11 +135,13 @@ impl Stack {
             .await
             .expect("ingress starts");
         let addr = node.local_addr();
+        let state = node.state();
         let handle = tokio::spawn(async move {
             node.run().await.expect("ingress runs");
         });
         self.nodes.push(Node {
             addr,
+            state,
             shutdown,
             handle,
         });
@@ -182,6 +186,52 @@ impl Stack {
 
     pub fn ws_url(&self, node: usize) -> String {
         format!("ws://{}/v1/ws", self.nodes[node].addr)
+    }
+
+    /// Publishes `n` messages of `size` bytes from 8 concurrent HTTP clients.
+    pub async fn publish_many(&self, room: &str, n: usize, size: usize) {
+        let text = "x".repeat(size);
+        let url = format!("{}/v1/rooms/{room}/messages", self.http(0));
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let (url, text) = (url.clone(), text.clone());
+            let count = n / 8 + usize::from(t < n % 8);
+            tasks.push(tokio::spawn(async move {
+                let http = http();
+                for _ in 0..count {
+                    let r = http
+                        .post(&url)
+                        .bearer_auth(API_KEY)
+                        .json(&json!({"text": text}))
+                        .send()
+                        .await
+                        .expect("publish");
+                    assert_eq!(r.status(), 200);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("publisher");
+        }
+    }
+
+    /// Publishes `n` messages (`m0`, `m1`, ...) through the admin HTTP API on
+    /// node 0, as `user` `pub`; returns the last `ack`.
+    pub async fn publish(&self, room: &str, n: usize) -> Value {
+        let http = http();
+        let mut last = Value::Null;
+        for i in 0..n {
+            let r = http
+                .post(format!("{}/v1/rooms/{room}/messages", self.http(0)))
+                .bearer_auth(API_KEY)
+                .json(&json!({"text": format!("m{i}"), "user": "pub"}))
+                .send()
+                .await
+                .expect("publish");
+            assert_eq!(r.status(), 200, "publish to {room}");
+            last = r.json().await.expect("ack");
+        }
+        last
     }
 
     /// Connects with `Authorization: Bearer` and reads `ready`.

@@ -7,7 +7,12 @@
 -- Returns {1, "epoch|offset|id"} for a duplicate, {0, epoch, offset, id} when stored.
 local dup = redis.call('GET', KEYS[3])
 if dup then
-  return {1, dup}
+  -- Only a duplicate within the room's current epoch: a room recreated
+  -- inside the dedup window stores the retry afresh.
+  local current = redis.call('HGET', KEYS[1], 'epoch')
+  if current and string.sub(dup, 1, #current + 1) == current .. '|' then
+    return {1, dup}
+  end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

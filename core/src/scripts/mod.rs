@@ -67,6 +67,20 @@ pub struct Range {
     pub messages: Vec<Message>,
 }
 
+/// The messages of a range reply. An entry that does not parse (written by
+/// hand, or by something else) is skipped and logged, so one bad entry
+/// cannot block a room.
+fn messages(room: &str, epoch: &str, es: &redis::Value) -> Result<Vec<Message>, ReplyError> {
+    Ok(entry::entries(es)?
+        .iter()
+        .filter_map(|e| {
+            room_message(room, epoch, e)
+                .map_err(|err| tracing::warn!(room, id = %e.id, error = %err, "skipping malformed room entry"))
+                .ok()
+        })
+        .collect())
+}
+
 /// A fresh epoch: random, so a recreated room never reuses an old one.
 pub fn new_epoch() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -196,10 +210,7 @@ impl Scripts {
             return Err(ReplyError(format!("range returned {reply:?}")).into());
         };
         let epoch = entry::string(e)?;
-        let messages = entry::entries(es)?
-            .iter()
-            .map(|e| room_message(room, &epoch, e))
-            .collect::<Result<_, _>>()?;
+        let messages = messages(room, &epoch, es)?;
         Ok(Range {
             epoch,
             last: entry::int(last)? as u64,
@@ -233,10 +244,7 @@ impl Scripts {
             return Err(ReplyError(format!("history returned {reply:?}")).into());
         };
         let epoch = entry::string(e)?;
-        let mut messages = entry::entries(es)?
-            .iter()
-            .map(|e| room_message(room, &epoch, e))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut messages = messages(room, &epoch, es)?;
         messages.reverse();
         Ok((epoch, messages))
     }

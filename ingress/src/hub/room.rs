@@ -63,6 +63,10 @@ impl RoomHub {
         mut live: mpsc::Receiver<Bytes>,
     ) {
         self.subscribe().await;
+        // One interval for the whole life of the hub: a sleep rebuilt on every
+        // turn would never fire while typing or presence events keep arriving.
+        let mut retry = tokio::time::interval(Duration::from_millis(500));
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -78,7 +82,7 @@ impl RoomHub {
                     Some(Ctl::Shutdown) | None => break,
                 },
                 Some(payload) = live.recv() => self.on_live(payload).await,
-                _ = tokio::time::sleep(Duration::from_millis(500)), if self.resync_pending => {
+                _ = retry.tick(), if self.resync_pending => {
                     self.resync().await;
                 }
             }
@@ -235,7 +239,11 @@ impl RoomHub {
                     return;
                 }
                 if self.epoch.as_deref() != Some(epoch) {
-                    self.switch_epoch(epoch.to_owned());
+                    // A late message of a retired epoch must not flip the hub:
+                    // Redis says which epoch is current, and the resync
+                    // delivers that epoch's messages.
+                    self.resync().await;
+                    return;
                 }
                 if offset <= self.last {
                     return;
@@ -281,13 +289,12 @@ impl RoomHub {
             let before = self.last;
             for m in r.messages.iter().filter(|m| m.offset <= upto) {
                 if m.offset > self.last + 1 {
-                    warn!(room = %self.room, from = self.last + 1, to = m.offset - 1, "range trimmed before delivery");
+                    self.lost_range(m.offset - 1);
                 }
                 self.deliver_message(m);
             }
             if self.last == before {
-                warn!(room = %self.room, from = self.last + 1, upto, "range trimmed before delivery");
-                self.last = upto;
+                self.lost_range(upto);
             }
         }
         true
@@ -324,6 +331,9 @@ impl RoomHub {
             if r.messages.is_empty() {
                 break;
             }
+            if r.messages[0].offset > self.last + 1 {
+                self.lost_range(r.messages[0].offset - 1);
+            }
             for m in &r.messages {
                 self.deliver_message(m);
             }
@@ -332,6 +342,20 @@ impl RoomHub {
             }
         }
         self.resync_pending = false;
+    }
+
+    /// Messages up to `upto` were trimmed before this node could deliver
+    /// them. The sockets that miss them are closed 1001: they re-join with
+    /// `since` and are told `recovered: false`, instead of silently skipping.
+    fn lost_range(&mut self, upto: u64) {
+        warn!(room = %self.room, from = self.last + 1, upto, "messages trimmed before delivery; closing behind sockets");
+        for s in self.subs.iter().filter(|s| s.cursor < upto) {
+            s.socket
+                .closer
+                .close(chat_core::protocol::close::GOING_AWAY);
+        }
+        self.subs.retain(|s| s.cursor >= upto);
+        self.last = upto;
     }
 
     fn deliver_message(&mut self, m: &Message) {

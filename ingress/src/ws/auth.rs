@@ -37,6 +37,13 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Authed, (Erro
         .verify(token)
         .await
         .map_err(|e| (ErrorCode::Unauthorized, format!("invalid token: {e}")))?;
+    // `sub` names the user in frames, keys and pub/sub framing.
+    if claims.sub.len() > 256 || claims.sub.chars().any(char::is_control) {
+        return Err((
+            ErrorCode::Unauthorized,
+            "invalid token: sub must be at most 256 characters without control characters".into(),
+        ));
+    }
     let mut session_ttl = None;
     match &claims.sid {
         Some(sid) => {

@@ -94,7 +94,7 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>) {
                 close::UNAUTHENTICATED
             });
             drop(tx);
-            let _ = writer.await;
+            finish_writer(writer).await;
             return;
         }
     };
@@ -133,7 +133,17 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>) {
     state.sockets.remove(id);
     closer.close(1000);
     drop(conn);
-    let _ = writer.await;
+    finish_writer(writer).await;
+}
+
+/// The writer bounds its own writes; this bounds the wait anyway.
+async fn finish_writer(mut writer: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(Duration::from_secs(15), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 type AuthFailure = ((ErrorCode, String), Option<Value>);

@@ -15,6 +15,11 @@ use tokio::sync::mpsc;
 const BATCH: usize = 64;
 /// Messages read from Redis per replay step.
 const REPLAY_CHUNK: u64 = 200;
+/// A peer that accepts nothing for this long is gone: its writer stops
+/// instead of pinning the task and its queue.
+const WRITE_STALL: Duration = Duration::from_secs(10);
+/// The last frames and the close after the loop ends.
+const FINAL_FLUSH: Duration = Duration::from_secs(3);
 
 type Sink = SplitSink<WebSocket, Message>;
 
@@ -31,19 +36,32 @@ pub async fn run(state: Shared, mut sink: Sink, mut rx: mpsc::Receiver<Out>, clo
     let mut ping = tokio::time::interval(ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.reset();
+    // After a failed replay nothing queued behind it may go out: the client
+    // would see a jump in offsets. It re-joins with `since` instead.
+    let mut flush_queued = true;
     loop {
         tokio::select! {
             biased;
             _ = closer.closed() => break,
             m = rx.recv() => {
                 let Some(first) = m else { break };
-                match write_batch(&state, &mut sink, &mut rx, first).await {
+                // The write races the closer and a stall deadline, so a peer
+                // that stops reading cannot hold this task forever.
+                let written = tokio::select! {
+                    biased;
+                    _ = closer.closed() => break,
+                    w = tokio::time::timeout(WRITE_STALL, write_batch(&state, &mut sink, &mut rx, first)) => {
+                        w.unwrap_or(Err(WriteError::Socket))
+                    }
+                };
+                match written {
                     Ok(()) => {}
                     Err(WriteError::Socket) => {
                         closer.close(close::GOING_AWAY);
                         return;
                     }
                     Err(WriteError::Replay) => {
+                        flush_queued = false;
                         closer.close(close::GOING_AWAY);
                         break;
                     }
@@ -58,21 +76,26 @@ pub async fn run(state: Shared, mut sink: Sink, mut rx: mpsc::Receiver<Out>, clo
         }
     }
     let code = closer.code();
-    // A drain or an auth failure flushes what was queued (the error frame
-    // that explains the close); a slow consumer is cut off at once.
-    if code != close::POLICY {
-        while let Ok(out) = rx.try_recv() {
-            if write_one(&state, &mut sink, out).await.is_err() {
-                break;
-            }
-        }
-        let _ = sink.flush().await;
-    }
     let frame = (code != 0).then(|| CloseFrame {
         code,
         reason: close_reason(code).into(),
     });
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+    let _ = tokio::time::timeout(FINAL_FLUSH, async {
+        // Queued frames are flushed (the error that explains the close, the
+        // messages before a drain); a slow consumer is cut off at once, and
+        // only a drain still streams recoveries.
+        if code != close::POLICY && flush_queued {
+            while let Ok(out) = rx.try_recv() {
+                let out = match out {
+                    Out::Replay(_) if code != close::GOING_AWAY => continue,
+                    out => out,
+                };
+                if write_one(&state, &mut sink, out).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.flush().await;
+        }
         let _ = sink.send(Message::Close(frame)).await;
         let _ = sink.close().await;
     })
@@ -119,7 +142,10 @@ async fn replay(state: &Shared, sink: &mut Sink, r: &Replay) -> Result<(), Write
                 tracing::warn!(room = %r.room, error = %e, "recovery read failed");
                 WriteError::Replay
             })?;
-        if range.epoch != r.epoch {
+        // Another epoch, or the next offset trimmed meanwhile: the client
+        // re-joins and is told `recovered: false`.
+        if range.epoch != r.epoch || range.messages.first().is_none_or(|m| m.offset != next) {
+            tracing::warn!(room = %r.room, want = next, "recovery range gone meanwhile");
             return Err(WriteError::Replay);
         }
         for m in range.messages.iter().take_while(|m| m.offset <= r.to) {
@@ -131,9 +157,6 @@ async fn replay(state: &Shared, sink: &mut Sink, r: &Replay) -> Result<(), Write
                 .await
                 .map_err(|_| WriteError::Socket)?;
             next += 1;
-        }
-        if range.messages.is_empty() {
-            return Err(WriteError::Replay);
         }
         sink.flush().await.map_err(|_| WriteError::Socket)?;
     }

@@ -4,6 +4,7 @@
 mod auth;
 mod delivery;
 mod failover;
+mod faults;
 mod lifecycle;
 mod outage;
 mod protocol;

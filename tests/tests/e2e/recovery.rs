@@ -5,20 +5,6 @@ use e2e::*;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
-async fn publish(stack: &Stack, room: &str, n: usize) {
-    let http = http();
-    for i in 0..n {
-        let r = http
-            .post(format!("{}/v1/rooms/{room}/messages", stack.http(0)))
-            .bearer_auth(API_KEY)
-            .json(&json!({"text": format!("m{i}"), "user": "pub"}))
-            .send()
-            .await
-            .expect("publish");
-        assert_eq!(r.status(), 200);
-    }
-}
-
 async fn join_since(c: &mut Client, room: &str, epoch: &Value, offset: u64) -> Value {
     c.send_json(json!({"type": "join", "room": room, "since": {"epoch": epoch, "offset": offset}}))
         .await;
@@ -31,19 +17,19 @@ async fn since_with_the_current_epoch_returns_exactly_the_missed_messages_then_l
     let mut alice = stack.connect(0, "alice").await;
     let joined = alice.join("rec").await;
     let epoch = joined["epoch"].clone();
-    publish(&stack, "rec", 5).await;
+    stack.publish("rec", 5).await;
     let seen = alice.messages(5).await;
     assert_eq!(seen.last().map(|m| m["offset"].clone()), Some(json!(5)));
     alice.close().await;
 
-    publish(&stack, "rec", 5).await;
+    stack.publish("rec", 5).await;
     // Back on the other node.
     let mut alice = stack.connect(1, "alice").await;
     let j = join_since(&mut alice, "rec", &epoch, 5).await;
     assert_eq!(j["recovered"], true);
     assert_eq!(j["offset"], 10);
     assert_eq!(j["epoch"], epoch);
-    publish(&stack, "rec", 1).await;
+    stack.publish("rec", 1).await;
     let msgs = alice.messages(6).await;
     let offsets: Vec<u64> = msgs.iter().filter_map(|m| m["offset"].as_u64()).collect();
     assert_eq!(
@@ -60,7 +46,7 @@ async fn since_with_the_current_epoch_returns_exactly_the_missed_messages_then_l
         (j["recovered"].clone(), j["offset"].clone()),
         (json!(true), json!(11))
     );
-    publish(&stack, "rec", 1).await;
+    stack.publish("rec", 1).await;
     assert_eq!(bob.messages(1).await[0]["offset"], 12);
 }
 
@@ -70,7 +56,7 @@ async fn a_trimmed_range_is_not_recovered_and_live_delivery_continues() {
     let mut c = stack.connect(0, "carl").await;
     let epoch = c.join("trim").await["epoch"].clone();
     c.close().await;
-    publish(&stack, "trim", 10).await;
+    stack.publish("trim", 10).await;
     let mut r = stack.redis().await;
     // Retention took everything but the newest three.
     let _: u64 = redis::cmd("XTRIM")
@@ -86,7 +72,7 @@ async fn a_trimmed_range_is_not_recovered_and_live_delivery_continues() {
         (j["recovered"].clone(), j["offset"].clone()),
         (json!(false), json!(10))
     );
-    publish(&stack, "trim", 1).await;
+    stack.publish("trim", 1).await;
     let m = c.messages(1).await;
     assert_eq!(
         m[0]["offset"], 11,
@@ -109,7 +95,7 @@ async fn a_trimmed_range_is_not_recovered_and_live_delivery_continues() {
 #[tokio::test]
 async fn another_epoch_or_an_impossible_offset_is_not_recovered() {
     let stack = Stack::builder().start().await;
-    publish(&stack, "ep", 3).await;
+    stack.publish("ep", 3).await;
     let mut c = stack.connect(0, "eve").await;
     let j = join_since(&mut c, "ep", &json!("not-the-epoch"), 1).await;
     assert_eq!(
@@ -131,7 +117,7 @@ async fn another_epoch_or_an_impossible_offset_is_not_recovered() {
         .del(&[keys.room_meta("ep"), keys.room_stream("ep")])
         .await
         .expect("del");
-    publish(&stack, "ep", 1).await;
+    stack.publish("ep", 1).await;
     let mut c3 = stack.connect(0, "eve3").await;
     let j = join_since(&mut c3, "ep", &epoch, 3).await;
     assert_eq!(j["recovered"], false);

@@ -6,24 +6,6 @@ use redis::AsyncCommands;
 use serde_json::json;
 use std::time::Duration;
 
-async fn publish(stack: &Stack, room: &str, n: usize) -> serde_json::Value {
-    let http = http();
-    let mut last = json!(null);
-    for i in 0..n {
-        last = http
-            .post(format!("{}/v1/rooms/{room}/messages", stack.http(0)))
-            .bearer_auth(API_KEY)
-            .json(&json!({"text": format!("m{i}")}))
-            .send()
-            .await
-            .expect("publish")
-            .json()
-            .await
-            .expect("ack");
-    }
-    last
-}
-
 fn policy(
     pattern: &str,
     maxlen: u64,
@@ -62,8 +44,8 @@ async fn stream_length_stays_near_maxlen() {
         .start()
         .await;
     small_nodes(&stack).await;
-    publish(&stack, "short:1", 300).await;
-    publish(&stack, "long", 300).await;
+    stack.publish("short:1", 300).await;
+    stack.publish("long", 300).await;
     let mut r = stack.redis().await;
     let k = stack.keys();
     let short: u64 = r.xlen(k.room_stream("short:1")).await.expect("xlen");
@@ -74,7 +56,7 @@ async fn stream_length_stays_near_maxlen() {
     let long: u64 = r.xlen(k.room_stream("long")).await.expect("xlen");
     assert_eq!(long, 300, "the default policy keeps 10,000");
     // Offsets keep counting after trimming.
-    let ack = publish(&stack, "short:1", 1).await;
+    let ack = stack.publish("short:1", 1).await;
     assert_eq!(ack["offset"], 301);
 }
 
@@ -92,7 +74,7 @@ async fn old_entries_are_trimmed_by_age() {
         .start()
         .await;
     small_nodes(&stack).await;
-    publish(&stack, "aged:1", 40).await;
+    stack.publish("aged:1", 40).await;
     let mut r = stack.redis().await;
     let key = stack.keys().room_stream("aged:1");
     // Entries age past max_age; the next appends trim them (checked at most once a second).
@@ -101,7 +83,7 @@ async fn old_entries_are_trimmed_by_age() {
         let key = key.clone();
         let stack = &stack;
         async move {
-            publish(stack, "aged:1", 1).await;
+            stack.publish("aged:1", 1).await;
             let len: u64 = r.xlen(&key).await.ok()?;
             (len < 20).then_some(len)
         }
@@ -133,7 +115,7 @@ async fn the_ttl_is_set_and_an_idle_room_expires_and_returns_with_a_new_epoch() 
         .await;
     let mut watcher = stack.connect(0, "watcher").await;
     let joined = watcher.join("idle:1").await;
-    let first = publish(&stack, "idle:1", 2).await;
+    let first = stack.publish("idle:1", 2).await;
     assert_eq!(first["epoch"], joined["epoch"]);
     let mut r = stack.redis().await;
     let k = stack.keys();
@@ -142,7 +124,7 @@ async fn the_ttl_is_set_and_an_idle_room_expires_and_returns_with_a_new_epoch() 
         assert!((1..=1000).contains(&ttl), "{key} has PTTL {ttl}");
     }
     let other: i64 = {
-        publish(&stack, "forever", 1).await;
+        stack.publish("forever", 1).await;
         r.ttl(k.room_stream("forever")).await.expect("ttl")
     };
     assert!(other > 3600, "default TTL applies elsewhere ({other})");
@@ -154,7 +136,7 @@ async fn the_ttl_is_set_and_an_idle_room_expires_and_returns_with_a_new_epoch() 
         async move { (!r.exists::<_, bool>(&key).await.ok()?).then_some(()) }
     })
     .await;
-    let again = publish(&stack, "idle:1", 1).await;
+    let again = stack.publish("idle:1", 1).await;
     assert_ne!(
         again["epoch"], first["epoch"],
         "a recreated room has a new epoch"
