@@ -35,14 +35,15 @@ const LIVE_QUEUE: usize = 4096;
 pub(crate) enum Ctl {
     Join {
         socket: SocketHandle,
+        /// Cleared by the socket's reader the moment it leaves the room, so
+        /// this hub stops writing to it even before it sees the `Leave`.
+        joined: Arc<AtomicBool>,
         since: Option<Since>,
         reference: Option<Value>,
         reply: oneshot::Sender<Result<String, ErrorCode>>,
     },
-    /// `reference: Some(..)` answers the client with `left`.
     Leave {
         socket_id: u64,
-        reference: Option<Option<Value>>,
     },
     Resync,
     Shutdown,
@@ -182,6 +183,7 @@ impl Hubs {
         &self,
         room: &str,
         socket: &SocketHandle,
+        joined: Arc<AtomicBool>,
         since: Option<Since>,
         reference: Option<Value>,
         rejoin: bool,
@@ -201,6 +203,7 @@ impl Hubs {
             }
             let _ = entry.ctl.send(Ctl::Join {
                 socket: socket.clone(),
+                joined,
                 since,
                 reference,
                 reply,
@@ -208,22 +211,20 @@ impl Hubs {
         }
         let result = answer.await.unwrap_or(Err(ErrorCode::Internal));
         if result.is_err() && !rejoin {
-            self.leave(room, socket.id, None);
+            self.leave(room, socket.id);
         }
         result
     }
 
-    /// Removes a socket from a room; the last one out stops the hub.
-    pub fn leave(&self, room: &str, socket_id: u64, reference: Option<Option<Value>>) {
+    /// Removes a socket from a room; the last one out stops the hub. The
+    /// caller has already cleared the socket's `joined` flag for the room.
+    pub fn leave(&self, room: &str, socket_id: u64) {
         let mut map = self.rooms.lock();
         let Some(entry) = map.get_mut(room) else {
             return;
         };
         entry.sockets = entry.sockets.saturating_sub(1);
-        let _ = entry.ctl.send(Ctl::Leave {
-            socket_id,
-            reference,
-        });
+        let _ = entry.ctl.send(Ctl::Leave { socket_id });
         if entry.sockets == 0 {
             let _ = entry.ctl.send(Ctl::Shutdown);
             map.remove(room);

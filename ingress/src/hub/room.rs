@@ -19,6 +19,8 @@ const HEAL_BATCH: u64 = 1000;
 
 struct Sub {
     socket: SocketHandle,
+    /// False once the socket's reader left the room.
+    joined: Arc<AtomicBool>,
     /// Last offset written to this socket in the hub's epoch.
     cursor: u64,
 }
@@ -71,10 +73,10 @@ impl RoomHub {
             tokio::select! {
                 biased;
                 c = ctl.recv() => match c {
-                    Some(Ctl::Join { socket, since, reference, reply }) => {
-                        self.join(socket, since, reference, reply).await;
+                    Some(Ctl::Join { socket, joined, since, reference, reply }) => {
+                        self.join(socket, joined, since, reference, reply).await;
                     }
-                    Some(Ctl::Leave { socket_id, reference }) => self.leave(socket_id, reference),
+                    Some(Ctl::Leave { socket_id }) => self.subs.retain(|s| s.socket.id != socket_id),
                     Some(Ctl::Resync) => {
                         self.resync_flag.store(false, Ordering::Release);
                         self.resync().await;
@@ -112,6 +114,7 @@ impl RoomHub {
     async fn join(
         &mut self,
         socket: SocketHandle,
+        joined_flag: Arc<AtomicBool>,
         since: Option<Since>,
         reference: Option<Value>,
         reply: oneshot::Sender<Result<String, ErrorCode>>,
@@ -181,23 +184,11 @@ impl RoomHub {
         if ok {
             self.subs.push(Sub {
                 socket,
+                joined: joined_flag,
                 cursor: joined.last,
             });
         }
         let _ = reply.send(Ok(joined.epoch));
-    }
-
-    fn leave(&mut self, socket_id: u64, reference: Option<Option<Value>>) {
-        if let Some(i) = self.subs.iter().position(|s| s.socket.id == socket_id) {
-            let sub = self.subs.swap_remove(i);
-            if let Some(r) = reference {
-                sub.socket.push(
-                    ServerFrame::Left { room: &self.room }
-                        .to_json(r.as_ref())
-                        .into(),
-                );
-            }
-        }
     }
 
     fn switch_epoch(&mut self, epoch: String) {
@@ -221,7 +212,7 @@ impl RoomHub {
             Some(b'e') => {
                 let origin = &header[1..];
                 for s in &self.subs {
-                    if s.socket.user.as_bytes() != origin {
+                    if s.socket.user.as_bytes() != origin && s.joined.load(Ordering::Acquire) {
                         s.socket.push(text.clone());
                     }
                 }
@@ -367,7 +358,7 @@ impl RoomHub {
     fn deliver(&mut self, offset: u64, frame: &Utf8Bytes) {
         let mut dead = false;
         for s in &mut self.subs {
-            if s.cursor < offset {
+            if s.cursor < offset && s.joined.load(Ordering::Acquire) {
                 s.cursor = offset;
                 if !s.socket.push(frame.clone()) {
                     dead = true;
@@ -375,7 +366,8 @@ impl RoomHub {
             }
         }
         if dead {
-            self.subs.retain(|s| !s.socket.closer.is_closed());
+            self.subs
+                .retain(|s| !s.socket.closer.is_closed() && s.joined.load(Ordering::Acquire));
         }
         self.last = offset;
     }

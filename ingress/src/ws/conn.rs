@@ -22,6 +22,8 @@ use tracing::Instrument;
 /// A joined room as the connection sees it.
 pub struct JoinedRoom {
     pub epoch: String,
+    /// Shared with the room's hub; cleared on leave so delivery stops at once.
+    pub active: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The authenticated connection's state, owned by its reader task.
@@ -126,8 +128,9 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>) {
     reader_loop(&mut conn, &mut stream).instrument(span).await;
 
     // Leave every room without `left` frames: the socket is going.
-    for room in std::mem::take(&mut conn.joined).into_keys() {
-        state.hubs.leave(&room, id, None);
+    for (room, joined) in std::mem::take(&mut conn.joined) {
+        joined.active.store(false, Ordering::Release);
+        state.hubs.leave(&room, id);
         state.presence.left(&room, &user).await;
     }
     state.sockets.remove(id);

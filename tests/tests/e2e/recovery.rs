@@ -141,3 +141,54 @@ async fn malformed_since_is_a_bad_request() {
         assert_eq!(e["code"], "bad_request", "{since}");
     }
 }
+
+#[tokio::test]
+async fn leaving_and_rejoining_with_since_under_traffic_never_skips_or_repeats() {
+    let stack = Stack::builder()
+        .nodes(2)
+        .workers(2)
+        .env("CHAT_RATE_PER_SEC", "100000")
+        .env("CHAT_RATE_BURST", "100000")
+        .start()
+        .await;
+    let mut c = stack.connect(0, "yoyo").await;
+    let epoch = c.join("churn").await["epoch"].clone();
+    let total = 400u64;
+    let url = format!("{}/v1/rooms/churn/messages", stack.http(1));
+    let publisher = tokio::spawn(async move {
+        let http = http();
+        for i in 0..total {
+            http.post(&url)
+                .bearer_auth(API_KEY)
+                .json(&json!({"text": format!("m{i}")}))
+                .send()
+                .await
+                .expect("publish");
+        }
+    });
+    let mut last = 0u64;
+    let mut cycles = 0;
+    while last < total {
+        let f = c.recv().await;
+        match f["type"].as_str() {
+            Some("message") => {
+                let o = f["offset"].as_u64().expect("offset");
+                assert_eq!(o, last + 1, "no gap, no repeat (cycle {cycles})");
+                last = o;
+                if o % 20 == 0 {
+                    c.send_json(json!({"type": "leave", "room": "churn"})).await;
+                }
+            }
+            Some("left") => {
+                cycles += 1;
+                c.send_json(json!({"type": "join", "room": "churn", "since": {"epoch": epoch, "offset": last}}))
+                    .await;
+            }
+            Some("joined") => assert_eq!(f["recovered"], true, "{f}"),
+            Some("presence") => {}
+            _ => panic!("unexpected {f}"),
+        }
+    }
+    publisher.await.expect("publisher");
+    assert!(cycles >= 10, "only {cycles} leave/join cycles");
+}

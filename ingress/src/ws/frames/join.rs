@@ -1,10 +1,12 @@
 //! `join`: authorize, then hand the socket to the room's hub, which answers
-//! `joined` and replays what was missed.
+//! `joined` and queues the replay of what was missed.
 
 use crate::access::{Access, authorize};
 use crate::ws::conn::{Conn, JoinedRoom};
 use chat_core::protocol::{ErrorCode, Since};
 use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 pub async fn handle(conn: &mut Conn, room: String, since: Option<Since>, reference: Option<Value>) {
     let r = reference.as_ref();
@@ -26,20 +28,38 @@ pub async fn handle(conn: &mut Conn, room: String, since: Option<Since>, referen
         }
     };
     let state = conn.state.clone();
-    match state
+    // Registered before the hub join, so a membership withdrawn meanwhile
+    // still finds (and closes) this socket.
+    state
+        .sockets
+        .set_member_room(conn.socket.id, &room, access == Access::Member);
+    let active = match conn.joined.get(&room) {
+        Some(j) => j.active.clone(),
+        None => Arc::new(AtomicBool::new(true)),
+    };
+    let joined = state
         .hubs
-        .join(&room, &conn.socket, since, reference.clone(), rejoin)
-        .await
-    {
+        .join(
+            &room,
+            &conn.socket,
+            active.clone(),
+            since,
+            reference.clone(),
+            rejoin,
+        )
+        .await;
+    match joined {
         Ok(epoch) => {
-            state
-                .sockets
-                .set_member_room(conn.socket.id, &room, access == Access::Member);
             if !rejoin {
                 state.presence.joined(&room, conn.user()).await;
             }
-            conn.joined.insert(room, JoinedRoom { epoch });
+            conn.joined.insert(room, JoinedRoom { epoch, active });
         }
-        Err(code) => conn.error(code, "join failed", r),
+        Err(code) => {
+            if !rejoin {
+                state.sockets.set_member_room(conn.socket.id, &room, false);
+            }
+            conn.error(code, "join failed", r)
+        }
     }
 }

@@ -1,20 +1,24 @@
-//! `leave`: the hub answers `left` after the room's last queued message.
+//! `leave`: delivery stops at once (the hub checks the shared flag), then
+//! `left`; the hub drops the socket when it reads the `Leave`.
 
 use crate::ws::conn::Conn;
-use chat_core::protocol::ErrorCode;
+use chat_core::protocol::{ErrorCode, ServerFrame};
 use serde_json::Value;
+use std::sync::atomic::Ordering;
 
 pub async fn handle(conn: &mut Conn, room: &str, reference: Option<Value>) {
-    if conn.joined.remove(room).is_none() {
+    let Some(joined) = conn.joined.remove(room) else {
         conn.error(
             ErrorCode::NotJoined,
             "not joined to this room",
             reference.as_ref(),
         );
         return;
-    }
+    };
+    joined.active.store(false, Ordering::Release);
+    conn.reply(&ServerFrame::Left { room }, reference.as_ref());
     let state = conn.state.clone();
-    state.hubs.leave(room, conn.socket.id, Some(reference));
+    state.hubs.leave(room, conn.socket.id);
     state.sockets.set_member_room(conn.socket.id, room, false);
     state.presence.left(room, conn.user()).await;
 }
