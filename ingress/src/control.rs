@@ -145,13 +145,15 @@ pub async fn sweep_sessions(
         let mut pipe = redis::pipe();
         let mut asked: Vec<(&Arc<str>, bool, u64)> = Vec::new();
         for c in &checks {
+            let ttl = Duration::from_secs(c.ttl);
+            // A session seen for the first time is due for both a check and,
+            // if active, a slide: its key may already be well into its TTL.
             let t = tracked.entry(c.sid.clone()).or_insert(Tracked {
                 expires_at: now,
-                slid_at: now,
+                slid_at: now.checked_sub(ttl).unwrap_or(now),
                 active: false,
             });
             t.active |= c.active;
-            let ttl = Duration::from_secs(c.ttl);
             let slide =
                 t.active && now.duration_since(t.slid_at) >= (ttl / 4).max(Duration::from_secs(1));
             let near = t.expires_at <= now + every * 2;

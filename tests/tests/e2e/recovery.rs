@@ -168,6 +168,7 @@ async fn leaving_and_rejoining_with_since_under_traffic_never_skips_or_repeats()
     });
     let mut last = 0u64;
     let mut cycles = 0;
+    let mut leaving = false;
     while last < total {
         let f = c.recv().await;
         match f["type"].as_str() {
@@ -175,11 +176,13 @@ async fn leaving_and_rejoining_with_since_under_traffic_never_skips_or_repeats()
                 let o = f["offset"].as_u64().expect("offset");
                 assert_eq!(o, last + 1, "no gap, no repeat (cycle {cycles})");
                 last = o;
-                if o % 20 == 0 {
+                if o % 20 == 0 && !leaving {
+                    leaving = true;
                     c.send_json(json!({"type": "leave", "room": "churn"})).await;
                 }
             }
             Some("left") => {
+                leaving = false;
                 cycles += 1;
                 c.send_json(json!({"type": "join", "room": "churn", "since": {"epoch": epoch, "offset": last}}))
                     .await;
