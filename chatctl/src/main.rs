@@ -67,6 +67,8 @@ async fn main() -> anyhow::Result<()> {
                 .context("ingress settings")?;
             fanout_worker::settings::FanoutSettings::from_strings(&strings)
                 .context("fanout settings")?;
+            notifier_worker::settings::NotifierSettings::from_strings(&strings)
+                .context("notifier settings")?;
             println!("configuration ok");
             Ok(())
         }

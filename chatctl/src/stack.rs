@@ -34,12 +34,14 @@ pub async fn run() -> anyhow::Result<()> {
     let mut ingress_settings = ingress::settings::IngressSettings::from_strings(&strings)?;
     ingress_settings.dev_token_secret = Some(secret.clone().into_bytes());
     let fanout_settings = fanout_worker::settings::FanoutSettings::from_strings(&strings)?;
+    let notifier_settings = notifier_worker::settings::NotifierSettings::from_strings(&strings)?;
 
     let shutdown = CancellationToken::new();
     chat_core::shutdown::cancel_on_signal(shutdown.clone());
     let node = ingress::Ingress::build(ingress_settings, shutdown.clone()).await?;
     let addr = node.local_addr();
     let worker = fanout_worker::Fanout::build(fanout_settings).await?;
+    let notifier = notifier_worker::Notifier::build(notifier_settings).await?;
 
     println!();
     println!("  chat stack running");
@@ -53,9 +55,11 @@ pub async fn run() -> anyhow::Result<()> {
     println!();
 
     let fanout = tokio::spawn(worker.run(shutdown.clone()));
+    let notify = tokio::spawn(notifier.run(shutdown.clone(), std::time::Duration::from_secs(5)));
     let served = node.run().await;
     shutdown.cancel();
     let _ = fanout.await;
+    let _ = notify.await;
     served?;
     Ok(())
 }

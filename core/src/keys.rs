@@ -62,6 +62,56 @@ impl Keys {
         format!("{}:room:{{{room}}}:presence", self.prefix)
     }
 
+    /// Set of users who ever joined the room: push recipients with the members.
+    pub fn room_joined(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:joined", self.prefix)
+    }
+
+    /// Hash of a user's push collapse state in a room (`last`, `pend`, preview...).
+    pub fn room_push(&self, room: &str, user: &str) -> String {
+        format!("{}{user}", self.room_push_prefix(room))
+    }
+
+    /// `room_push` without the user: the notify script appends each recipient.
+    pub fn room_push_prefix(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:push:", self.prefix)
+    }
+
+    /// Sorted set of a user's device tokens scored by last-seen time (ms).
+    pub fn user_devices(&self, user: &str) -> String {
+        format!("{}:user:{{{user}}}:devices", self.prefix)
+    }
+
+    /// Hash of a user's device tokens to their platform.
+    pub fn user_device_platforms(&self, user: &str) -> String {
+        format!("{}:user:{{{user}}}:platforms", self.prefix)
+    }
+
+    /// The user a device token is registered to (a device can change hands).
+    pub fn device_owner(&self, token: &str) -> String {
+        format!("{}:device:{{{token}}}", self.prefix)
+    }
+
+    /// The notify work stream (push work queued by fanout).
+    pub fn notify_stream(&self) -> String {
+        format!("{}:notify", self.prefix)
+    }
+
+    /// Sorted set of collapsed pushes due at the end of their window.
+    pub fn notify_due(&self) -> String {
+        format!("{}:notify:due", self.prefix)
+    }
+
+    /// Pushes a notifier without FCM credentials would have sent (dry run).
+    pub fn notify_outbox(&self) -> String {
+        format!("{}:notify:outbox", self.prefix)
+    }
+
+    /// Per work item: which device tokens were sent (idempotency across redeliveries).
+    pub fn push_sent(&self, item: &str) -> String {
+        format!("{}:push:{{{item}}}", self.prefix)
+    }
+
     /// Pub/sub channel carrying the room's live messages and ephemeral events.
     pub fn room_channel(&self, room: &str) -> String {
         format!("{}:room:{{{room}}}:live", self.prefix)

@@ -3,10 +3,10 @@
 //! consumers' entries are taken over with `XAUTOCLAIM`; an entry delivered
 //! too often goes to the dead-letter stream.
 
-mod group;
 pub mod settings;
 
 use chat_core::entry::{Entry, shard_message};
+use chat_core::group;
 use chat_core::keys::Keys;
 use chat_core::protocol::ServerFrame;
 use chat_core::redis_conn;
@@ -42,7 +42,11 @@ pub struct Fanout {
     reader: ConnectionManager,
     last_claim: Instant,
     last_cleanup: Instant,
+    scripts: chat_core::scripts::Scripts,
 }
+
+/// Preview bytes kept in push work (the notifier trims further by characters).
+const PREVIEW_BYTES: u64 = 512;
 
 /// Consumers idle this long with nothing pending are removed from the group.
 const DEAD_CONSUMER_IDLE: Duration = Duration::from_secs(3600);
@@ -66,6 +70,12 @@ impl Fanout {
         let reader = redis_conn::blocking(&url, settings.block).await?;
         let streams = keys.all_shard_streams();
         group::ensure_groups(&mut conn, &streams, &settings.common.streams.fanout.group).await?;
+        let scripts = chat_core::scripts::Scripts::default();
+        scripts
+            .notify
+            .prepare_invoke()
+            .load_async(&mut conn)
+            .await?;
         info!(consumer = %settings.consumer, shards = streams.len(), "fanout worker ready");
         Ok(Self {
             settings,
@@ -75,6 +85,7 @@ impl Fanout {
             reader,
             last_claim: Instant::now(),
             last_cleanup: Instant::now(),
+            scripts,
         })
     }
 
@@ -255,6 +266,9 @@ impl Fanout {
         let dlq = self.keys.dead_letter(&policy.group);
         let mut out = StepOutcome::default();
         let mut pipe = redis::pipe();
+        // Push work per room: one notify script call per room per batch,
+        // in the same pipeline as the publishes.
+        let mut by_room: Vec<(String, Vec<chat_core::protocol::Message>)> = Vec::new();
         for (stream, entries) in &batches {
             if entries.is_empty() {
                 continue;
@@ -281,6 +295,10 @@ impl Fanout {
                         pipe.publish(self.keys.room_channel(&m.room), live_payload(&m))
                             .ignore();
                         out.published += 1;
+                        match by_room.iter_mut().find(|(r, _)| *r == m.room) {
+                            Some((_, ms)) => ms.push(m),
+                            None => by_room.push((m.room.clone(), vec![m])),
+                        }
                     }
                     Err(err) => {
                         warn!(stream = %stream, id = %e.id, error = %err, "malformed shard entry; dead-lettered");
@@ -303,8 +321,44 @@ impl Fanout {
                 .arg(ids)
                 .ignore();
         }
+        let notify = &self.settings.common.streams.notify;
+        for (room, messages) in &by_room {
+            let mut inv = self.scripts.notify.prepare_invoke();
+            inv.key(self.keys.room_members(room))
+                .key(self.keys.room_joined(room))
+                .key(self.keys.room_presence(room))
+                .key(self.keys.notify_stream())
+                .key(self.keys.notify_due())
+                .arg(self.keys.room_push_prefix(room))
+                .arg(room)
+                .arg(notify.collapse_window.as_millis() as u64)
+                .arg(notify.maxlen)
+                .arg(PREVIEW_BYTES);
+            for m in messages {
+                inv.arg(&m.user)
+                    .arg(m.offset)
+                    .arg(&m.epoch)
+                    .arg(&m.text)
+                    .arg(m.kind.as_str());
+            }
+            pipe.invoke_script(&inv).ignore();
+        }
         if out.published + out.dead_lettered > 0 {
-            pipe.query_async::<()>(&mut self.conn).await?;
+            match pipe.query_async::<()>(&mut self.conn).await {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    // Redis restarted (scripts flushed): load and run the batch again;
+                    // publishes and acks repeat harmlessly, the failed scripts ran nothing.
+                    self.scripts
+                        .notify
+                        .prepare_invoke()
+                        .load_async(&mut self.conn)
+                        .await?;
+                    pipe.query_async::<()>(&mut self.conn).await?;
+                }
+                r => r?,
+            }
             debug!(
                 published = out.published,
                 dead = out.dead_lettered,

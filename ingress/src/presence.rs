@@ -62,12 +62,14 @@ impl Presence {
         (n == 0 && next == 1) || (n == 1 && next == 0)
     }
 
-    /// A socket of `user` joined `room`.
-    pub async fn joined(&self, room: &str, user: &str) {
+    /// A socket of `user` joined `room`: presence, the `join` event, and the
+    /// room's set of joined users (push recipients), on the user's first socket here.
+    pub async fn joined(&self, room: &str, user: &str, room_ttl: std::time::Duration) {
         if !self.bump(room, user, 1) {
             return;
         }
         let key = self.keys.room_presence(room);
+        let joined = self.keys.room_joined(room);
         let frame = ServerFrame::Presence {
             room,
             user,
@@ -75,6 +77,10 @@ impl Presence {
         };
         let mut conn = self.redis.clone();
         let r: redis::RedisResult<()> = redis::pipe()
+            .sadd(&joined, user)
+            .ignore()
+            .expire(&joined, room_ttl.as_secs().max(1) as i64)
+            .ignore()
             .zadd(&key, self.member(user), now_ms() + LAPSE.as_millis() as u64)
             .ignore()
             .expire(&key, (LAPSE.as_secs() * 2) as i64)

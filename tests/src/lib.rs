@@ -2,6 +2,8 @@
 //! nodes and fanout workers started in-process on ephemeral ports, and a
 //! small WebSocket client that speaks the contract.
 
+pub mod fake_fcm;
+
 use chat_core::config::StreamsConfig;
 use chat_core::redis_server::RedisServer;
 use futures_util::{SinkExt, StreamExt};
@@ -44,6 +46,7 @@ pub struct Stack {
     pub redis: RedisServer,
     pub nodes: Vec<Node>,
     pub workers: Vec<Worker>,
+    pub notifiers: Vec<Worker>,
     pub env: HashMap<String, String>,
     pub streams: Arc<StreamsConfig>,
 }
@@ -52,6 +55,7 @@ pub struct Stack {
 pub struct StackBuilder {
     nodes: usize,
     workers: usize,
+    notifiers: usize,
     streams: StreamsConfig,
     env: HashMap<String, String>,
 }
@@ -64,6 +68,7 @@ impl Default for StackBuilder {
         Self {
             nodes: 1,
             workers: 1,
+            notifiers: 0,
             streams,
             env: HashMap::new(),
         }
@@ -78,6 +83,11 @@ impl StackBuilder {
 
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
+        self
+    }
+
+    pub fn notifiers(mut self, n: usize) -> Self {
+        self.notifiers = n;
         self
     }
 
@@ -108,6 +118,7 @@ impl StackBuilder {
             redis,
             nodes: Vec::new(),
             workers: Vec::new(),
+            notifiers: Vec::new(),
             env,
             streams: Arc::new(self.streams),
         };
@@ -116,6 +127,9 @@ impl StackBuilder {
         }
         for _ in 0..self.workers {
             stack.add_worker().await;
+        }
+        for _ in 0..self.notifiers {
+            stack.add_notifier().await;
         }
         stack
     }
@@ -163,6 +177,47 @@ impl Stack {
         });
         self.workers.push(Worker { shutdown, handle });
         self.workers.len() - 1
+    }
+
+    /// Starts a notifier with short backoffs (FCM settings from `env`).
+    pub async fn add_notifier(&mut self) -> usize {
+        let mut env = self.env.clone();
+        for (k, v) in [
+            ("CHAT_NOTIFIER_BLOCK", "200ms"),
+            ("CHAT_FCM_BACKOFF", "50ms"),
+            ("CHAT_FCM_BACKOFF_MAX", "2s"),
+            ("CHAT_FCM_TIMEOUT", "2s"),
+        ] {
+            env.entry(k.to_owned()).or_insert_with(|| v.to_owned());
+        }
+        let mut settings = notifier_worker::settings::NotifierSettings::from_strings(&env)
+            .expect("notifier settings");
+        settings.common.streams = self.streams.clone();
+        let shutdown = CancellationToken::new();
+        let worker = notifier_worker::Notifier::build(settings)
+            .await
+            .expect("notifier starts");
+        let s = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            worker
+                .run(s, Duration::from_secs(1))
+                .await
+                .expect("notifier runs");
+        });
+        self.notifiers.push(Worker { shutdown, handle });
+        self.notifiers.len() - 1
+    }
+
+    /// Registers a device token for `user` through the API.
+    pub async fn register_device(&self, user: &str, device: &str) {
+        let r = http()
+            .post(format!("{}/v1/devices", self.http(0)))
+            .bearer_auth(token(user, &["*"]))
+            .json(&json!({"token": device, "platform": "android"}))
+            .send()
+            .await
+            .expect("register device");
+        assert_eq!(r.status(), 200, "register {device} for {user}");
     }
 
     /// Kills a worker mid-stream: its task is aborted, nothing is acknowledged.

@@ -57,7 +57,19 @@ pub struct DedupPolicy {
 #[derive(Clone, Debug)]
 pub struct NotifyPolicy {
     pub group: String,
+    /// Cap on the `notify` work stream (`MAXLEN ~`).
     pub maxlen: u64,
+    /// Per user and room, at most one push per window: the first message
+    /// is pushed at once, the rest of the window in one push at its end.
+    pub collapse_window: Duration,
+    /// Device tokens kept per user; the least recently seen are dropped.
+    pub max_devices_per_user: u64,
+    /// Pending work idle this long is taken over by another notifier.
+    pub claim_idle: Duration,
+    /// A work item delivered more often than this goes to the dead-letter stream.
+    pub max_deliveries: u64,
+    /// Cap on the dry-run outbox stream.
+    pub outbox_maxlen: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -90,6 +102,11 @@ impl Default for StreamsConfig {
             notify: NotifyPolicy {
                 group: "notifier".into(),
                 maxlen: 100_000,
+                collapse_window: Duration::from_secs(30),
+                max_devices_per_user: 10,
+                claim_idle: Duration::from_secs(30),
+                max_deliveries: 5,
+                outbox_maxlen: 10_000,
             },
             summarize: SummarizePolicy { every_messages: 0 },
         }
@@ -191,6 +208,36 @@ impl StreamsConfig {
         let notify = NotifyPolicy {
             group: name(n.group, &d.notify.group, "notify.group", &mut errors),
             maxlen: positive(n.maxlen, d.notify.maxlen, "notify.maxlen", &mut errors),
+            collapse_window: dur(
+                n.collapse_window,
+                d.notify.collapse_window,
+                "notify.collapse_window",
+                &mut errors,
+            ),
+            max_devices_per_user: positive(
+                n.max_devices_per_user,
+                d.notify.max_devices_per_user,
+                "notify.max_devices_per_user",
+                &mut errors,
+            ),
+            claim_idle: dur(
+                n.claim_idle,
+                d.notify.claim_idle,
+                "notify.claim_idle",
+                &mut errors,
+            ),
+            max_deliveries: positive(
+                n.max_deliveries,
+                d.notify.max_deliveries,
+                "notify.max_deliveries",
+                &mut errors,
+            ),
+            outbox_maxlen: positive(
+                n.outbox_maxlen,
+                d.notify.outbox_maxlen,
+                "notify.outbox_maxlen",
+                &mut errors,
+            ),
         };
         let s = raw.summarize.unwrap_or_default();
         let summarize = SummarizePolicy {
@@ -355,6 +402,11 @@ struct RawDedup {
 struct RawNotify {
     group: Option<String>,
     maxlen: Option<u64>,
+    collapse_window: Option<String>,
+    max_devices_per_user: Option<u64>,
+    claim_idle: Option<String>,
+    max_deliveries: Option<u64>,
+    outbox_maxlen: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]

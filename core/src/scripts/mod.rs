@@ -23,6 +23,10 @@ pub struct Scripts {
     join: Script,
     range: Script,
     history: Script,
+    /// Run by fanout inside its batch pipeline (so loaded up front).
+    pub notify: Script,
+    /// Run by the notifier for collapsed pushes whose window ended.
+    pub due: Script,
 }
 
 impl Default for Scripts {
@@ -32,6 +36,8 @@ impl Default for Scripts {
             join: Script::new(include_str!("join.lua")),
             range: Script::new(include_str!("range.lua")),
             history: Script::new(include_str!("history.lua")),
+            notify: Script::new(include_str!("notify.lua")),
+            due: Script::new(include_str!("due.lua")),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod caller;
 pub mod demo;
+mod devices;
 mod error;
 mod health;
 mod rooms;
@@ -10,7 +11,7 @@ mod sessions;
 use crate::state::Shared;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 
 pub use error::ApiError;
 
@@ -32,6 +33,8 @@ pub fn router(state: Shared) -> Router {
             "/v1/sessions/{sid}",
             put(sessions::put).delete(sessions::delete),
         )
+        .route("/v1/devices", post(devices::register))
+        .route("/v1/devices/{token}", delete(devices::unregister))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(|| async {

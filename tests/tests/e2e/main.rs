@@ -6,6 +6,7 @@ mod delivery;
 mod failover;
 mod faults;
 mod lifecycle;
+mod notify;
 mod outage;
 mod protocol;
 mod recovery;

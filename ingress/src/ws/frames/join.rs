@@ -51,7 +51,8 @@ pub async fn handle(conn: &mut Conn, room: String, since: Option<Since>, referen
     match joined {
         Ok(epoch) => {
             if !rejoin {
-                state.presence.joined(&room, conn.user()).await;
+                let ttl = state.settings.common.streams.retention(&room).ttl;
+                state.presence.joined(&room, conn.user(), ttl).await;
             }
             conn.joined.insert(room, JoinedRoom { epoch, active });
         }

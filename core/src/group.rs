@@ -1,8 +1,8 @@
-//! Consumer-group plumbing shared by the read and claim paths: creating the
-//! groups, parsing `XREADGROUP`/`XAUTOCLAIM`/`XPENDING` replies, and the
-//! dead-letter stream.
+//! Consumer-group plumbing shared by the workers (fanout, notifier): creating
+//! the groups, parsing `XREADGROUP`/`XAUTOCLAIM`/`XPENDING`/`XINFO` replies,
+//! and the dead-letter stream.
 
-use chat_core::entry::{self, Entry, ReplyError};
+use crate::entry::{self, Entry, ReplyError};
 use redis::Value;
 use redis::aio::ConnectionManager;
 

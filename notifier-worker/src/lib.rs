@@ -1,0 +1,371 @@
+//! notifier-worker: consumer group `notifier` on the `notify` stream. Each
+//! work item is a push for one offline user about one room; it is sent
+//! through FCM HTTP v1 to each of the user's devices, once, and acknowledged
+//! only when every device is settled. Collapsed pushes whose window ended
+//! are queued here too. Without FCM credentials it runs dry.
+
+pub mod fcm;
+pub mod oauth;
+pub mod payload;
+pub mod service_account;
+pub mod settings;
+pub mod work;
+
+use chat_core::entry::Entry;
+use chat_core::group;
+use chat_core::keys::Keys;
+use chat_core::redis_conn;
+use redis::aio::ConnectionManager;
+use settings::NotifierSettings;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, warn};
+use work::{Ctx, Outcome, Sender, WorkItem};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifierError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Reply(#[from] chat_core::entry::ReplyError),
+    #[error("fcm: {0}")]
+    Fcm(#[from] oauth::TokenError),
+    #[error("http client: {0}")]
+    Http(String),
+}
+
+/// How often collapsed pushes are checked for the end of their window.
+const DUE_EVERY: Duration = Duration::from_millis(500);
+
+pub struct Notifier {
+    settings: NotifierSettings,
+    keys: Keys,
+    conn: ConnectionManager,
+    reader: ConnectionManager,
+    ctx: Arc<Ctx>,
+    due: redis::Script,
+    tasks: JoinSet<()>,
+    /// Entry ids being worked on here; their pending idle time is reset
+    /// (`XCLAIM ... JUSTID`) so no one takes them over while we retry.
+    in_flight: Arc<Mutex<HashSet<String>>>,
+    last_claim: Instant,
+    last_due: Instant,
+}
+
+impl Notifier {
+    pub async fn build(settings: NotifierSettings) -> Result<Self, NotifierError> {
+        let keys = settings.common.keys();
+        let url = settings.common.redis_url.clone();
+        let mut conn = redis_conn::manager(&url).await?;
+        let reader = redis_conn::blocking(&url, settings.block).await?;
+        let policy = &settings.common.streams.notify;
+        group::ensure_groups(&mut conn, &[keys.notify_stream()], &policy.group).await?;
+        let sender = match &settings.fcm {
+            Some(f) => {
+                let http = reqwest::Client::builder()
+                    .timeout(settings.request_timeout)
+                    .build()
+                    .map_err(|e| NotifierError::Http(e.to_string()))?;
+                let tokens =
+                    oauth::TokenSource::new(f.account.clone(), f.token_uri.clone(), http.clone())?;
+                info!(project = %f.account.project_id, endpoint = %f.endpoint, "sending through FCM");
+                Sender::Fcm(Box::new(fcm::FcmClient::new(
+                    http,
+                    &f.endpoint,
+                    &f.account.project_id,
+                    tokens,
+                )))
+            }
+            None => {
+                warn!(
+                    "no FCM service account (CHAT_FCM_SERVICE_ACCOUNT): dry run, pushes go to the outbox stream"
+                );
+                Sender::DryRun {
+                    outbox_maxlen: policy.outbox_maxlen,
+                }
+            }
+        };
+        let ctx = Arc::new(Ctx {
+            keys: keys.clone(),
+            redis: conn.clone(),
+            sender,
+            requests: tokio::sync::Semaphore::new(settings.concurrency),
+            claim_send: redis::Script::new(include_str!("claim_send.lua")),
+            worker: settings.consumer.clone(),
+            lease: (settings.request_timeout * 2).max(settings.backoff_max)
+                + Duration::from_secs(1),
+            max_attempts: settings.max_attempts,
+            backoff_base: settings.backoff_base,
+            backoff_max: settings.backoff_max,
+        });
+        info!(consumer = %settings.consumer, "notifier ready");
+        Ok(Self {
+            settings,
+            keys,
+            conn,
+            reader,
+            ctx,
+            due: chat_core::scripts::Scripts::default().due,
+            tasks: JoinSet::new(),
+            in_flight: Arc::new(Mutex::new(HashSet::new())),
+            last_claim: Instant::now(),
+            last_due: Instant::now(),
+        })
+    }
+
+    fn group(&self) -> String {
+        self.settings.common.streams.notify.group.clone()
+    }
+
+    fn stream(&self) -> String {
+        self.keys.notify_stream()
+    }
+
+    fn busy(&self) -> usize {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Runs until `shutdown`; items in hand get `grace` to finish, the rest
+    /// stay pending for another worker.
+    pub async fn run(
+        mut self,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) -> Result<(), NotifierError> {
+        let claim_every = self.settings.common.streams.notify.claim_idle / 3;
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            while self.tasks.try_join_next().is_some() {}
+            let result = if self.last_due.elapsed() >= DUE_EVERY {
+                self.last_due = Instant::now();
+                self.run_due().await.map(|_| ())
+            } else if self.last_claim.elapsed() >= claim_every {
+                self.last_claim = Instant::now();
+                match self.touch().await {
+                    Ok(()) => self.claim().await.map(|_| ()),
+                    Err(e) => Err(e),
+                }
+            } else if self.busy() >= self.settings.max_in_flight {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(())
+            } else {
+                self.step().await.map(|_| ())
+            };
+            match result {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(NotifierError::Redis(e)) if e.code() == Some("NOGROUP") => {
+                    warn!("notify group missing; recreating");
+                    let (group, stream) = (self.group(), self.stream());
+                    if let Err(e) = group::ensure_groups(&mut self.conn, &[stream], &group).await {
+                        warn!(error = %e, "recreating the notify group failed");
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "notifier step failed; backing off");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let _ = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+        info!(consumer = %self.settings.consumer, "notifier stopped");
+        Ok(())
+    }
+
+    /// Reads new work (blocking up to `block`) and starts it. Returns how many.
+    pub async fn step(&mut self) -> Result<usize, NotifierError> {
+        let room = self
+            .settings
+            .max_in_flight
+            .saturating_sub(self.busy())
+            .clamp(1, 256);
+        let reply: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(self.group())
+            .arg(&self.settings.consumer)
+            .arg("COUNT")
+            .arg(room)
+            .arg("BLOCK")
+            .arg(self.settings.block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(self.stream())
+            .arg(">")
+            .query_async(&mut self.reader)
+            .await?;
+        let mut n = 0;
+        for (_, entries) in group::read_reply(&reply)? {
+            for e in entries {
+                self.start(e).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Takes over work idle longer than `claim_idle` (a crashed notifier's);
+    /// work delivered too often goes to the dead-letter stream.
+    pub async fn claim(&mut self) -> Result<usize, NotifierError> {
+        let policy = self.settings.common.streams.notify.clone();
+        let (group, stream) = (self.group(), self.stream());
+        let reply: redis::Value = redis::cmd("XAUTOCLAIM")
+            .arg(&stream)
+            .arg(&group)
+            .arg(&self.settings.consumer)
+            .arg(policy.claim_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(256)
+            .query_async(&mut self.conn)
+            .await?;
+        let (_, entries, deleted) = group::autoclaim_reply(&reply)?;
+        if !deleted.is_empty() {
+            let _: () = redis::cmd("XACK")
+                .arg(&stream)
+                .arg(&group)
+                .arg(&deleted)
+                .query_async(&mut self.conn)
+                .await?;
+        }
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(0);
+        };
+        let counts: std::collections::HashMap<String, u64> = group::pending_counts(
+            &redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg(&group)
+                .arg(&first.id)
+                .arg(&last.id)
+                .arg(entries.len())
+                .arg(&self.settings.consumer)
+                .query_async::<redis::Value>(&mut self.conn)
+                .await?,
+        )?
+        .into_iter()
+        .collect();
+        let mut n = 0;
+        for e in entries {
+            if self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&e.id)
+            {
+                continue;
+            }
+            if counts
+                .get(&e.id)
+                .is_some_and(|&c| c > policy.max_deliveries)
+            {
+                warn!(id = %e.id, "push work delivered too often; dead-lettered");
+                self.dead_letter(&e, "max_deliveries").await?;
+                continue;
+            }
+            info!(id = %e.id, "took over push work");
+            self.start(e).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Queues the collapsed pushes whose window has ended.
+    pub async fn run_due(&mut self) -> Result<u64, NotifierError> {
+        let n: u64 = self
+            .due
+            .key(self.keys.notify_due())
+            .key(self.keys.notify_stream())
+            .arg(256)
+            .arg(self.settings.common.streams.notify.maxlen)
+            .invoke_async(&mut self.conn)
+            .await?;
+        Ok(n)
+    }
+
+    /// Resets the idle time of the work in hand, without counting a delivery.
+    async fn touch(&mut self) -> Result<(), NotifierError> {
+        let ids: Vec<String> = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let _: redis::Value = redis::cmd("XCLAIM")
+            .arg(self.stream())
+            .arg(self.group())
+            .arg(&self.settings.consumer)
+            .arg(0)
+            .arg(&ids)
+            .arg("JUSTID")
+            .query_async(&mut self.conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn dead_letter(&mut self, e: &Entry, reason: &str) -> Result<(), NotifierError> {
+        let policy = &self.settings.common.streams.notify;
+        let mut pipe = redis::pipe();
+        group::dead_letter(
+            &mut pipe,
+            &self.keys.dead_letter(&policy.group),
+            100_000,
+            &self.stream(),
+            e,
+            reason,
+        );
+        pipe.cmd("XACK")
+            .arg(self.stream())
+            .arg(&policy.group)
+            .arg(&e.id)
+            .ignore();
+        pipe.query_async::<()>(&mut self.conn).await?;
+        Ok(())
+    }
+
+    async fn start(&mut self, e: Entry) -> Result<(), NotifierError> {
+        let Some(item) = WorkItem::parse(&e) else {
+            warn!(id = %e.id, "malformed push work; dead-lettered");
+            return self.dead_letter(&e, "malformed").await;
+        };
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(e.id.clone());
+        let (ctx, in_flight) = (self.ctx.clone(), self.in_flight.clone());
+        let (mut conn, stream, group) = (self.conn.clone(), self.stream(), self.group());
+        let span =
+            tracing::info_span!("push", user = %item.user, room = %item.room, item = %item.id);
+        self.tasks.spawn(
+            async move {
+                let id = item.id.clone();
+                let outcome = work::process(ctx, item).await;
+                if outcome == Outcome::Done {
+                    // Acknowledged only once every device is settled.
+                    let r: redis::RedisResult<i64> =
+                        redis::cmd("XACK").arg(&stream).arg(&group).arg(&id).query_async(&mut conn).await;
+                    if let Err(e) = r {
+                        warn!(error = %e, "ack failed; the item will be redelivered (sends are idempotent)");
+                    }
+                }
+                in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,20 @@
+//! notifier-worker as its own process.
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    chat_core::telemetry::init("info");
+    let strings = chat_core::config::load_strings()?;
+    let settings = notifier_worker::settings::NotifierSettings::from_strings(&strings)?;
+    let shutdown = CancellationToken::new();
+    chat_core::shutdown::cancel_on_signal(shutdown.clone());
+    let worker = notifier_worker::Notifier::build(settings)
+        .await
+        .context("starting notifier worker")?;
+    worker
+        .run(shutdown, std::time::Duration::from_secs(10))
+        .await?;
+    Ok(())
+}

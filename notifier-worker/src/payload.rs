@@ -1,0 +1,146 @@
+//! The FCM HTTP v1 message for one push: notification, string-only data,
+//! per-room collapse keys, and never over FCM's 4,096-byte limit.
+
+use serde_json::{Value, json};
+
+/// FCM refuses messages over 4,096 bytes.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// APNs limits `apns-collapse-id` to 64 bytes.
+const APNS_COLLAPSE_MAX: usize = 64;
+
+/// What a push says.
+#[derive(Clone, Debug)]
+pub struct Push<'a> {
+    pub room: &'a str,
+    pub sender: &'a str,
+    pub preview: &'a str,
+    pub count: u64,
+    pub offset: u64,
+    pub epoch: &'a str,
+}
+
+fn collapse_id(room: &str) -> String {
+    if room.len() <= APNS_COLLAPSE_MAX {
+        return room.to_owned();
+    }
+    // Stable and short: FNV-1a of the room.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in room.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("room-{h:016x}")
+}
+
+fn message(device_token: &str, p: &Push<'_>, preview: &str) -> Value {
+    let title = if p.count > 1 {
+        format!("{} new messages in {}", p.count, p.room)
+    } else {
+        format!("New message in {}", p.room)
+    };
+    json!({
+        "message": {
+            "token": device_token,
+            "notification": {"title": title, "body": format!("{}: {}", p.sender, preview)},
+            // FCM requires every data value to be a string.
+            "data": {
+                "room": p.room,
+                "offset": p.offset.to_string(),
+                "epoch": p.epoch,
+                "count": p.count.to_string(),
+                "sender": p.sender,
+            },
+            "android": {"collapse_key": p.room, "priority": "high"},
+            "apns": {"headers": {"apns-collapse-id": collapse_id(p.room), "apns-priority": "10"}},
+        }
+    })
+}
+
+/// The request body, with the preview cut (by characters, with an ellipsis)
+/// until the message fits.
+pub fn build(device_token: &str, p: &Push<'_>) -> Value {
+    let full = message(device_token, p, p.preview);
+    if serialized_message_len(&full) <= MAX_MESSAGE_BYTES {
+        return full;
+    }
+    let chars: Vec<char> = p.preview.chars().collect();
+    let (mut lo, mut hi) = (0usize, chars.len());
+    // Longest prefix that fits: binary search on characters.
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        let cut: String = chars[..mid].iter().collect::<String>() + "…";
+        if serialized_message_len(&message(device_token, p, &cut)) <= MAX_MESSAGE_BYTES {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let cut: String = chars[..lo].iter().collect::<String>() + "…";
+    message(device_token, p, &cut)
+}
+
+/// Bytes of the `message` object as sent.
+pub fn serialized_message_len(body: &Value) -> usize {
+    body.get("message").map_or(0, |m| m.to_string().len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(preview: &str) -> Push<'_> {
+        Push {
+            room: "team:eng",
+            sender: "alice",
+            preview,
+            count: 3,
+            offset: 42,
+            epoch: "e1",
+        }
+    }
+
+    #[test]
+    fn data_values_are_all_strings_and_collapse_keys_are_per_room() {
+        let b = build("tok", &push("hi"));
+        let m = &b["message"];
+        assert!(
+            m["data"]
+                .as_object()
+                .expect("data")
+                .values()
+                .all(Value::is_string)
+        );
+        assert_eq!(m["android"]["collapse_key"], "team:eng");
+        assert_eq!(m["apns"]["headers"]["apns-collapse-id"], "team:eng");
+        assert_eq!(m["notification"]["title"], "3 new messages in team:eng");
+        assert_eq!(m["notification"]["body"], "alice: hi");
+    }
+
+    #[test]
+    fn long_previews_are_cut_by_characters_to_fit() {
+        let long = "é".repeat(3000); // 6,000 bytes
+        let b = build("tok", &push(&long));
+        assert!(serialized_message_len(&b) <= MAX_MESSAGE_BYTES);
+        let body = b["message"]["notification"]["body"].as_str().expect("body");
+        assert!(body.ends_with('…'));
+        assert!(
+            body.trim_start_matches("alice: ")
+                .trim_end_matches('…')
+                .chars()
+                .all(|c| c == 'é')
+        );
+        // As much as fits: one more character would not.
+        assert!(serialized_message_len(&b) > MAX_MESSAGE_BYTES - 8);
+    }
+
+    #[test]
+    fn long_rooms_get_a_short_apns_collapse_id() {
+        let room = "r".repeat(128);
+        let p = Push {
+            room: &room,
+            ..push("x")
+        };
+        let id = build("t", &p)["message"]["apns"]["headers"]["apns-collapse-id"].clone();
+        assert!(id.as_str().is_some_and(|s| s.len() <= 64));
+    }
+}

@@ -1,0 +1,265 @@
+//! One work item: a push for one user about one room, sent to each of the
+//! user's devices exactly once across redeliveries and workers.
+
+use crate::fcm::{FcmClient, SendResult};
+use crate::payload::{self, Push};
+use chat_core::entry::Entry;
+use chat_core::keys::Keys;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+/// How long the per-item send state is kept.
+const KEEP: Duration = Duration::from_secs(86_400);
+
+#[derive(Debug, Clone)]
+pub struct WorkItem {
+    pub id: String,
+    pub user: String,
+    pub room: String,
+    pub count: u64,
+    pub sender: String,
+    pub preview: String,
+    pub offset: u64,
+    pub epoch: String,
+}
+
+impl WorkItem {
+    pub fn parse(e: &Entry) -> Option<Self> {
+        let get = |k: &str| e.get(k).map(str::to_owned);
+        Some(Self {
+            id: e.id.clone(),
+            user: get("user").filter(|u| !u.is_empty())?,
+            room: get("room").filter(|r| chat_core::pattern::valid_room(r))?,
+            count: e.get("count")?.parse().ok()?,
+            sender: get("sender")?,
+            preview: get("preview")?,
+            offset: e.get("offset")?.parse().ok()?,
+            epoch: get("epoch")?,
+        })
+    }
+}
+
+/// Where pushes go.
+pub enum Sender {
+    Fcm(Box<FcmClient>),
+    /// No credentials: log and record on the outbox stream.
+    DryRun {
+        outbox_maxlen: u64,
+    },
+}
+
+pub struct Ctx {
+    pub keys: Keys,
+    pub redis: ConnectionManager,
+    pub sender: Sender,
+    /// Bounds concurrent FCM requests, not items: a retry waits without a permit.
+    pub requests: Semaphore,
+    pub claim_send: redis::Script,
+    /// This worker's name, the owner of its send leases.
+    pub worker: String,
+    /// A send lease lasts this long and is renewed before every attempt, so
+    /// a crashed worker's lease runs out soon (about two request timeouts).
+    pub lease: Duration,
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+/// What became of an item.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every device settled: acknowledge.
+    Done,
+    /// Some device still to try (FCM unavailable, or another worker holds
+    /// its lease): leave pending; it is redelivered after the claim idle time.
+    Pending,
+}
+
+enum Claim {
+    Send,
+    Done,
+    Held,
+}
+
+impl Ctx {
+    async fn claim(&self, item: &str, token: &str) -> redis::RedisResult<Claim> {
+        let mut conn = self.redis.clone();
+        let n: i64 = self
+            .claim_send
+            .key(self.keys.push_sent(item))
+            .arg(token)
+            .arg(self.lease.as_millis() as u64)
+            .arg(KEEP.as_secs())
+            .arg(&self.worker)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match n {
+            1 => Claim::Send,
+            0 => Claim::Done,
+            _ => Claim::Held,
+        })
+    }
+
+    async fn settle(&self, item: &str, token: &str, done: bool) {
+        let mut conn = self.redis.clone();
+        let key = self.keys.push_sent(item);
+        let r: redis::RedisResult<()> = if done {
+            conn.hset(key, token, "done").await
+        } else {
+            conn.hdel(key, token).await
+        };
+        if let Err(e) = r {
+            warn!(item, error = %e, "could not record the send state");
+        }
+    }
+
+    async fn remove_token(&self, user: &str, token: &str) {
+        let mut conn = self.redis.clone();
+        let r: redis::RedisResult<()> = redis::pipe()
+            .zrem(self.keys.user_devices(user), token)
+            .ignore()
+            .hdel(self.keys.user_device_platforms(user), token)
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = r {
+            warn!(user, error = %e, "could not remove a dead device token");
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.backoff_base.saturating_mul(1u32 << attempt.min(16));
+        let capped = exp.min(self.backoff_max);
+        // Full jitter keeps many retrying workers from moving in step.
+        capped.mul_f64(0.5 + rand::random::<f64>() / 2.0)
+    }
+}
+
+/// Sends the item to every device of its user.
+pub async fn process(ctx: Arc<Ctx>, item: WorkItem) -> Outcome {
+    let mut conn = ctx.redis.clone();
+    let devices: redis::RedisResult<(Vec<String>, std::collections::HashMap<String, String>)> =
+        redis::pipe()
+            .zrange(ctx.keys.user_devices(&item.user), 0, -1)
+            .hgetall(ctx.keys.user_device_platforms(&item.user))
+            .query_async(&mut conn)
+            .await;
+    let (tokens, platforms) = match devices {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(user = %item.user, error = %e, "device lookup failed");
+            return Outcome::Pending;
+        }
+    };
+    let mut outcome = Outcome::Done;
+    for token in &tokens {
+        let platform = platforms.get(token).map_or("unknown", String::as_str);
+        if push_one(&ctx, &item, token, platform).await == Outcome::Pending {
+            outcome = Outcome::Pending;
+        }
+    }
+    outcome
+}
+
+async fn push_one(ctx: &Ctx, item: &WorkItem, token: &str, platform: &str) -> Outcome {
+    match ctx.claim(&item.id, token).await {
+        Ok(Claim::Send) => {}
+        Ok(Claim::Done) => return Outcome::Done,
+        Ok(Claim::Held) => return Outcome::Pending,
+        Err(e) => {
+            warn!(error = %e, "send claim failed");
+            return Outcome::Pending;
+        }
+    }
+    let push = Push {
+        room: &item.room,
+        sender: &item.sender,
+        preview: &item.preview,
+        count: item.count,
+        offset: item.offset,
+        epoch: &item.epoch,
+    };
+    let body = payload::build(token, &push);
+    let client = match &ctx.sender {
+        Sender::Fcm(c) => c,
+        Sender::DryRun { outbox_maxlen } => {
+            info!(user = %item.user, room = %item.room, platform, "dry run: push not sent (no FCM credentials)");
+            let mut conn = ctx.redis.clone();
+            let r: redis::RedisResult<String> = redis::cmd("XADD")
+                .arg(ctx.keys.notify_outbox())
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(*outbox_maxlen)
+                .arg("*")
+                .arg("item")
+                .arg(&item.id)
+                .arg("user")
+                .arg(&item.user)
+                .arg("token")
+                .arg(token)
+                .arg("platform")
+                .arg(platform)
+                .arg("message")
+                .arg(body.to_string())
+                .query_async(&mut conn)
+                .await;
+            let ok = r.is_ok();
+            ctx.settle(&item.id, token, ok).await;
+            return if ok { Outcome::Done } else { Outcome::Pending };
+        }
+    };
+    for attempt in 1..=ctx.max_attempts {
+        if attempt > 1 {
+            // Renew the lease; if it ran out and someone else took over, stop.
+            match ctx.claim(&item.id, token).await {
+                Ok(Claim::Send) => {}
+                Ok(Claim::Done) => return Outcome::Done,
+                Ok(Claim::Held) | Err(_) => return Outcome::Pending,
+            }
+        }
+        let result = {
+            let _permit = ctx.requests.acquire().await;
+            client.send(&body).await
+        };
+        match result {
+            SendResult::Sent => {
+                info!(user = %item.user, room = %item.room, count = item.count, "push sent");
+                ctx.settle(&item.id, token, true).await;
+                return Outcome::Done;
+            }
+            SendResult::BadToken(why) => {
+                info!(user = %item.user, why, "device token no longer valid; removed");
+                ctx.remove_token(&item.user, token).await;
+                ctx.settle(&item.id, token, true).await;
+                return Outcome::Done;
+            }
+            SendResult::BadPayload(why) => {
+                tracing::error!(user = %item.user, why, "FCM refused our payload; not retried");
+                ctx.settle(&item.id, token, true).await;
+                return Outcome::Done;
+            }
+            SendResult::Rejected(why) => {
+                warn!(user = %item.user, why, "FCM refused the push; token kept, not retried");
+                ctx.settle(&item.id, token, true).await;
+                return Outcome::Done;
+            }
+            SendResult::Retry { after, why } => {
+                let wait = after.unwrap_or_else(|| ctx.backoff(attempt));
+                // Out of attempts, or told to wait longer than we would:
+                // leave it for a later delivery, which honours the wait.
+                if attempt == ctx.max_attempts || wait > ctx.backoff_max {
+                    warn!(user = %item.user, why, attempt, "push not sent yet; left for redelivery");
+                    break;
+                }
+                info!(user = %item.user, why, attempt, wait_ms = wait.as_millis() as u64, "push retry");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    ctx.settle(&item.id, token, false).await;
+    Outcome::Pending
+}

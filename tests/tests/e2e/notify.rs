@@ -1,0 +1,274 @@
+//! Push notifications: device registration, who gets a push, collapsing,
+//! and the dry-run outbox (no FCM credentials).
+
+use e2e::*;
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Dry-run pushes recorded on the outbox stream: (user, token, message JSON).
+async fn outbox(stack: &Stack) -> Vec<(String, String, Value)> {
+    let mut r = stack.redis().await;
+    let e: redis::streams::StreamRangeReply = r
+        .xrange_all(stack.keys().notify_outbox())
+        .await
+        .expect("outbox");
+    e.ids
+        .iter()
+        .map(|e| {
+            let msg: String = e.get("message").expect("message");
+            (
+                e.get("user").expect("user"),
+                e.get("token").expect("token"),
+                serde_json::from_str(&msg).expect("json"),
+            )
+        })
+        .collect()
+}
+
+/// Waits until fanout and the notifier have consumed everything queued.
+pub async fn settled(stack: &Stack) {
+    let mut r = stack.redis().await;
+    let shards = stack.keys().all_shard_streams();
+    let notify = stack.keys().notify_stream();
+    wait_until(
+        Duration::from_secs(15),
+        "fanout and notifier to settle",
+        || {
+            let mut r = r.clone();
+            let (shards, notify) = (shards.clone(), notify.clone());
+            async move {
+                for (s, g) in shards
+                    .iter()
+                    .map(|s| (s.as_str(), "fanout"))
+                    .chain([(notify.as_str(), "notifier")])
+                {
+                    let p: redis::streams::StreamPendingReply = r.xpending(s, g).await.ok()?;
+                    if p.count() > 0 {
+                        return None;
+                    }
+                    let groups: redis::streams::StreamInfoGroupsReply =
+                        r.xinfo_groups(s).await.ok()?;
+                    let lag = groups
+                        .groups
+                        .first()
+                        .map(|g| g.lag.unwrap_or(1))
+                        .unwrap_or(0);
+                    if lag > 0 {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        },
+    )
+    .await;
+    let _: () = r.ping().await.expect("redis");
+}
+
+async fn member(stack: &Stack, room: &str, user: &str) {
+    let r = http()
+        .put(format!("{}/v1/rooms/{room}/members/{user}", stack.http(0)))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .expect("member");
+    assert_eq!(r.status(), 204);
+}
+
+#[tokio::test]
+async fn devices_are_registered_capped_moved_and_removed() {
+    let stack = Stack::builder()
+        .workers(0)
+        .streams(|s| s.notify.max_devices_per_user = 3)
+        .start()
+        .await;
+    for i in 0..5 {
+        stack.register_device("alice", &format!("tok-{i}")).await;
+    }
+    let mut r = stack.redis().await;
+    let k = stack.keys();
+    let tokens: Vec<String> = r
+        .zrange(k.user_devices("alice"), 0, -1)
+        .await
+        .expect("zrange");
+    assert_eq!(
+        tokens,
+        vec!["tok-2", "tok-3", "tok-4"],
+        "the least recently seen are dropped"
+    );
+    let platforms: std::collections::HashMap<String, String> = r
+        .hgetall(k.user_device_platforms("alice"))
+        .await
+        .expect("hgetall");
+    assert_eq!(platforms.len(), 3);
+    // A device that changes hands moves.
+    stack.register_device("bob", "tok-4").await;
+    let alice: Vec<String> = r
+        .zrange(k.user_devices("alice"), 0, -1)
+        .await
+        .expect("zrange");
+    assert_eq!(alice, vec!["tok-2", "tok-3"]);
+
+    let http = http();
+    let base = stack.http(0);
+    let alice_jwt = token("alice", &["*"]);
+    let r1 = http
+        .delete(format!("{base}/v1/devices/tok-3"))
+        .bearer_auth(&alice_jwt)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r1.status(), 204);
+    let r2 = http
+        .delete(format!("{base}/v1/devices/tok-4"))
+        .bearer_auth(&alice_jwt)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r2.status(), 404, "bob's device is not alice's to remove");
+    let checks: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            http.post(format!("{base}/v1/devices"))
+                .bearer_auth(&alice_jwt)
+                .json(&json!({"token": "t", "platform": "fridge"})),
+            400,
+            "bad_request",
+        ),
+        (
+            http.post(format!("{base}/v1/devices"))
+                .bearer_auth(&alice_jwt)
+                .json(&json!({"token": "", "platform": "ios"})),
+            400,
+            "bad_request",
+        ),
+        (
+            http.post(format!("{base}/v1/devices"))
+                .bearer_auth(&alice_jwt)
+                .body("nope"),
+            400,
+            "bad_request",
+        ),
+        (
+            http.post(format!("{base}/v1/devices"))
+                .json(&json!({"token": "t", "platform": "ios"})),
+            401,
+            "unauthorized",
+        ),
+        (
+            http.post(format!("{base}/v1/devices"))
+                .bearer_auth(API_KEY)
+                .json(&json!({"token": "t", "platform": "ios"})),
+            403,
+            "forbidden",
+        ),
+    ];
+    for (req, status, code) in checks {
+        let resp = req.send().await.expect("request");
+        assert_eq!(resp.status(), status);
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(body["error"]["code"], code);
+    }
+}
+
+#[tokio::test]
+async fn only_offline_members_get_a_push_and_never_the_sender() {
+    let stack = Stack::builder().notifiers(1).start().await;
+    // carol is a member by the API, dave joined once and left; both offline.
+    member(&stack, "team", "carol").await;
+    let mut dave = stack.connect(0, "dave").await;
+    dave.join("team").await;
+    dave.close().await;
+    let mut alice = stack.connect(0, "alice").await;
+    alice.join("team").await;
+    let mut bob = stack.connect(0, "bob").await;
+    bob.join("team").await;
+    for u in ["alice", "bob", "carol", "dave"] {
+        stack.register_device(u, &format!("{u}-phone")).await;
+    }
+    // dave's presence is gone once his socket closed.
+    let mut r = stack.redis().await;
+    wait_until(Duration::from_secs(5), "dave offline", || {
+        let mut r = r.clone();
+        let key = stack.keys().room_presence("team");
+        async move {
+            let m: Vec<String> = r.zrange(key, 0, -1).await.ok()?;
+            (!m.iter().any(|m| m.ends_with("|dave"))).then_some(())
+        }
+    })
+    .await;
+    alice.send("team", "lunch?", "l1").await;
+    settled(&stack).await;
+    let mut pushed: Vec<String> = outbox(&stack)
+        .await
+        .into_iter()
+        .map(|(u, _, _)| u)
+        .collect();
+    pushed.sort();
+    assert_eq!(
+        pushed,
+        vec!["carol", "dave"],
+        "offline members once each; not bob (online), not alice (sender)"
+    );
+    let (_, token, msg) = outbox(&stack).await.remove(0);
+    assert!(token.ends_with("-phone"));
+    let m = &msg["message"];
+    assert_eq!(m["notification"]["body"], "alice: lunch?");
+    assert_eq!(m["data"]["room"], "team");
+    assert_eq!(m["data"]["offset"], "1");
+    assert!(
+        m["data"]
+            .as_object()
+            .expect("data")
+            .values()
+            .all(Value::is_string)
+    );
+    assert_eq!(m["android"]["collapse_key"], "team");
+    let _: () = r.ping().await.expect("redis");
+}
+
+#[tokio::test]
+async fn pushes_collapse_per_user_and_room_within_the_window() {
+    let stack = Stack::builder()
+        .notifiers(1)
+        .streams(|s| s.notify.collapse_window = Duration::from_millis(1500))
+        .start()
+        .await;
+    member(&stack, "busy", "carol").await;
+    stack.register_device("carol", "carol-phone").await;
+    let mut alice = stack.connect(0, "alice").await;
+    alice.join("busy").await;
+    for i in 1..=5 {
+        alice
+            .send("busy", &format!("message {i}"), &format!("b{i}"))
+            .await;
+    }
+    // The first message at once; the other four in one push at the window's end.
+    let pushes = wait_until(Duration::from_secs(10), "two pushes", || async {
+        let o = outbox(&stack).await;
+        (o.len() >= 2).then_some(o)
+    })
+    .await;
+    settled(&stack).await;
+    assert_eq!(
+        outbox(&stack).await.len(),
+        2,
+        "no more than one push per window after the first"
+    );
+    let first = &pushes[0].2["message"];
+    let trailing = &pushes[1].2["message"];
+    assert_eq!(first["data"]["count"], "1");
+    assert_eq!(first["notification"]["body"], "alice: message 1");
+    assert_eq!(trailing["data"]["count"], "4");
+    assert_eq!(trailing["notification"]["body"], "alice: message 5");
+    assert_eq!(trailing["notification"]["title"], "4 new messages in busy");
+    // Another room is collapsed on its own.
+    member(&stack, "quiet", "carol").await;
+    let mut alice2 = stack.connect(0, "alice").await;
+    alice2.join("quiet").await;
+    alice2.send("quiet", "hello", "q1").await;
+    wait_until(Duration::from_secs(10), "the other room's push", || async {
+        (outbox(&stack).await.len() == 3).then_some(())
+    })
+    .await;
+}
