@@ -166,13 +166,21 @@ pub async fn process(ctx: Arc<Ctx>, item: WorkItem) -> Outcome {
 }
 
 async fn push_one(ctx: &Ctx, item: &WorkItem, token: &str, platform: &str) -> Outcome {
-    match ctx.claim(&item.id, token).await {
-        Ok(Claim::Send) => {}
-        Ok(Claim::Done) => return Outcome::Done,
-        Ok(Claim::Held) => return Outcome::Pending,
-        Err(e) => {
-            warn!(error = %e, "send claim failed");
-            return Outcome::Pending;
+    // Another worker's lease (it crashed mid-send, or is still sending): wait
+    // for it to be settled or to run out, keeping the item in hand.
+    let deadline = tokio::time::Instant::now() + ctx.lease * 2;
+    loop {
+        match ctx.claim(&item.id, token).await {
+            Ok(Claim::Send) => break,
+            Ok(Claim::Done) => return Outcome::Done,
+            Ok(Claim::Held) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Ok(Claim::Held) => return Outcome::Pending,
+            Err(e) => {
+                warn!(error = %e, "send claim failed");
+                return Outcome::Pending;
+            }
         }
     }
     let push = Push {

@@ -1442,51 +1442,72 @@ mod tests {
             let other_parts: Vec<&str> = other.split('.').collect();
             format!("{}.{}.{}", parts[0], other_parts[1], parts[2])
         };
+        let timeframe = |iat: i64, exp: i64| {
+            let mut claims = good.clone();
+            claims["iat"] = json!(iat);
+            claims["exp"] = json!(exp);
+            sign_rs256(&claims)
+        };
+        // (what, assertion, part of the error_description)
         let cases = [
-            ("ES256 signature", es256),
-            ("tampered claims", tampered),
-            ("garbage", "not.a.jwt".to_owned()),
+            ("ES256 signature", es256, "RS256"),
+            ("tampered claims", tampered, "Invalid JWT Signature."),
+            ("garbage", "not.a.jwt".to_owned(), "cannot be decoded"),
             (
                 "wrong iss",
-                with("iss", json!("other@fake-project.iam.gserviceaccount.com")),
+                with("iss", json!("other@x.iam.gserviceaccount.com")),
+                "account not found",
             ),
             (
                 "wrong aud",
                 with("aud", json!("https://oauth2.googleapis.com/token")),
+                "audience",
             ),
-            ("aud without path", with("aud", json!(fake.endpoint()))),
-            ("no scope", without("scope")),
+            (
+                "aud without path",
+                with("aud", json!(fake.endpoint())),
+                "audience",
+            ),
+            ("no scope", without("scope"), "scope"),
             (
                 "other scope",
                 with(
                     "scope",
                     json!("https://www.googleapis.com/auth/cloud-platform"),
                 ),
+                "scope",
             ),
-            ("exp too far", with("exp", json!(now + 3601))),
-            ("expired", {
-                let mut claims = good.clone();
-                claims["iat"] = json!(now - 3000);
-                claims["exp"] = json!(now - 1);
-                sign_rs256(&claims)
-            }),
-            ("iat in the future", {
-                let mut claims = good.clone();
-                claims["iat"] = json!(now + 120);
-                claims["exp"] = json!(now + 1200);
-                sign_rs256(&claims)
-            }),
-            ("no iat", without("iat")),
-            ("no exp", without("exp")),
+            ("exp too far", with("exp", json!(now + 3601)), "short-lived"),
+            ("expired", timeframe(now - 3000, now - 1), "short-lived"),
+            ("exp is now", timeframe(now - 100, now), "short-lived"),
+            (
+                "iat in the future",
+                timeframe(now + 120, now + 1200),
+                "short-lived",
+            ),
+            ("no iat", without("iat"), "short-lived"),
+            ("no exp", without("exp"), "short-lived"),
         ];
         let count = cases.len();
-        for (what, assertion) in cases {
+        for (what, assertion, why) in cases {
             let (status, body) =
                 post_token(&fake, token_form(JWT_BEARER_GRANT_TYPE, &assertion)).await;
             assert_eq!(status, 400, "{what}: {body}");
             assert_eq!(body["error"], "invalid_grant", "{what}: {body}");
-            assert!(body["error_description"].is_string(), "{what}: {body}");
+            assert!(
+                body["error_description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(why)),
+                "{what}: {body}"
+            );
         }
+        // Within the allowed clock skew.
+        let (status, body) = post_token(
+            &fake,
+            token_form(JWT_BEARER_GRANT_TYPE, &timeframe(now + 30, now + 3600)),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
 
         let assertion = sign_rs256(&good);
         let (status, body) = post_token(&fake, token_form("client_credentials", &assertion)).await;
@@ -1514,7 +1535,7 @@ mod tests {
             .expect("token request");
         assert_eq!(response.status().as_u16(), 400);
 
-        assert_eq!(fake.token_requests(), count + 5);
+        assert_eq!(fake.token_requests(), count + 6);
     }
 
     #[tokio::test]

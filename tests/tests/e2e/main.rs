@@ -5,6 +5,7 @@ mod auth;
 mod delivery;
 mod failover;
 mod faults;
+mod fcm;
 mod lifecycle;
 mod notify;
 mod outage;

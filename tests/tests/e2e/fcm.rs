@@ -1,0 +1,247 @@
+//! Pushes through FCM HTTP v1 for real, against the local fake of FCM and
+//! Google's token endpoint: exactly one push per offline member, FCM's error
+//! answers, access-token reuse and refresh, and takeover of a killed
+//! notifier's work without a duplicate push.
+
+use crate::notify::settled;
+use chat_core::jwt::testkeys::{RSA_PRIVATE_PEM, RSA_PUBLIC_PEM};
+use e2e::fake_fcm::{FakeFcm, FakeResponse};
+use e2e::*;
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const PROJECT: &str = "chat-test";
+const EMAIL: &str = "push@chat-test.iam.gserviceaccount.com";
+
+/// A fake FCM and a stack whose notifiers use it.
+async fn with_fcm(
+    notifiers: usize,
+    f: impl FnOnce(StackBuilder) -> StackBuilder,
+) -> (FakeFcm, Stack, tempfile::TempDir) {
+    let fake = FakeFcm::start(RSA_PUBLIC_PEM, EMAIL, PROJECT).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("service-account.json");
+    std::fs::write(&path, fake.service_account_json(RSA_PRIVATE_PEM))
+        .expect("write service account");
+    let builder = Stack::builder()
+        .env(
+            "CHAT_FCM_SERVICE_ACCOUNT",
+            path.to_str().expect("utf-8 path"),
+        )
+        .env("CHAT_FCM_ENDPOINT", &fake.endpoint())
+        .notifiers(notifiers);
+    let stack = f(builder).start().await;
+    (fake, stack, dir)
+}
+
+async fn member(stack: &Stack, room: &str, user: &str) {
+    let r = http()
+        .put(format!("{}/v1/rooms/{room}/members/{user}", stack.http(0)))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .expect("member");
+    assert_eq!(r.status(), 204);
+}
+
+async fn say(stack: &Stack, room: &str, text: &str) {
+    let r = http()
+        .post(format!("{}/v1/rooms/{room}/messages", stack.http(0)))
+        .bearer_auth(API_KEY)
+        .json(&json!({"text": text, "user": "alice", "kind": "user"}))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), 200);
+}
+
+async fn devices(stack: &Stack, user: &str) -> Vec<String> {
+    let mut r = stack.redis().await;
+    r.zrange(stack.keys().user_devices(user), 0, -1)
+        .await
+        .expect("zrange")
+}
+
+#[tokio::test]
+async fn an_offline_member_gets_exactly_one_push_through_fcm() {
+    let (fake, stack, _dir) = with_fcm(1, |b| b).await;
+    member(&stack, "team", "carol").await;
+    stack.register_device("carol", "carol-phone").await;
+    let mut alice = stack.connect(0, "alice").await;
+    alice.join("team").await;
+    stack.register_device("alice", "alice-phone").await;
+    alice.send("team", "standup in 5", "s1").await;
+    wait_until(Duration::from_secs(10), "carol's push", || async {
+        (!fake.sent_to("carol-phone").is_empty()).then_some(())
+    })
+    .await;
+    settled(&stack).await;
+    let sent = fake.sent();
+    assert_eq!(sent.len(), 1, "one push, to carol only: {sent:?}");
+    let m = &sent[0].body;
+    assert_eq!(m["token"], "carol-phone");
+    assert_eq!(m["notification"]["title"], "New message in team");
+    assert_eq!(m["notification"]["body"], "alice: standup in 5");
+    assert_eq!(
+        m["data"],
+        json!({"room": "team", "offset": "1", "epoch": m["data"]["epoch"], "count": "1", "sender": "alice"})
+    );
+    assert!(m["data"]["epoch"].as_str().is_some_and(|e| !e.is_empty()));
+    assert_eq!(m["android"]["collapse_key"], "team");
+    assert_eq!(m["apns"]["headers"]["apns-collapse-id"], "team");
+    assert_eq!(fake.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn fcm_errors_remove_or_keep_the_token_and_are_not_retried() {
+    let (fake, stack, _dir) = with_fcm(1, |b| b).await;
+    let cases = [
+        ("u-unreg", FakeResponse::Unregistered, false),
+        ("u-badtoken", FakeResponse::InvalidToken, false),
+        ("u-payload", FakeResponse::InvalidArgument, true),
+        ("u-mismatch", FakeResponse::SenderIdMismatch, true),
+        ("u-thirdparty", FakeResponse::ThirdPartyAuthError, true),
+    ];
+    for (user, answer, _) in &cases {
+        member(&stack, "errs", user).await;
+        let device = format!("{user}-device");
+        stack.register_device(user, &device).await;
+        fake.fail_token(&device, answer.clone());
+    }
+    say(&stack, "errs", "hello").await;
+    settled(&stack).await;
+    assert_eq!(
+        fake.send_attempts(),
+        cases.len(),
+        "each answered once, none retried"
+    );
+    assert!(fake.sent().is_empty());
+    for (user, _, kept) in &cases {
+        let d = devices(&stack, user).await;
+        assert_eq!(
+            !d.is_empty(),
+            *kept,
+            "{user}: token kept = {kept}, devices now {d:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn quota_and_server_errors_are_retried_honouring_retry_after_without_blocking_others() {
+    let (fake, stack, _dir) = with_fcm(1, |b| b).await;
+    for u in ["slow", "fast"] {
+        member(&stack, "retry", u).await;
+        stack.register_device(u, &format!("{u}-device")).await;
+    }
+    fake.fail_token(
+        "slow-device",
+        FakeResponse::QuotaExceeded {
+            retry_after: Some(1),
+        },
+    );
+    let t0 = Instant::now();
+    say(&stack, "retry", "hello").await;
+    wait_until(Duration::from_secs(10), "fast's push", || async {
+        (!fake.sent_to("fast-device").is_empty()).then_some(())
+    })
+    .await;
+    let fast_at = fake.sent_to("fast-device")[0].at;
+    assert!(
+        fast_at.duration_since(t0) < Duration::from_millis(900),
+        "a throttled user does not hold others back"
+    );
+    // The quota clears: the retry (after the 1 s Retry-After) succeeds.
+    wait_until(Duration::from_secs(5), "a second attempt", || async {
+        (fake.send_attempts() >= 3).then_some(())
+    })
+    .await;
+    fake.clear_failures();
+    wait_until(Duration::from_secs(10), "slow's push", || async {
+        (!fake.sent_to("slow-device").is_empty()).then_some(())
+    })
+    .await;
+    let slow_at = fake.sent_to("slow-device")[0].at;
+    assert!(
+        slow_at.duration_since(t0) >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    assert_eq!(fake.sent_to("slow-device").len(), 1);
+
+    // 500 and 503 are retried too.
+    fake.fail_next(1, FakeResponse::Internal);
+    fake.fail_next(1, FakeResponse::Unavailable { retry_after: None });
+    let before = fake.send_attempts();
+    say(&stack, "retry2", "x").await; // nobody to push to: no attempts
+    member(&stack, "retry3", "slow").await;
+    say(&stack, "retry3", "again").await;
+    wait_until(
+        Duration::from_secs(10),
+        "the push after two server errors",
+        || async { (fake.sent_to("slow-device").len() == 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(fake.send_attempts() - before, 3, "500, 503, then success");
+    settled(&stack).await;
+}
+
+#[tokio::test]
+async fn the_access_token_is_reused_and_refreshed_after_expiry_and_after_a_401() {
+    let (fake, stack, _dir) = with_fcm(1, |b| b).await;
+    fake.set_access_token_ttl(3);
+    for (i, room) in ["a", "b", "c", "d"].iter().enumerate() {
+        member(&stack, room, "carol").await;
+        let _ = i;
+    }
+    stack.register_device("carol", "carol-phone").await;
+    let pushes = |n: usize| {
+        let fake = &fake;
+        async move {
+            wait_until(Duration::from_secs(10), "pushes", || async {
+                (fake.sent_to("carol-phone").len() == n).then_some(())
+            })
+            .await
+        }
+    };
+    say(&stack, "a", "1").await;
+    pushes(1).await;
+    say(&stack, "b", "2").await;
+    pushes(2).await;
+    assert_eq!(fake.token_requests(), 1, "reused while valid");
+    // Refreshed halfway through a short-lived token's life.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    say(&stack, "c", "3").await;
+    pushes(3).await;
+    assert_eq!(fake.token_requests(), 2, "refreshed before it expired");
+    // FCM refuses the token (revoked): fetched again, and the push still goes.
+    fake.revoke_access_tokens();
+    say(&stack, "d", "4").await;
+    pushes(4).await;
+    assert_eq!(fake.token_requests(), 3, "refreshed once after the 401");
+}
+
+#[tokio::test]
+async fn a_killed_notifiers_work_is_finished_by_another_without_a_duplicate_push() {
+    let (fake, mut stack, _dir) = with_fcm(1, |b| {
+        b.streams(|s| s.notify.claim_idle = Duration::from_secs(1))
+    })
+    .await;
+    member(&stack, "ko", "carol").await;
+    stack.register_device("carol", "carol-phone").await;
+    // The first notifier's request hangs; it is killed mid-send.
+    fake.fail_next(1, FakeResponse::Hang);
+    say(&stack, "ko", "are you there").await;
+    wait_until(Duration::from_secs(10), "the hanging request", || async {
+        (fake.send_attempts() == 1).then_some(())
+    })
+    .await;
+    stack.notifiers[0].handle.abort();
+    stack.add_notifier().await;
+    wait_until(Duration::from_secs(20), "the takeover's push", || async {
+        (!fake.sent_to("carol-phone").is_empty()).then_some(())
+    })
+    .await;
+    settled(&stack).await;
+    assert_eq!(fake.sent_to("carol-phone").len(), 1, "no duplicate push");
+    let _: Value = json!(null);
+}
