@@ -245,3 +245,71 @@ async fn a_killed_notifiers_work_is_finished_by_another_without_a_duplicate_push
     assert_eq!(fake.sent_to("carol-phone").len(), 1, "no duplicate push");
     let _: Value = json!(null);
 }
+
+#[tokio::test]
+async fn two_notifiers_share_the_work_and_each_push_is_sent_once() {
+    let (fake, stack, _dir) = with_fcm(2, |b| b).await;
+    let users: Vec<String> = (0..30).map(|i| format!("m{i}")).collect();
+    for u in &users {
+        member(&stack, "crowd", u).await;
+        stack.register_device(u, &format!("{u}-device")).await;
+    }
+    say(&stack, "crowd", "all hands").await;
+    wait_until(Duration::from_secs(15), "thirty pushes", || async {
+        (fake.sent().len() >= 30).then_some(())
+    })
+    .await;
+    settled(&stack).await;
+    assert_eq!(fake.sent().len(), 30);
+    for u in &users {
+        assert_eq!(fake.sent_to(&format!("{u}-device")).len(), 1, "{u}");
+    }
+}
+
+#[tokio::test]
+async fn work_delivered_too_often_or_malformed_goes_to_the_dead_letter_stream() {
+    let (fake, stack, _dir) = with_fcm(1, |b| {
+        b.streams(|s| {
+            s.notify.claim_idle = Duration::from_secs(1);
+            s.notify.max_deliveries = 1;
+        })
+    })
+    .await;
+    member(&stack, "down", "carol").await;
+    stack.register_device("carol", "carol-phone").await;
+    // FCM keeps asking for a long wait: the item is left for redelivery, and
+    // after max_deliveries it is dead-lettered instead of retried forever.
+    fake.fail_token(
+        "carol-phone",
+        FakeResponse::Unavailable {
+            retry_after: Some(3600),
+        },
+    );
+    say(&stack, "down", "anyone?").await;
+    let mut r = stack.redis().await;
+    let notify = stack.keys().notify_stream();
+    let _: String = r
+        .xadd(&notify, "*", &[("user", "x"), ("junk", "1")])
+        .await
+        .expect("xadd junk");
+    let dlq = stack.keys().dead_letter("notifier");
+    let reasons: Vec<String> = wait_until(Duration::from_secs(20), "two dead letters", || {
+        let mut r = r.clone();
+        let dlq = dlq.clone();
+        async move {
+            let e: redis::streams::StreamRangeReply = r.xrange_all(&dlq).await.ok()?;
+            let mut reasons: Vec<String> = e.ids.iter().filter_map(|e| e.get("reason")).collect();
+            reasons.sort();
+            (reasons.len() == 2).then_some(reasons)
+        }
+    })
+    .await;
+    assert_eq!(reasons, vec!["malformed", "max_deliveries"]);
+    settled(&stack).await;
+    assert!(fake.sent().is_empty());
+    assert_eq!(
+        devices(&stack, "carol").await,
+        vec!["carol-phone"],
+        "a server error keeps the token"
+    );
+}
