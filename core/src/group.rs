@@ -141,3 +141,32 @@ pub fn idle_consumers(v: &Value, idle_ms: i64) -> Result<Vec<String>, ReplyError
     }
     Ok(out)
 }
+
+/// Delivery counts of exactly these entries: one `XPENDING key group id id 1`
+/// each, pipelined (a range query would return whatever else is pending in
+/// between instead).
+pub async fn delivery_counts(
+    conn: &mut redis::aio::ConnectionManager,
+    stream: &str,
+    group: &str,
+    ids: &[&str],
+) -> Result<std::collections::HashMap<String, u64>, crate::scripts::ScriptError> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("XPENDING")
+            .arg(stream)
+            .arg(group)
+            .arg(*id)
+            .arg(*id)
+            .arg(1);
+    }
+    let replies: Vec<Value> = pipe.query_async(conn).await?;
+    let mut out = std::collections::HashMap::new();
+    for r in &replies {
+        out.extend(pending_counts(r)?);
+    }
+    Ok(out)
+}

@@ -240,19 +240,14 @@ impl Fanout {
         stream: &str,
         entries: &[Entry],
     ) -> Result<HashMap<String, u64>, FanoutError> {
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-            return Ok(HashMap::new());
-        };
-        let reply: redis::Value = redis::cmd("XPENDING")
-            .arg(stream)
-            .arg(self.group())
-            .arg(&first.id)
-            .arg(&last.id)
-            .arg(entries.len())
-            .arg(&self.settings.consumer)
-            .query_async(&mut self.conn)
-            .await?;
-        Ok(group::pending_counts(&reply)?.into_iter().collect())
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let group = self.group().to_owned();
+        group::delivery_counts(&mut self.conn, stream, &group, &ids)
+            .await
+            .map_err(|e| match e {
+                chat_core::scripts::ScriptError::Redis(r) => FanoutError::Redis(r),
+                chat_core::scripts::ScriptError::Reply(r) => FanoutError::Reply(r),
+            })
     }
 
     /// Publishes every good entry, dead-letters the bad or over-delivered
@@ -314,12 +309,6 @@ impl Fanout {
                     }
                 }
             }
-            let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-            pipe.cmd("XACK")
-                .arg(stream)
-                .arg(&policy.group)
-                .arg(ids)
-                .ignore();
         }
         let notify = &self.settings.common.streams.notify;
         for (room, messages) in &by_room {
@@ -333,7 +322,10 @@ impl Fanout {
                 .arg(room)
                 .arg(notify.collapse_window.as_millis() as u64)
                 .arg(notify.maxlen)
-                .arg(PREVIEW_BYTES);
+                .arg(PREVIEW_BYTES)
+                // Collapse state outlives its window generously, so a trailing
+                // push survives a notifier outage of an hour.
+                .arg((notify.collapse_window * 2).as_millis() as u64 + 3_600_000);
             for m in messages {
                 inv.arg(&m.user)
                     .arg(m.offset)
@@ -342,6 +334,19 @@ impl Fanout {
                     .arg(m.kind.as_str());
             }
             pipe.invoke_script(&inv).ignore();
+        }
+        // The acks come last: the pipeline is not atomic, and an entry must
+        // not be acknowledged unless its push work was queued (a re-run
+        // counts nothing twice).
+        for (stream, entries) in &batches {
+            if !entries.is_empty() {
+                let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+                pipe.cmd("XACK")
+                    .arg(stream)
+                    .arg(&policy.group)
+                    .arg(ids)
+                    .ignore();
+            }
         }
         if out.published + out.dead_lettered > 0 {
             match pipe.query_async::<()>(&mut self.conn).await {

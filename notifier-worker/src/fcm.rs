@@ -12,9 +12,13 @@ pub enum SendResult {
     BadToken(String),
     /// Another 400: our payload is wrong. Logged and counted, not retried.
     BadPayload(String),
-    /// 403 SENDER_ID_MISMATCH, 401 THIRD_PARTY_AUTH_ERROR, other 403s: not
-    /// retried, the token is kept.
+    /// 403 SENDER_ID_MISMATCH, 401 THIRD_PARTY_AUTH_ERROR: not retried, the
+    /// token is kept.
     Rejected(String),
+    /// A 404 without UNREGISTERED, or a 403 other than SENDER_ID_MISMATCH: our
+    /// endpoint, project or permissions are wrong. Nothing is removed; the
+    /// work stays pending (and is dead-lettered if it never gets through).
+    Misconfigured(String),
     /// 429, 5xx, timeouts: try again, not before `after` when FCM says.
     Retry {
         after: Option<Duration>,
@@ -136,7 +140,8 @@ fn classify(status: u16, text: &str, retry_after: Option<Duration>) -> Classifie
     let done = Classified::Done;
     match status {
         200..=299 => done(SendResult::Sent),
-        404 => done(SendResult::BadToken(format!("{code} {message}"))),
+        404 if code == "UNREGISTERED" => done(SendResult::BadToken(format!("{code} {message}"))),
+        404 => done(SendResult::Misconfigured(format!("404 {message}"))),
         400 if code == "UNREGISTERED" || names_the_token(&body) => {
             done(SendResult::BadToken(format!("{code} {message}")))
         }
@@ -145,7 +150,10 @@ fn classify(status: u16, text: &str, retry_after: Option<Duration>) -> Classifie
             done(SendResult::Rejected(format!("{code} {message}")))
         }
         401 => Classified::AuthExpired,
-        403 => done(SendResult::Rejected(format!("{code} {message}"))),
+        403 if code == "SENDER_ID_MISMATCH" => {
+            done(SendResult::Rejected(format!("{code} {message}")))
+        }
+        403 => done(SendResult::Misconfigured(format!("403 {code} {message}"))),
         429 | 500..=599 => done(SendResult::Retry {
             after: retry_after,
             why: format!("{status} {code} {message}"),
@@ -180,6 +188,18 @@ mod tests {
     #[test]
     fn answers_are_sorted() {
         assert_eq!(result(200, "{}"), SendResult::Sent);
+        assert!(matches!(
+            result(404, &err("NOT_FOUND", None, "no such project")),
+            SendResult::Misconfigured(_)
+        ));
+        assert!(matches!(
+            result(404, "<html>not found</html>"),
+            SendResult::Misconfigured(_)
+        ));
+        assert!(matches!(
+            result(403, &err("PERMISSION_DENIED", None, "API disabled")),
+            SendResult::Misconfigured(_)
+        ));
         assert!(matches!(
             result(404, &err("NOT_FOUND", Some("UNREGISTERED"), "gone")),
             SendResult::BadToken(_)

@@ -37,6 +37,17 @@ pub enum NotifierError {
     Http(String),
 }
 
+struct InFlight(Arc<Mutex<HashSet<String>>>, String);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
+}
+
 /// How often collapsed pushes are checked for the end of their window.
 const DUE_EVERY: Duration = Duration::from_millis(500);
 
@@ -53,6 +64,8 @@ pub struct Notifier {
     in_flight: Arc<Mutex<HashSet<String>>>,
     last_claim: Instant,
     last_due: Instant,
+    /// `XAUTOCLAIM` cursor: each round continues where the last stopped.
+    claim_cursor: String,
 }
 
 impl Notifier {
@@ -100,6 +113,7 @@ impl Notifier {
             max_attempts: settings.max_attempts,
             backoff_base: settings.backoff_base,
             backoff_max: settings.backoff_max,
+            paused_until: std::sync::atomic::AtomicU64::new(0),
         });
         info!(consumer = %settings.consumer, "notifier ready");
         Ok(Self {
@@ -113,6 +127,7 @@ impl Notifier {
             in_flight: Arc::new(Mutex::new(HashSet::new())),
             last_claim: Instant::now(),
             last_due: Instant::now(),
+            claim_cursor: "0-0".into(),
         })
     }
 
@@ -225,12 +240,13 @@ impl Notifier {
             .arg(&group)
             .arg(&self.settings.consumer)
             .arg(policy.claim_idle.as_millis() as u64)
-            .arg("0-0")
+            .arg(&self.claim_cursor)
             .arg("COUNT")
             .arg(256)
             .query_async(&mut self.conn)
             .await?;
-        let (_, entries, deleted) = group::autoclaim_reply(&reply)?;
+        let (next, entries, deleted) = group::autoclaim_reply(&reply)?;
+        self.claim_cursor = next;
         if !deleted.is_empty() {
             let _: () = redis::cmd("XACK")
                 .arg(&stream)
@@ -239,22 +255,13 @@ impl Notifier {
                 .query_async(&mut self.conn)
                 .await?;
         }
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-            return Ok(0);
-        };
-        let counts: std::collections::HashMap<String, u64> = group::pending_counts(
-            &redis::cmd("XPENDING")
-                .arg(&stream)
-                .arg(&group)
-                .arg(&first.id)
-                .arg(&last.id)
-                .arg(entries.len())
-                .arg(&self.settings.consumer)
-                .query_async::<redis::Value>(&mut self.conn)
-                .await?,
-        )?
-        .into_iter()
-        .collect();
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let counts = group::delivery_counts(&mut self.conn, &stream, &group, &ids)
+            .await
+            .map_err(|e| match e {
+                chat_core::scripts::ScriptError::Redis(r) => NotifierError::Redis(r),
+                chat_core::scripts::ScriptError::Reply(r) => NotifierError::Reply(r),
+            })?;
         let mut n = 0;
         for e in entries {
             if self
@@ -280,17 +287,26 @@ impl Notifier {
         Ok(n)
     }
 
-    /// Queues the collapsed pushes whose window has ended.
+    /// Queues the collapsed pushes whose window has ended, in rounds of 256
+    /// until none is due (bounded, so a huge backlog cannot starve the rest).
     pub async fn run_due(&mut self) -> Result<u64, NotifierError> {
-        let n: u64 = self
-            .due
-            .key(self.keys.notify_due())
-            .key(self.keys.notify_stream())
-            .arg(256)
-            .arg(self.settings.common.streams.notify.maxlen)
-            .invoke_async(&mut self.conn)
-            .await?;
-        Ok(n)
+        const ROUND: u64 = 256;
+        let mut total = 0;
+        for _ in 0..40 {
+            let n: u64 = self
+                .due
+                .key(self.keys.notify_due())
+                .key(self.keys.notify_stream())
+                .arg(ROUND)
+                .arg(self.settings.common.streams.notify.maxlen)
+                .invoke_async(&mut self.conn)
+                .await?;
+            total += n;
+            if n < ROUND {
+                break;
+            }
+        }
+        Ok(total)
     }
 
     /// Resets the idle time of the work in hand, without counting a delivery.
@@ -323,7 +339,7 @@ impl Notifier {
         group::dead_letter(
             &mut pipe,
             &self.keys.dead_letter(&policy.group),
-            100_000,
+            self.settings.common.streams.fanout.dead_letter_maxlen,
             &self.stream(),
             e,
             reason,
@@ -353,6 +369,8 @@ impl Notifier {
         self.tasks.spawn(
             async move {
                 let id = item.id.clone();
+                // Leaves the in-flight set however the task ends (a panic included).
+                let _guard = InFlight(in_flight, id.clone());
                 let outcome = work::process(ctx, item).await;
                 if outcome == Outcome::Done {
                     // Acknowledged only once every device is settled.
@@ -362,8 +380,7 @@ impl Notifier {
                         warn!(error = %e, "ack failed; the item will be redelivered (sends are idempotent)");
                     }
                 }
-                in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-            }
+                }
             .instrument(span),
         );
         Ok(())

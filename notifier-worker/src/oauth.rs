@@ -140,7 +140,7 @@ impl TokenSource {
             body: format!("unreadable token response: {e}"),
         })?;
         // Refresh a minute early (or halfway, for short-lived tokens).
-        let life = Duration::from_secs(t.expires_in);
+        let life = Duration::from_secs(t.expires_in.min(86_400));
         let margin = Duration::from_secs(60).min(life / 2);
         tracing::info!(expires_in = t.expires_in, "fetched an FCM access token");
         Ok(Cached {

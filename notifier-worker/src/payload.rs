@@ -32,7 +32,11 @@ fn collapse_id(room: &str) -> String {
     format!("room-{h:016x}")
 }
 
+/// Senders are user ids of any length; the push shows at most this many characters.
+const SENDER_CHARS: usize = 64;
+
 fn message(device_token: &str, p: &Push<'_>, preview: &str) -> Value {
+    let sender: String = p.sender.chars().take(SENDER_CHARS).collect();
     let title = if p.count > 1 {
         format!("{} new messages in {}", p.count, p.room)
     } else {
@@ -41,14 +45,14 @@ fn message(device_token: &str, p: &Push<'_>, preview: &str) -> Value {
     json!({
         "message": {
             "token": device_token,
-            "notification": {"title": title, "body": format!("{}: {}", p.sender, preview)},
+            "notification": {"title": title, "body": format!("{sender}: {preview}")},
             // FCM requires every data value to be a string.
             "data": {
                 "room": p.room,
                 "offset": p.offset.to_string(),
                 "epoch": p.epoch,
                 "count": p.count.to_string(),
-                "sender": p.sender,
+                "sender": sender,
             },
             "android": {"collapse_key": p.room, "priority": "high"},
             "apns": {"headers": {"apns-collapse-id": collapse_id(p.room), "apns-priority": "10"}},

@@ -67,6 +67,19 @@ pub struct Ctx {
     pub max_attempts: u32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Set on QUOTA_EXCEEDED: no request to FCM before this (ms since the
+    /// epoch), so a project-wide throttle is not hammered by every task.
+    pub paused_until: std::sync::atomic::AtomicU64,
+}
+
+/// A `Retry-After` is honoured up to this; longer and the work is left for
+/// redelivery.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(900);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What became of an item.
@@ -229,6 +242,13 @@ async fn push_one(ctx: &Ctx, item: &WorkItem, token: &str, platform: &str) -> Ou
                 Ok(Claim::Held) | Err(_) => return Outcome::Pending,
             }
         }
+        let pause = ctx
+            .paused_until
+            .load(std::sync::atomic::Ordering::Acquire)
+            .saturating_sub(now_ms());
+        if pause > 0 {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
         let result = {
             let _permit = ctx.requests.acquire().await;
             client.send(&body).await
@@ -255,11 +275,22 @@ async fn push_one(ctx: &Ctx, item: &WorkItem, token: &str, platform: &str) -> Ou
                 ctx.settle(&item.id, token, true).await;
                 return Outcome::Done;
             }
+            SendResult::Misconfigured(why) => {
+                tracing::error!(user = %item.user, why, "FCM endpoint, project or permissions misconfigured; push left pending");
+                break;
+            }
             SendResult::Retry { after, why } => {
+                if let Some(after) =
+                    after.filter(|_| why.contains("QUOTA_EXCEEDED") || why.starts_with("429"))
+                {
+                    let until = now_ms() + after.as_millis() as u64;
+                    ctx.paused_until
+                        .fetch_max(until, std::sync::atomic::Ordering::AcqRel);
+                }
+                // FCM's Retry-After is honoured in hand (the item stays in
+                // flight, so no delivery is counted); our own backoff otherwise.
                 let wait = after.unwrap_or_else(|| ctx.backoff(attempt));
-                // Out of attempts, or told to wait longer than we would:
-                // leave it for a later delivery, which honours the wait.
-                if attempt == ctx.max_attempts || wait > ctx.backoff_max {
+                if attempt == ctx.max_attempts || wait > MAX_RETRY_AFTER {
                     warn!(user = %item.user, why, attempt, "push not sent yet; left for redelivery");
                     break;
                 }

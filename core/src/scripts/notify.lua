@@ -1,12 +1,16 @@
--- Queues push work for one room's messages of a fanout batch: for each
--- message, every member or joined user of the room who is not present in it
--- (and is not the sender) gets at most one push per collapse window. The
--- first message of a window is queued at once; later ones only count, and
--- one push at the window's end carries the count and the latest preview.
+-- Queues push work for one room's messages of a fanout batch. Recipients are
+-- the room's members and the users who joined it, minus the present ones.
+-- Per recipient the batch is collapsed first (count, latest message, never
+-- their own), so the cost is one state update per recipient, not per message.
+-- Per user and room at most one push per window: the first messages of a
+-- window are queued at once; later ones only count, and one push at the
+-- window's end carries the count and the latest preview.
+-- Re-running a batch (fanout redelivery) counts nothing twice: the state
+-- remembers the last offset counted in the epoch.
 -- KEYS: 1 members set, 2 joined set, 3 presence zset, 4 notify stream, 5 due zset
 -- ARGV: 1 push-state key prefix (the user is appended), 2 room, 3 window ms,
---       4 notify maxlen, 5 preview max bytes,
---       then per message: sender, offset, epoch, text, kind
+--       4 notify maxlen, 5 preview max bytes, 6 state ttl ms,
+--       then per message (offset order): sender, offset, epoch, text, kind
 -- Returns the number of pushes queued now.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -34,35 +38,54 @@ local function cut(s, n)
     end
     i = i - 1
   end
-  return string.sub(s, 1, i)
+  return string.sub(s, 1, i) .. '…'
+end
+local msgs = {}
+local i = 7
+while i + 4 <= #ARGV do
+  if ARGV[i + 4] ~= 'summary' then
+    msgs[#msgs + 1] = {sender = ARGV[i], offset = tonumber(ARGV[i + 1]), epoch = ARGV[i + 2], text = ARGV[i + 3]}
+  end
+  i = i + 5
+end
+if #msgs == 0 then
+  return 0
 end
 local window = tonumber(ARGV[3])
 local queued = 0
-local i = 6
-while i + 4 <= #ARGV do
-  local sender, offset, epoch, text, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  i = i + 5
-  if kind ~= 'summary' then
-    local preview = cut(text, tonumber(ARGV[5]))
-    for _, u in ipairs(recipients) do
-      if u ~= sender and not online[u] then
-        local key = ARGV[1] .. u
-        local last = tonumber(redis.call('HGET', key, 'last') or '0')
-        if now - last >= window then
-          local pend = tonumber(redis.call('HGET', key, 'pend') or '0')
-          redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*',
-            'user', u, 'room', ARGV[2], 'count', string.format('%d', pend + 1),
-            'sender', sender, 'preview', preview, 'offset', offset, 'epoch', epoch)
-          redis.call('HSET', key, 'last', now, 'pend', 0)
-          queued = queued + 1
-        else
-          redis.call('HINCRBY', key, 'pend', 1)
-          redis.call('HSET', key, 'sender', sender, 'preview', preview, 'offset', offset, 'epoch', epoch)
-          redis.call('ZADD', KEYS[5], 'NX', last + window,
-            key .. '\n' .. KEYS[3] .. '\n' .. ARGV[2] .. '\n' .. u)
-        end
-        redis.call('PEXPIRE', key, window * 2 + 60000)
+for _, u in ipairs(recipients) do
+  if not online[u] then
+    local key = ARGV[1] .. u
+    local st = redis.call('HMGET', key, 'last', 'pend', 'ep', 'seen')
+    local last, pend = tonumber(st[1] or '0'), tonumber(st[2] or '0')
+    local seen_ep, seen = st[3], tonumber(st[4] or '0')
+    local count, latest = 0, nil
+    for _, m in ipairs(msgs) do
+      local fresh = (m.epoch ~= seen_ep) or (m.offset > seen)
+      if m.sender ~= u and fresh then
+        count = count + 1
+        latest = m
       end
+    end
+    if latest then
+      local member = key .. '\n' .. KEYS[3] .. '\n' .. ARGV[2] .. '\n' .. u
+      local preview = cut(latest.text, tonumber(ARGV[5]))
+      if now - last >= window then
+        redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*',
+          'user', u, 'room', ARGV[2], 'count', string.format('%d', pend + count),
+          'sender', latest.sender, 'preview', preview,
+          'offset', string.format('%d', latest.offset), 'epoch', latest.epoch)
+        redis.call('HSET', key, 'last', now, 'pend', 0, 'ep', latest.epoch, 'seen', latest.offset)
+        -- A window's trailing push scheduled earlier is covered by this one.
+        redis.call('ZREM', KEYS[5], member)
+        queued = queued + 1
+      else
+        redis.call('HSET', key, 'pend', pend + count, 'sender', latest.sender, 'preview', preview,
+          'offset', string.format('%d', latest.offset), 'epoch', latest.epoch,
+          'ep', latest.epoch, 'seen', latest.offset)
+        redis.call('ZADD', KEYS[5], 'NX', last + window, member)
+      end
+      redis.call('PEXPIRE', key, tonumber(ARGV[6]))
     end
   end
 end

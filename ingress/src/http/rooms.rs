@@ -132,6 +132,9 @@ pub async fn delete_member(
     let _: () = redis::pipe()
         .srem(state.keys.room_members(&room), &user)
         .ignore()
+        // No more pushes from this room either.
+        .srem(state.keys.room_joined(&room), &user)
+        .ignore()
         .publish(state.keys.control_channel(), withdraw_payload(&room, &user))
         .ignore()
         .query_async(&mut conn)

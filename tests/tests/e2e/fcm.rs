@@ -313,3 +313,76 @@ async fn work_delivered_too_often_or_malformed_goes_to_the_dead_letter_stream() 
         "a server error keeps the token"
     );
 }
+
+#[tokio::test]
+async fn a_redelivered_item_already_sent_is_not_sent_again() {
+    let (fake, mut stack, _dir) = with_fcm(0, |b| {
+        b.streams(|s| s.notify.claim_idle = Duration::from_secs(1))
+    })
+    .await;
+    member(&stack, "once", "carol").await;
+    stack.register_device("carol", "carol-phone").await;
+    let mut r = stack.redis().await;
+    let k = stack.keys();
+    let _: redis::RedisResult<()> = r
+        .xgroup_create_mkstream(k.notify_stream(), "notifier", "0")
+        .await;
+    say(&stack, "once", "hi").await;
+    // A notifier read the item, sent it (recorded done), and died before the ack.
+    let item: String = wait_until(Duration::from_secs(10), "the work item", || {
+        let mut r = r.clone();
+        let stream = k.notify_stream();
+        async move {
+            let opts = redis::streams::StreamReadOptions::default()
+                .group("notifier", "crashed")
+                .count(10);
+            let reply: redis::streams::StreamReadReply =
+                r.xread_options(&[&stream], &[">"], &opts).await.ok()?;
+            reply
+                .keys
+                .first()
+                .and_then(|k| k.ids.first())
+                .map(|e| e.id.clone())
+        }
+    })
+    .await;
+    let _: () = r
+        .hset(k.push_sent(&item), "carol-phone", "done")
+        .await
+        .expect("hset");
+    stack.add_notifier().await;
+    settled(&stack).await;
+    assert!(fake.sent().is_empty(), "already sent: not sent again");
+    assert_eq!(fake.send_attempts(), 0);
+}
+
+#[tokio::test]
+async fn a_404_that_is_not_unregistered_keeps_the_token() {
+    // A service account for a project FCM does not know: every send is a 404
+    // without UNREGISTERED, which must not cost users their devices.
+    let fake = FakeFcm::start(RSA_PUBLIC_PEM, EMAIL, PROJECT).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sa.json");
+    let mut sa: Value =
+        serde_json::from_str(&fake.service_account_json(RSA_PRIVATE_PEM)).expect("json");
+    sa["project_id"] = json!("some-other-project");
+    let sa = sa.to_string();
+    std::fs::write(&path, sa).expect("write");
+    let stack = Stack::builder()
+        .env("CHAT_FCM_SERVICE_ACCOUNT", path.to_str().expect("path"))
+        .env("CHAT_FCM_ENDPOINT", &fake.endpoint())
+        .streams(|s| s.notify.claim_idle = Duration::from_secs(1))
+        .notifiers(1)
+        .start()
+        .await;
+    member(&stack, "lost", "carol").await;
+    stack.register_device("carol", "carol-phone").await;
+    say(&stack, "lost", "hello?").await;
+    // Tried, left pending, tried again on redelivery.
+    wait_until(Duration::from_secs(15), "two attempts", || async {
+        (fake.send_attempts() >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(devices(&stack, "carol").await, vec!["carol-phone"]);
+    assert!(fake.sent().is_empty());
+}

@@ -272,3 +272,100 @@ async fn pushes_collapse_per_user_and_room_within_the_window() {
     })
     .await;
 }
+
+async fn say_as(stack: &Stack, room: &str, user: &str, text: &str) {
+    let r = http()
+        .post(format!("{}/v1/rooms/{room}/messages", stack.http(0)))
+        .bearer_auth(API_KEY)
+        .json(&json!({"text": text, "user": user, "kind": "user"}))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn an_offline_sender_gets_no_push_and_removed_members_get_none_after() {
+    let stack = Stack::builder().notifiers(1).start().await;
+    for u in ["carol", "dave"] {
+        member(&stack, "ops", u).await;
+        stack.register_device(u, &format!("{u}-phone")).await;
+    }
+    // carol is offline too, but it is her own message.
+    say_as(&stack, "ops", "carol", "deploying").await;
+    settled(&stack).await;
+    let users: Vec<String> = outbox(&stack)
+        .await
+        .into_iter()
+        .map(|(u, _, _)| u)
+        .collect();
+    assert_eq!(users, vec!["dave"]);
+    // dave is removed: nothing more for him, even once the window is over.
+    let r = http()
+        .delete(format!("{}/v1/rooms/ops/members/dave", stack.http(0)))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .expect("delete member");
+    assert_eq!(r.status(), 204);
+    say_as(&stack, "ops", "carol", "done").await;
+    settled(&stack).await;
+    assert_eq!(outbox(&stack).await.len(), 1);
+}
+
+#[tokio::test]
+async fn consecutive_pushes_for_a_user_and_room_are_a_window_apart() {
+    let window = Duration::from_millis(1000);
+    let stack = Stack::builder()
+        .notifiers(1)
+        .streams(|s| s.notify.collapse_window = window)
+        .start()
+        .await;
+    member(&stack, "race", "carol").await;
+    stack.register_device("carol", "carol-phone").await;
+    // Messages straddling the end of a window, when the trailing push is due
+    // but not yet sent: the old schedule must not cause a second push at once.
+    for (i, at_ms) in [0u64, 100, 1050, 1100].iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(
+                at_ms - [0u64, 100, 1050, 1100][i - 1],
+            ))
+            .await;
+        }
+        say_as(&stack, "race", "alice", &format!("m{i}")).await;
+    }
+    let r = stack.redis().await;
+    let notify = stack.keys().notify_stream();
+    let items: redis::streams::StreamRangeReply =
+        wait_until(Duration::from_secs(10), "all four counted", || {
+            let mut r = r.clone();
+            let notify = notify.clone();
+            async move {
+                let e: redis::streams::StreamRangeReply = r.xrange_all(&notify).await.ok()?;
+                let counted: u64 = e
+                    .ids
+                    .iter()
+                    .filter_map(|e| e.get::<String>("count")?.parse::<u64>().ok())
+                    .sum();
+                (counted == 4).then_some(e)
+            }
+        })
+        .await;
+    let times: Vec<u64> = items
+        .ids
+        .iter()
+        .map(|e| {
+            e.id.split('-')
+                .next()
+                .and_then(|t| t.parse().ok())
+                .expect("ms id")
+        })
+        .collect();
+    for w in times.windows(2) {
+        assert!(
+            w[1] - w[0] >= window.as_millis() as u64 - 5,
+            "pushes {} ms apart: {times:?}",
+            w[1] - w[0]
+        );
+    }
+}

@@ -21,4 +21,11 @@ pub async fn handle(conn: &mut Conn, room: &str, reference: Option<Value>) {
     state.hubs.leave(room, conn.socket.id);
     state.sockets.set_member_room(conn.socket.id, room, false);
     state.presence.left(room, conn.user()).await;
+    // Leaving on purpose (not a disconnect) also ends the room's pushes.
+    let mut redis = state.redis.clone();
+    let joined: redis::RedisResult<()> =
+        redis::AsyncCommands::srem(&mut redis, state.keys.room_joined(room), conn.user()).await;
+    if let Err(e) = joined {
+        tracing::warn!(room, error = %e, "could not drop the user from the room's push recipients");
+    }
 }
