@@ -69,6 +69,8 @@ async fn main() -> anyhow::Result<()> {
                 .context("fanout settings")?;
             notifier_worker::settings::NotifierSettings::from_strings(&strings)
                 .context("notifier settings")?;
+            summarizer_worker::settings::SummarizerSettings::from_strings(&strings)
+                .context("summarizer settings")?;
             println!("configuration ok");
             Ok(())
         }

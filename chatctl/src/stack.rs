@@ -35,6 +35,8 @@ pub async fn run() -> anyhow::Result<()> {
     ingress_settings.dev_token_secret = Some(secret.clone().into_bytes());
     let fanout_settings = fanout_worker::settings::FanoutSettings::from_strings(&strings)?;
     let notifier_settings = notifier_worker::settings::NotifierSettings::from_strings(&strings)?;
+    let summarizer_settings =
+        summarizer_worker::settings::SummarizerSettings::from_strings(&strings)?;
 
     let shutdown = CancellationToken::new();
     chat_core::shutdown::cancel_on_signal(shutdown.clone());
@@ -42,6 +44,7 @@ pub async fn run() -> anyhow::Result<()> {
     let addr = node.local_addr();
     let worker = fanout_worker::Fanout::build(fanout_settings).await?;
     let notifier = notifier_worker::Notifier::build(notifier_settings).await?;
+    let summarizer = summarizer_worker::Summarizer::build(summarizer_settings).await?;
 
     println!();
     println!("  chat stack running");
@@ -56,10 +59,12 @@ pub async fn run() -> anyhow::Result<()> {
 
     let fanout = tokio::spawn(worker.run(shutdown.clone()));
     let notify = tokio::spawn(notifier.run(shutdown.clone(), std::time::Duration::from_secs(5)));
+    let summaries = tokio::spawn(summarizer.run(shutdown.clone()));
     let served = node.run().await;
     shutdown.cancel();
     let _ = fanout.await;
     let _ = notify.await;
+    let _ = summaries.await;
     served?;
     Ok(())
 }

@@ -112,6 +112,32 @@ impl Keys {
         format!("{}:push:{{{item}}}", self.prefix)
     }
 
+    /// The apalis queue of summary jobs; hash-tagged so its keys share a slot.
+    pub fn summary_queue(&self) -> String {
+        format!("{{{}-summaries}}", self.prefix)
+    }
+
+    /// Hash: one summary job's status, attempts, summary or error. Job ids
+    /// carry their room (`<room>~<hex>`), so the record shares the room's slot.
+    pub fn summary_job(&self, room: &str, id: &str) -> String {
+        format!("{}:room:{{{room}}}:summary:job:{id}", self.prefix)
+    }
+
+    /// The id of the room's pending or running summary job (one at a time).
+    pub fn room_summary_job(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:summary:current", self.prefix)
+    }
+
+    /// Hash counting the room's messages for the automatic summary trigger.
+    pub fn room_summary_count(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:summary:count", self.prefix)
+    }
+
+    /// The room's latest summary (JSON), with a TTL.
+    pub fn room_summary(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:summary", self.prefix)
+    }
+
     /// Pub/sub channel carrying the room's live messages and ephemeral events.
     pub fn room_channel(&self, room: &str) -> String {
         format!("{}:room:{{{room}}}:live", self.prefix)

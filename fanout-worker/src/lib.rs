@@ -43,6 +43,8 @@ pub struct Fanout {
     last_claim: Instant,
     last_cleanup: Instant,
     scripts: chat_core::scripts::Scripts,
+    /// Set when `summarize.every_messages` is on.
+    jobs: Option<summarizer_worker::jobs::Jobs>,
 }
 
 /// Preview bytes kept in push work (the notifier trims further by characters).
@@ -70,6 +72,22 @@ impl Fanout {
         let reader = redis_conn::blocking(&url, settings.block).await?;
         let streams = keys.all_shard_streams();
         group::ensure_groups(&mut conn, &streams, &settings.common.streams.fanout.group).await?;
+        let jobs = if settings.common.streams.summarize.every_messages > 0 {
+            Some(
+                summarizer_worker::jobs::Jobs::connect(
+                    keys.clone(),
+                    conn.clone(),
+                    &settings.jobs_redis_url,
+                )
+                .await
+                .map_err(|e| match e {
+                    summarizer_worker::jobs::JobsError::Redis(r) => FanoutError::Redis(r),
+                    other => FanoutError::Reply(chat_core::entry::ReplyError(other.to_string())),
+                })?,
+            )
+        } else {
+            None
+        };
         let scripts = chat_core::scripts::Scripts::default();
         scripts
             .notify
@@ -86,6 +104,7 @@ impl Fanout {
             last_claim: Instant::now(),
             last_cleanup: Instant::now(),
             scripts,
+            jobs,
         })
     }
 
@@ -250,6 +269,22 @@ impl Fanout {
             })
     }
 
+    /// Queues the summaries of rooms whose message count just crossed a
+    /// multiple of `summarize.every_messages` (one pending job per room).
+    async fn trigger_summaries(&self, rooms: &[&str]) {
+        let Some(jobs) = &self.jobs else {
+            return;
+        };
+        for room in rooms {
+            match jobs.submit(room, None, None, "auto").await {
+                Ok(s) => {
+                    debug!(room, job = %s.job_id, existing = s.existing, "automatic summary queued")
+                }
+                Err(e) => warn!(room, error = %e, "automatic summary not queued"),
+            }
+        }
+    }
+
     /// Publishes every good entry, dead-letters the bad or over-delivered
     /// ones, and acknowledges the whole batch: one pipeline, one round trip.
     async fn handle(
@@ -318,6 +353,7 @@ impl Fanout {
                 .key(self.keys.room_presence(room))
                 .key(self.keys.notify_stream())
                 .key(self.keys.notify_due())
+                .key(self.keys.room_summary_count(room))
                 .arg(self.keys.room_push_prefix(room))
                 .arg(room)
                 .arg(notify.collapse_window.as_millis() as u64)
@@ -325,7 +361,8 @@ impl Fanout {
                 .arg(PREVIEW_BYTES)
                 // Collapse state outlives its window generously, so a trailing
                 // push survives a notifier outage of an hour.
-                .arg((notify.collapse_window * 2).as_millis() as u64 + 3_600_000);
+                .arg((notify.collapse_window * 2).as_millis() as u64 + 3_600_000)
+                .arg(self.settings.common.streams.summarize.every_messages);
             for m in messages {
                 inv.arg(&m.user)
                     .arg(m.offset)
@@ -333,7 +370,8 @@ impl Fanout {
                     .arg(&m.text)
                     .arg(m.kind.as_str());
             }
-            pipe.invoke_script(&inv).ignore();
+            // Its reply (the only one not ignored) says whether to summarize.
+            pipe.invoke_script(&inv);
         }
         // The acks come last: the pipeline is not atomic, and an entry must
         // not be acknowledged unless its push work was queued (a re-run
@@ -349,7 +387,7 @@ impl Fanout {
             }
         }
         if out.published + out.dead_lettered > 0 {
-            match pipe.query_async::<()>(&mut self.conn).await {
+            let crossed: Vec<i64> = match pipe.query_async(&mut self.conn).await {
                 Err(e)
                     if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
                 {
@@ -360,15 +398,22 @@ impl Fanout {
                         .prepare_invoke()
                         .load_async(&mut self.conn)
                         .await?;
-                    pipe.query_async::<()>(&mut self.conn).await?;
+                    pipe.query_async(&mut self.conn).await?
                 }
                 r => r?,
-            }
+            };
             debug!(
                 published = out.published,
                 dead = out.dead_lettered,
                 "batch handled"
             );
+            let due: Vec<&str> = by_room
+                .iter()
+                .zip(&crossed)
+                .filter(|(_, c)| **c == 1)
+                .map(|((room, _), _)| room.as_str())
+                .collect();
+            self.trigger_summaries(&due).await;
         }
         Ok(out)
     }

@@ -10,6 +10,8 @@ pub struct FanoutSettings {
     pub consumer: String,
     /// How long one `XREADGROUP` blocks; also bounds how fast SIGTERM is noticed.
     pub block: Duration,
+    /// The summary job queue's Redis (for the automatic summary trigger).
+    pub jobs_redis_url: String,
 }
 
 impl FanoutSettings {
@@ -27,11 +29,13 @@ impl FanoutSettings {
         if block.is_zero() {
             s.error("CHAT_FANOUT_BLOCK: must be more than zero");
         }
+        let jobs_redis_url = s.string("CHAT_JOBS_REDIS_URL", &common.redis_url);
         s.finish()?;
         Ok(Self {
             common,
             consumer,
             block,
+            jobs_redis_url,
         })
     }
 }

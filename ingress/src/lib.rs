@@ -39,6 +39,8 @@ pub enum IngressError {
     Jwt(#[from] JwtError),
     #[error("listen: {0}")]
     Io(#[from] std::io::Error),
+    #[error("summary jobs: {0}")]
+    Jobs(#[from] summarizer_worker::jobs::JobsError),
 }
 
 /// A bound, ready ingress node; `run` serves until `shutdown` is cancelled.
@@ -90,6 +92,12 @@ impl Ingress {
         );
         let verifier = Verifier::new(settings.jwt.clone()).await?;
         let presence = Presence::new(settings.node_id.clone(), keys.clone(), redis.clone());
+        let jobs = summarizer_worker::jobs::Jobs::connect(
+            keys.clone(),
+            redis.clone(),
+            &settings.jobs_redis_url,
+        )
+        .await?;
         let listener = TcpListener::bind(settings.listen).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(AppState {
@@ -104,6 +112,7 @@ impl Ingress {
             shutdown: shutdown.clone(),
             tracker: TaskTracker::new(),
             next_socket: AtomicU64::new(1),
+            jobs,
         });
         tokio::spawn(control::sweep_sessions(
             keys,

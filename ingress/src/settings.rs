@@ -45,6 +45,8 @@ pub struct IngressSettings {
     pub session_sweep: Duration,
     /// How long a drain waits for sockets to flush before giving up.
     pub shutdown_grace: Duration,
+    /// The summary job queue's Redis (standalone even under a Redis Cluster).
+    pub jobs_redis_url: String,
     /// Serve `POST /dev/token` (the one-command local stack only).
     pub dev_token_secret: Option<Vec<u8>>,
 }
@@ -87,6 +89,7 @@ impl IngressSettings {
         if limits.ping_interval.is_zero() || limits.auth_timeout.is_zero() {
             s.error("CHAT_PING_INTERVAL / CHAT_AUTH_TIMEOUT: must be more than zero");
         }
+        let jobs_redis_url = s.string("CHAT_JOBS_REDIS_URL", &common.redis_url);
         let session_sweep = s.duration("CHAT_SESSION_SWEEP", Duration::from_millis(500));
         if session_sweep.is_zero() {
             s.error("CHAT_SESSION_SWEEP: must be more than zero");
@@ -101,6 +104,7 @@ impl IngressSettings {
             allowed_origins: s.list("CHAT_ALLOWED_ORIGINS"),
             limits,
             session_sweep,
+            jobs_redis_url,
             shutdown_grace: s.duration("CHAT_SHUTDOWN_GRACE", Duration::from_secs(10)),
             dev_token_secret: None,
         };

@@ -28,6 +28,8 @@ pub struct AppState {
     /// Socket tasks, so the drain can wait for their last writes.
     pub tracker: TaskTracker,
     pub next_socket: AtomicU64,
+    /// Summary jobs: submission and status.
+    pub jobs: summarizer_worker::jobs::Jobs,
 }
 
 pub type Shared = Arc<AppState>;

@@ -3,6 +3,7 @@
 //! small WebSocket client that speaks the contract.
 
 pub mod fake_fcm;
+pub mod fake_gemini;
 
 use chat_core::config::StreamsConfig;
 use chat_core::redis_server::RedisServer;
@@ -47,6 +48,7 @@ pub struct Stack {
     pub nodes: Vec<Node>,
     pub workers: Vec<Worker>,
     pub notifiers: Vec<Worker>,
+    pub summarizers: Vec<Worker>,
     pub env: HashMap<String, String>,
     pub streams: Arc<StreamsConfig>,
 }
@@ -56,6 +58,7 @@ pub struct StackBuilder {
     nodes: usize,
     workers: usize,
     notifiers: usize,
+    summarizers: usize,
     streams: StreamsConfig,
     env: HashMap<String, String>,
 }
@@ -69,6 +72,7 @@ impl Default for StackBuilder {
             nodes: 1,
             workers: 1,
             notifiers: 0,
+            summarizers: 0,
             streams,
             env: HashMap::new(),
         }
@@ -88,6 +92,11 @@ impl StackBuilder {
 
     pub fn notifiers(mut self, n: usize) -> Self {
         self.notifiers = n;
+        self
+    }
+
+    pub fn summarizers(mut self, n: usize) -> Self {
+        self.summarizers = n;
         self
     }
 
@@ -119,6 +128,7 @@ impl StackBuilder {
             nodes: Vec::new(),
             workers: Vec::new(),
             notifiers: Vec::new(),
+            summarizers: Vec::new(),
             env,
             streams: Arc::new(self.streams),
         };
@@ -130,6 +140,9 @@ impl StackBuilder {
         }
         for _ in 0..self.notifiers {
             stack.add_notifier().await;
+        }
+        for _ in 0..self.summarizers {
+            stack.add_summarizer().await;
         }
         stack
     }
@@ -206,6 +219,26 @@ impl Stack {
         });
         self.notifiers.push(Worker { shutdown, handle });
         self.notifiers.len() - 1
+    }
+
+    /// Starts a summarizer worker (Gemini settings from `env`).
+    pub async fn add_summarizer(&mut self) -> usize {
+        let mut env = self.env.clone();
+        env.entry("CHAT_SUMMARIZER_POLL".to_owned())
+            .or_insert_with(|| "100ms".to_owned());
+        let mut settings = summarizer_worker::settings::SummarizerSettings::from_strings(&env)
+            .expect("summarizer settings");
+        settings.common.streams = self.streams.clone();
+        let shutdown = CancellationToken::new();
+        let worker = summarizer_worker::Summarizer::build(settings)
+            .await
+            .expect("summarizer starts");
+        let s = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            worker.run(s).await.expect("summarizer runs");
+        });
+        self.summarizers.push(Worker { shutdown, handle });
+        self.summarizers.len() - 1
     }
 
     /// Registers a device token for `user` through the API.

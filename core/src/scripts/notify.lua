@@ -7,16 +7,44 @@
 -- window's end carries the count and the latest preview.
 -- Re-running a batch (fanout redelivery) counts nothing twice: the state
 -- remembers the last offset counted in the epoch.
--- KEYS: 1 members set, 2 joined set, 3 presence zset, 4 notify stream, 5 due zset
+-- It also counts the room's messages for the automatic summary trigger.
+-- KEYS: 1 members set, 2 joined set, 3 presence zset, 4 notify stream, 5 due zset,
+--       6 summary counter hash
 -- ARGV: 1 push-state key prefix (the user is appended), 2 room, 3 window ms,
 --       4 notify maxlen, 5 preview max bytes, 6 state ttl ms,
+--       7 summarize every N messages (0 = off),
 --       then per message (offset order): sender, offset, epoch, text, kind
--- Returns the number of pushes queued now.
+-- Returns 1 when the count crossed a multiple of N (queue a summary), else 0.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local crossed = 0
+local every = tonumber(ARGV[7])
+if every > 0 then
+  local c = redis.call('HMGET', KEYS[6], 'ep', 'seen', 'n')
+  local ep, seen, n = c[1], tonumber(c[2] or '0'), tonumber(c[3] or '0')
+  local counted, top, top_ep = 0, seen, ep
+  local j = 8
+  while j + 4 <= #ARGV do
+    local off, e = tonumber(ARGV[j + 1]), ARGV[j + 2]
+    if ARGV[j + 4] ~= 'summary' and (e ~= ep or off > seen) then
+      counted = counted + 1
+    end
+    if e ~= top_ep or off > top then
+      top, top_ep = off, e
+    end
+    j = j + 5
+  end
+  if counted > 0 then
+    if math.floor((n + counted) / every) > math.floor(n / every) then
+      crossed = 1
+    end
+    redis.call('HSET', KEYS[6], 'ep', top_ep, 'seen', top, 'n', n + counted)
+    redis.call('EXPIRE', KEYS[6], 2592000)
+  end
+end
 local recipients = redis.call('SUNION', KEYS[1], KEYS[2])
 if #recipients == 0 then
-  return 0
+  return crossed
 end
 local online = {}
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf')) do
@@ -41,7 +69,7 @@ local function cut(s, n)
   return string.sub(s, 1, i) .. '…'
 end
 local msgs = {}
-local i = 7
+local i = 8
 while i + 4 <= #ARGV do
   if ARGV[i + 4] ~= 'summary' then
     msgs[#msgs + 1] = {sender = ARGV[i], offset = tonumber(ARGV[i + 1]), epoch = ARGV[i + 2], text = ARGV[i + 3]}
@@ -49,10 +77,9 @@ while i + 4 <= #ARGV do
   i = i + 5
 end
 if #msgs == 0 then
-  return 0
+  return crossed
 end
 local window = tonumber(ARGV[3])
-local queued = 0
 for _, u in ipairs(recipients) do
   if not online[u] then
     local key = ARGV[1] .. u
@@ -78,7 +105,6 @@ for _, u in ipairs(recipients) do
         redis.call('HSET', key, 'last', now, 'pend', 0, 'ep', latest.epoch, 'seen', latest.offset)
         -- A window's trailing push scheduled earlier is covered by this one.
         redis.call('ZREM', KEYS[5], member)
-        queued = queued + 1
       else
         redis.call('HSET', key, 'pend', pend + count, 'sender', latest.sender, 'preview', preview,
           'offset', string.format('%d', latest.offset), 'epoch', latest.epoch,
@@ -89,4 +115,4 @@ for _, u in ipairs(recipients) do
     end
   end
 end
-return queued
+return crossed

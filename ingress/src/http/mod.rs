@@ -7,6 +7,7 @@ mod error;
 mod health;
 mod rooms;
 mod sessions;
+mod summaries;
 
 use crate::state::Shared;
 use axum::Router;
@@ -33,6 +34,9 @@ pub fn router(state: Shared) -> Router {
             "/v1/sessions/{sid}",
             put(sessions::put).delete(sessions::delete),
         )
+        .route("/v1/summaries", post(summaries::submit))
+        .route("/v1/summaries/{job_id}", get(summaries::status))
+        .route("/v1/rooms/{room}/summary", get(summaries::latest))
         .route("/v1/devices", post(devices::register))
         .route("/v1/devices/{token}", delete(devices::unregister))
         .route("/healthz", get(health::healthz))

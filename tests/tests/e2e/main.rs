@@ -14,3 +14,4 @@ mod recovery;
 mod retention;
 mod sessions;
 mod smoke;
+mod summaries;

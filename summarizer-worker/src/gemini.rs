@@ -1,0 +1,220 @@
+//! Gemini `generateContent`, with its answers sorted into done, permanent
+//! failure and retry, and a client-side requests-per-minute limit.
+
+use crate::settings::GeminiSettings;
+use serde_json::{Value, json};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Finish reasons that mean the model would not answer this prompt.
+const BLOCKING_FINISH: [&str; 5] = [
+    "SAFETY",
+    "RECITATION",
+    "BLOCKLIST",
+    "PROHIBITED_CONTENT",
+    "SPII",
+];
+
+#[derive(Debug, PartialEq)]
+pub enum GeminiError {
+    /// Not retried: a blocked prompt or answer, or a 400/403/404.
+    Permanent(String),
+    /// Retried later (429, 5xx, timeouts), not before `after` when Gemini says.
+    Transient {
+        why: String,
+        after: Option<Duration>,
+    },
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Generated {
+    pub text: String,
+    /// The answer stopped at `maxOutputTokens` (finishReason MAX_TOKENS).
+    pub truncated: bool,
+}
+
+pub struct Gemini {
+    http: reqwest::Client,
+    url: String,
+    key: String,
+    /// The earliest time the next request may start.
+    next_slot: Mutex<Instant>,
+    interval: Duration,
+}
+
+impl Gemini {
+    pub fn new(s: &GeminiSettings) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            http: reqwest::Client::builder().timeout(s.timeout).build()?,
+            url: format!("{}/v1beta/models/{}:generateContent", s.endpoint, s.model),
+            key: s.api_key.clone(),
+            next_slot: Mutex::new(Instant::now()),
+            interval: Duration::from_secs(60) / s.rpm.max(1),
+        })
+    }
+
+    /// Waits for this request's slot: at most `rpm` starts per minute.
+    async fn pace(&self) {
+        let start = {
+            let mut next = self.next_slot.lock().unwrap_or_else(|p| p.into_inner());
+            let start = (*next).max(Instant::now());
+            *next = start + self.interval;
+            start
+        };
+        tokio::time::sleep_until(start.into()).await;
+    }
+
+    pub async fn generate(
+        &self,
+        system: &str,
+        prompt: &str,
+        max_output_tokens: u32,
+    ) -> Result<Generated, GeminiError> {
+        self.pace().await;
+        let body = json!({
+            "systemInstruction": {"parts": [{"text": system}]},
+            "contents": [{"role": "user", "parts": [{"text": prompt}]}],
+            "generationConfig": {"temperature": 0.2, "maxOutputTokens": max_output_tokens},
+        });
+        // The key goes in a header, never in the URL (URLs end up in logs).
+        let resp = self
+            .http
+            .post(&self.url)
+            .header("x-goog-api-key", &self.key)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| GeminiError::Transient {
+                why: format!("request failed: {}", e.without_url()),
+                after: None,
+            })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        classify(status, &text)
+    }
+}
+
+/// `"2s"`, `"1.5s"` (protobuf Duration JSON).
+fn parse_delay(s: &str) -> Option<Duration> {
+    let secs: f64 = s.strip_suffix('s')?.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+}
+
+fn classify(status: u16, text: &str) -> Result<Generated, GeminiError> {
+    let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let message: String = body["error"]["message"]
+        .as_str()
+        .unwrap_or(text)
+        .chars()
+        .take(200)
+        .collect();
+    match status {
+        200 => {
+            if let Some(reason) = body["promptFeedback"]["blockReason"].as_str()
+                && body["candidates"].as_array().is_none_or(Vec::is_empty)
+            {
+                return Err(GeminiError::Permanent(format!("prompt blocked: {reason}")));
+            }
+            let Some(c) = body["candidates"].as_array().and_then(|c| c.first()) else {
+                return Err(GeminiError::Permanent("no candidates in the answer".into()));
+            };
+            let finish = c["finishReason"].as_str().unwrap_or("");
+            if BLOCKING_FINISH.contains(&finish) {
+                return Err(GeminiError::Permanent(format!(
+                    "answer blocked: finishReason {finish}"
+                )));
+            }
+            let text: String = c["content"]["parts"]
+                .as_array()
+                .map(|ps| ps.iter().filter_map(|p| p["text"].as_str()).collect())
+                .unwrap_or_default();
+            if text.trim().is_empty() {
+                return Err(GeminiError::Permanent(format!(
+                    "empty answer (finishReason {finish})"
+                )));
+            }
+            Ok(Generated {
+                text: text.trim().to_owned(),
+                truncated: finish == "MAX_TOKENS",
+            })
+        }
+        429 => {
+            let after = body["error"]["details"].as_array().and_then(|ds| {
+                ds.iter()
+                    .find(|d| {
+                        d["@type"]
+                            .as_str()
+                            .is_some_and(|t| t.ends_with("google.rpc.RetryInfo"))
+                    })
+                    .and_then(|d| d["retryDelay"].as_str())
+                    .and_then(parse_delay)
+            });
+            Err(GeminiError::Transient {
+                why: format!("429 RESOURCE_EXHAUSTED: {message}"),
+                after,
+            })
+        }
+        500 | 502 | 503 | 504 => Err(GeminiError::Transient {
+            why: format!("{status}: {message}"),
+            after: None,
+        }),
+        _ => Err(GeminiError::Permanent(format!("{status}: {message}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str, finish: &str) -> String {
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": finish}]}).to_string()
+    }
+
+    #[test]
+    fn answers_are_sorted() {
+        assert_eq!(
+            classify(200, &ok("hi", "STOP")),
+            Ok(Generated {
+                text: "hi".into(),
+                truncated: false
+            })
+        );
+        assert_eq!(
+            classify(200, &ok("hi", "MAX_TOKENS")),
+            Ok(Generated {
+                text: "hi".into(),
+                truncated: true
+            })
+        );
+        for f in BLOCKING_FINISH {
+            assert!(
+                matches!(classify(200, &ok("", f)), Err(GeminiError::Permanent(_))),
+                "{f}"
+            );
+        }
+        let blocked = json!({"promptFeedback": {"blockReason": "SAFETY"}}).to_string();
+        assert_eq!(
+            classify(200, &blocked),
+            Err(GeminiError::Permanent("prompt blocked: SAFETY".into()))
+        );
+        let quota = json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}]}})
+        .to_string();
+        assert!(
+            matches!(classify(429, &quota), Err(GeminiError::Transient { after: Some(d), .. }) if d == Duration::from_millis(1500))
+        );
+        for s in [500, 503, 504] {
+            assert!(matches!(
+                classify(s, "{}"),
+                Err(GeminiError::Transient { .. })
+            ));
+        }
+        for s in [400, 403, 404] {
+            assert!(matches!(classify(s, "{}"), Err(GeminiError::Permanent(_))));
+        }
+        assert!(matches!(
+            classify(200, "not json"),
+            Err(GeminiError::Permanent(_))
+        ));
+    }
+}

@@ -1,0 +1,297 @@
+//! Summary jobs as the API and fanout see them: submission (one pending or
+//! running job per room), the job record, and the room's latest summary.
+//!
+//! Job ids are ours (`<room>~<hex>`): apalis-redis's `push` returns no id,
+//! so the task is built with this id, and the record lives next to the
+//! room's keys. The apalis queue itself may live on another Redis
+//! (`CHAT_JOBS_REDIS_URL`).
+
+use apalis::prelude::*;
+use apalis_redis::{Config as QueueConfig, RedisStorage};
+use chat_core::entry;
+use chat_core::keys::Keys;
+use chat_core::pattern::valid_room;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The job's arguments in the queue.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SummaryJob {
+    pub job_id: String,
+    pub room: String,
+    /// Only messages at or after this time (ms), when given.
+    pub since: Option<u64>,
+    /// Only messages at or before this time (ms), when given.
+    pub until: Option<u64>,
+    /// `api` or `auto`.
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("queue: {0}")]
+    Queue(String),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+/// What a submission did.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Submitted {
+    pub room: String,
+    pub job_id: String,
+    /// True when the room already had a pending or running job: that one is returned.
+    pub existing: bool,
+}
+
+/// A job's status as `GET /v1/summaries/{id}` answers it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobStatus {
+    pub job_id: String,
+    pub room: String,
+    /// `pending`, `running`, `done` or `failed`.
+    pub status: String,
+    pub attempts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+}
+
+/// How long job records and the current-job marker are kept.
+pub const RECORD_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+pub type Queue = RedisStorage<SummaryJob>;
+
+/// The queue's config: hash-tagged name, heartbeats that find a crashed
+/// worker's jobs within seconds.
+pub fn queue_config(keys: &Keys) -> QueueConfig {
+    QueueConfig::default()
+        .queue(keys.summary_queue())
+        .heartbeat_interval(Duration::from_secs(2))
+        .missed_heartbeats(5)
+        .batch_size(1)
+}
+
+/// The room a job id belongs to.
+pub fn room_of(job_id: &str) -> Option<&str> {
+    let (room, hex) = job_id.rsplit_once('~')?;
+    (valid_room(room) && !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then_some(room)
+}
+
+#[derive(Clone)]
+pub struct Jobs {
+    keys: Keys,
+    redis: ConnectionManager,
+    queue: Queue,
+    submit: std::sync::Arc<redis::Script>,
+}
+
+impl Jobs {
+    pub async fn connect(
+        keys: Keys,
+        redis: ConnectionManager,
+        jobs_redis_url: &str,
+    ) -> Result<Self, JobsError> {
+        let conn = apalis_redis::connect(jobs_redis_url).await?;
+        let queue = RedisStorage::new(conn).with_config(queue_config(&keys));
+        Ok(Self {
+            keys,
+            redis,
+            queue,
+            submit: std::sync::Arc::new(redis::Script::new(include_str!("submit.lua"))),
+        })
+    }
+
+    /// Queues a summary of `room`, or returns its pending/running job.
+    pub async fn submit(
+        &self,
+        room: &str,
+        since: Option<u64>,
+        until: Option<u64>,
+        reason: &str,
+    ) -> Result<Submitted, JobsError> {
+        if !valid_room(room) {
+            return Err(JobsError::BadRequest(format!(
+                "{room:?} is not a room name"
+            )));
+        }
+        let mut conn = self.redis.clone();
+        let id = format!("{room}~{:016x}", rand::random::<u64>());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for _ in 0..5 {
+            let seen: Option<String> =
+                redis::AsyncCommands::get(&mut conn, self.keys.room_summary_job(room)).await?;
+            let seen_record = match &seen {
+                Some(s) => self.keys.summary_job(room, s),
+                None => self.keys.summary_job(room, &id),
+            };
+            let reply: redis::Value = self
+                .submit
+                .key(self.keys.room_summary_job(room))
+                .key(seen_record)
+                .key(self.keys.summary_job(room, &id))
+                .arg(seen.as_deref().unwrap_or(""))
+                .arg(&id)
+                .arg(room)
+                .arg(since.map(|s| s.to_string()).unwrap_or_default())
+                .arg(until.map(|s| s.to_string()).unwrap_or_default())
+                .arg(now)
+                .arg(RECORD_TTL.as_secs())
+                .arg(reason)
+                .invoke_async(&mut conn)
+                .await?;
+            let parts = entry::array(&reply).map_err(|e| JobsError::Queue(e.to_string()))?;
+            let kind = parts
+                .first()
+                .map(entry::string)
+                .transpose()
+                .map_err(|e| JobsError::Queue(e.to_string()))?;
+            match (kind.as_deref(), parts.get(1)) {
+                (Some("existing"), Some(v)) => {
+                    return Ok(Submitted {
+                        room: room.to_owned(),
+                        job_id: entry::string(v).map_err(|e| JobsError::Queue(e.to_string()))?,
+                        existing: true,
+                    });
+                }
+                (Some("new"), _) => {
+                    let job = SummaryJob {
+                        job_id: id.clone(),
+                        room: room.to_owned(),
+                        since,
+                        until,
+                        reason: reason.to_owned(),
+                    };
+                    let task = TaskBuilder::new(job)
+                        .task_id(TaskId::from_string(&id))
+                        .build();
+                    let mut queue = self.queue.clone();
+                    if let Err(e) = queue.push_task(task).await {
+                        let why = format!("could not queue: {e}");
+                        self.finish(room, &id, "failed", &[("error", why.as_str())])
+                            .await?;
+                        return Err(JobsError::Queue(why));
+                    }
+                    return Ok(Submitted {
+                        room: room.to_owned(),
+                        job_id: id,
+                        existing: false,
+                    });
+                }
+                _ => continue,
+            }
+        }
+        Err(JobsError::Queue(
+            "the room's current job kept changing".into(),
+        ))
+    }
+
+    /// The job's record, or `None` for an unknown id.
+    pub async fn status(&self, job_id: &str) -> Result<Option<JobStatus>, JobsError> {
+        let Some(room) = room_of(job_id) else {
+            return Ok(None);
+        };
+        let mut conn = self.redis.clone();
+        let h: HashMap<String, String> =
+            redis::AsyncCommands::hgetall(&mut conn, self.keys.summary_job(room, job_id)).await?;
+        let Some(status) = h.get("status").cloned() else {
+            return Ok(None);
+        };
+        let summary = h.get("summary").cloned().filter(|s| !s.is_empty());
+        Ok(Some(JobStatus {
+            job_id: job_id.to_owned(),
+            room: room.to_owned(),
+            status,
+            attempts: h.get("attempts").and_then(|a| a.parse().ok()).unwrap_or(0),
+            summary,
+            error: h.get("error").cloned().filter(|s| !s.is_empty()),
+            method: h.get("method").cloned().filter(|s| !s.is_empty()),
+            truncated: h.get("truncated").map(|t| t == "1"),
+        }))
+    }
+
+    /// The room's latest summary, as stored by the worker.
+    pub async fn latest(&self, room: &str) -> Result<Option<serde_json::Value>, JobsError> {
+        let mut conn = self.redis.clone();
+        let raw: Option<String> =
+            redis::AsyncCommands::get(&mut conn, self.keys.room_summary(room)).await?;
+        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    /// Records the job's end and frees the room for its next job.
+    pub async fn finish(
+        &self,
+        room: &str,
+        id: &str,
+        status: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<(), JobsError> {
+        finish(
+            &self.keys,
+            &mut self.redis.clone(),
+            room,
+            id,
+            status,
+            fields,
+        )
+        .await
+    }
+}
+
+/// Writes the record's status (and fields); a final status frees the room.
+pub async fn finish(
+    keys: &Keys,
+    conn: &mut ConnectionManager,
+    room: &str,
+    id: &str,
+    status: &str,
+    fields: &[(&str, &str)],
+) -> Result<(), JobsError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        .to_string();
+    let record = keys.summary_job(room, id);
+    let mut pipe = redis::pipe();
+    let mut all: Vec<(&str, &str)> = vec![("status", status), ("updated_at", now.as_str())];
+    all.extend_from_slice(fields);
+    pipe.hset_multiple(&record, &all).ignore();
+    pipe.expire(&record, RECORD_TTL.as_secs() as i64).ignore();
+    if status == "done" || status == "failed" {
+        // Only this job's marker: a newer job may already hold the room.
+        pipe.cmd("EVAL")
+            .arg("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+            .arg(1)
+            .arg(keys.room_summary_job(room))
+            .arg(id)
+            .ignore();
+    }
+    pipe.query_async::<()>(conn).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_carry_their_room() {
+        assert_eq!(room_of("team:eng~00ff"), Some("team:eng"));
+        assert_eq!(room_of("bad room~00ff"), None);
+        assert_eq!(room_of("team~"), None);
+        assert_eq!(room_of("team~xyz"), None);
+        assert_eq!(room_of("nothing"), None);
+    }
+}

@@ -1,0 +1,298 @@
+//! summarizer-worker: apalis jobs on apalis-redis that summarize a room with
+//! Gemini (or, without a key, an extractive summary that says so), store the
+//! summary with a TTL and publish it into the room as a `summary` message.
+//!
+//! apalis-redis 1.0 as it behaves (see docs/design.md): jobs pushed by
+//! another process are only picked up promptly with `poll_with_interval`;
+//! failed jobs are rescheduled up to 25 times whatever `max_attempts` says,
+//! so failures we consider final return `AbortError`; `push` returns no id,
+//! so tasks carry our own.
+
+pub mod extractive;
+pub mod gemini;
+pub mod jobs;
+pub mod settings;
+pub mod summarize;
+
+use apalis::prelude::*;
+use chat_core::keys::Keys;
+use chat_core::protocol::Kind;
+use chat_core::redis_conn;
+use chat_core::scripts::{AppendRequest, Scripts};
+use gemini::{Gemini, GeminiError};
+use jobs::{SummaryJob, finish};
+use redis::aio::ConnectionManager;
+use settings::SummarizerSettings;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SummarizerError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("worker: {0}")]
+    Worker(String),
+}
+
+/// The user summaries are published as.
+pub const SUMMARY_USER: &str = "summarizer";
+/// Summary messages are cut to fit the room's text limit (bytes).
+const SUMMARY_MESSAGE_BYTES: usize = 4000;
+
+struct JobCtx {
+    keys: Keys,
+    redis: ConnectionManager,
+    scripts: Scripts,
+    settings: SummarizerSettings,
+    gemini: Option<Gemini>,
+}
+
+pub struct Summarizer {
+    settings: SummarizerSettings,
+    ctx: Arc<JobCtx>,
+}
+
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Summarizer {
+    pub async fn build(settings: SummarizerSettings) -> Result<Self, SummarizerError> {
+        let keys = settings.common.keys();
+        let redis = redis_conn::manager(&settings.common.redis_url).await?;
+        let gemini = settings.gemini.as_ref().map(Gemini::new).transpose()?;
+        match &settings.gemini {
+            Some(g) => info!(model = %g.model, rpm = g.rpm, "summaries by Gemini"),
+            None => warn!("no CHAT_GEMINI_API_KEY: summaries are extractive, and say so"),
+        }
+        Ok(Self {
+            ctx: Arc::new(JobCtx {
+                keys,
+                redis,
+                scripts: Scripts::default(),
+                settings: settings.clone(),
+                gemini,
+            }),
+            settings,
+        })
+    }
+
+    /// Works jobs until `shutdown`; the jobs in hand finish first.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), SummarizerError> {
+        let conn = apalis_redis::connect(self.settings.jobs_redis_url.as_str()).await?;
+        let backend = apalis_redis::RedisStorage::<SummaryJob>::new(conn)
+            .with_config(jobs::queue_config(&self.ctx.keys))
+            .poll_with_interval(self.settings.poll);
+        let worker = WorkerBuilder::new(self.settings.worker_name.as_str())
+            .backend(backend)
+            .data(self.ctx.clone())
+            .concurrency(self.settings.concurrency)
+            .build(run_job);
+        info!(worker = %self.settings.worker_name, "summarizer ready");
+        worker
+            .run_until(async move {
+                shutdown.cancelled().await;
+                Ok::<(), std::io::Error>(())
+            })
+            .await
+            .map_err(|e| SummarizerError::Worker(e.to_string()))?;
+        info!("summarizer stopped");
+        Ok(())
+    }
+}
+
+enum JobError {
+    Permanent(String),
+    Transient {
+        why: String,
+        after: Option<Duration>,
+    },
+}
+
+impl From<GeminiError> for JobError {
+    fn from(e: GeminiError) -> Self {
+        match e {
+            GeminiError::Permanent(w) => JobError::Permanent(w),
+            GeminiError::Transient { why, after } => JobError::Transient { why, after },
+        }
+    }
+}
+
+async fn run_job(
+    job: SummaryJob,
+    attempt: Attempt,
+    ctx: Data<Arc<JobCtx>>,
+) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!("summary", room = %job.room, job = %job.job_id);
+    run_job_inner(job, attempt.current(), (*ctx).clone())
+        .instrument(span)
+        .await
+}
+
+async fn run_job_inner(job: SummaryJob, n: usize, ctx: Arc<JobCtx>) -> Result<(), BoxDynError> {
+    let mut conn = ctx.redis.clone();
+    let attempts = n.to_string();
+    finish(
+        &ctx.keys,
+        &mut conn,
+        &job.room,
+        &job.job_id,
+        "running",
+        &[("attempts", attempts.as_str())],
+    )
+    .await
+    .map_err(|e| -> BoxDynError { e.to_string().into() })?;
+    match summarize_room(&ctx, &job).await {
+        Ok(()) => Ok(()),
+        Err(JobError::Permanent(why)) => {
+            warn!(why, "summary failed for good");
+            let _ = finish(
+                &ctx.keys,
+                &mut conn,
+                &job.room,
+                &job.job_id,
+                "failed",
+                &[("error", why.as_str())],
+            )
+            .await;
+            Err(AbortError::new(why).into())
+        }
+        Err(JobError::Transient { why, after }) => {
+            if n >= ctx.settings.max_attempts {
+                let why = format!("gave up after {n} attempts: {why}");
+                warn!(why, "summary failed for good");
+                let _ = finish(
+                    &ctx.keys,
+                    &mut conn,
+                    &job.room,
+                    &job.job_id,
+                    "failed",
+                    &[("error", why.as_str())],
+                )
+                .await;
+                return Err(AbortError::new(why).into());
+            }
+            warn!(why, attempt = n, "summary attempt failed; will retry");
+            let _ = finish(
+                &ctx.keys,
+                &mut conn,
+                &job.room,
+                &job.job_id,
+                "pending",
+                &[("error", why.as_str())],
+            )
+            .await;
+            // apalis reschedules without a delay of its own choosing: honour
+            // Gemini's RetryInfo here.
+            if let Some(d) = after {
+                tokio::time::sleep(d.min(Duration::from_secs(60))).await;
+            }
+            Err(why.into())
+        }
+    }
+}
+
+async fn summarize_room(ctx: &JobCtx, job: &SummaryJob) -> Result<(), JobError> {
+    let mut conn = ctx.redis.clone();
+    let unavailable = |e: chat_core::scripts::ScriptError| JobError::Transient {
+        why: format!("redis: {e}"),
+        after: None,
+    };
+    let messages = summarize::load(
+        &ctx.scripts,
+        &mut conn,
+        &ctx.keys,
+        &job.room,
+        job.since,
+        job.until,
+    )
+    .await
+    .map_err(unavailable)?;
+    let outcome = if messages.is_empty() {
+        summarize::Outcome {
+            summary: "No messages to summarize.".into(),
+            method: "none".into(),
+            truncated: false,
+            calls: 0,
+        }
+    } else if let (Some(g), Some(s)) = (&ctx.gemini, &ctx.settings.gemini) {
+        let lines: Vec<String> = messages.iter().map(summarize::transcript_line).collect();
+        summarize::with_gemini(g, &s.model, &lines, ctx.settings.input_budget).await?
+    } else {
+        summarize::extractive(&messages)
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let stored = serde_json::json!({
+        "room": job.room,
+        "job_id": job.job_id,
+        "summary": outcome.summary,
+        "method": outcome.method,
+        "truncated": outcome.truncated,
+        "messages": messages.len(),
+        "from_offset": messages.first().map(|m| m.offset),
+        "to_offset": messages.last().map(|m| m.offset),
+        "created_at": now,
+    });
+    let ttl = ctx.settings.summary_ttl.as_secs().max(1);
+    let _: () = redis::AsyncCommands::set_ex(
+        &mut conn,
+        ctx.keys.room_summary(&job.room),
+        stored.to_string(),
+        ttl,
+    )
+    .await
+    .map_err(|e| JobError::Transient {
+        why: format!("redis: {e}"),
+        after: None,
+    })?;
+    if !messages.is_empty() {
+        // Published with the job id as client_id: a retried job is stored once.
+        let streams = &ctx.settings.common.streams;
+        let req = AppendRequest {
+            room: &job.room,
+            user: SUMMARY_USER,
+            text: cut(&outcome.summary, SUMMARY_MESSAGE_BYTES),
+            client_id: cut(&job.job_id, 64),
+            kind: Kind::Summary,
+            retention: streams.retention(&job.room),
+            dedup_window: streams.dedup.window,
+            shard_maxlen: streams.fanout.shard_maxlen,
+        };
+        ctx.scripts
+            .append(&mut conn, &ctx.keys, &req)
+            .await
+            .map_err(unavailable)?;
+    }
+    info!(method = %outcome.method, calls = outcome.calls, messages = messages.len(), "summary done");
+    finish(
+        &ctx.keys,
+        &mut conn,
+        &job.room,
+        &job.job_id,
+        "done",
+        &[
+            ("summary", outcome.summary.as_str()),
+            ("method", outcome.method.as_str()),
+            ("truncated", if outcome.truncated { "1" } else { "0" }),
+            ("error", ""),
+        ],
+    )
+    .await
+    .map_err(|e| JobError::Transient {
+        why: e.to_string(),
+        after: None,
+    })
+}
