@@ -6,6 +6,7 @@ mod delivery;
 mod failover;
 mod faults;
 mod fcm;
+mod gemini;
 mod lifecycle;
 mod notify;
 mod outage;
