@@ -1,6 +1,7 @@
 //! Operator commands: run the whole stack locally, mint a dev token.
 
 mod stack;
+mod summarize;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -37,6 +38,31 @@ enum Command {
     },
     /// Validate streams.toml and the CHAT_* environment.
     Config,
+    /// Summarize rooms: submit a batch, follow it with a progress bar, print
+    /// the results; exits 1 if any job failed.
+    Summarize {
+        /// Ingress base URL.
+        #[arg(long, env = "CHAT_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Admin API key.
+        #[arg(long, env = "CHAT_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// A room to summarize (repeatable).
+        #[arg(long = "room")]
+        rooms: Vec<String>,
+        /// A file with one room per line.
+        #[arg(long)]
+        rooms_file: Option<std::path::PathBuf>,
+        /// Only messages at or after this time (ms since the epoch).
+        #[arg(long)]
+        since: Option<u64>,
+        /// Only messages at or before this time (ms since the epoch).
+        #[arg(long)]
+        until: Option<u64>,
+        /// Give up waiting after this long.
+        #[arg(long, default_value = "10m")]
+        timeout: String,
+    },
 }
 
 #[tokio::main]
@@ -59,6 +85,32 @@ async fn main() -> anyhow::Result<()> {
                 "{}",
                 mint(&secret, &sub, &rooms, sid.as_deref(), ttl.as_secs())?
             );
+            Ok(())
+        }
+        Command::Summarize {
+            url,
+            api_key,
+            rooms,
+            rooms_file,
+            since,
+            until,
+            timeout,
+        } => {
+            let rooms = summarize::rooms(rooms, rooms_file.as_deref())?;
+            let timeout =
+                chat_core::config::parse_duration(&timeout).map_err(anyhow::Error::msg)?;
+            let ok = summarize::run(summarize::Args {
+                url,
+                api_key,
+                rooms,
+                since,
+                until,
+                timeout,
+            })
+            .await?;
+            if !ok {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Config => {
