@@ -263,3 +263,39 @@ async fn two_workers_never_run_the_same_job() {
         assert_eq!(n, 1, "{r} summarized once");
     }
 }
+
+#[tokio::test]
+async fn requests_are_paced_to_the_requests_per_minute_limit() {
+    // 120 per minute: one start every 500 ms at most, however many jobs run.
+    let (fake, stack) = with_gemini(1, |b| {
+        b.env("CHAT_GEMINI_RPM", "120")
+            .env("CHAT_SUMMARIZER_CONCURRENCY", "4")
+    })
+    .await;
+    let rooms: Vec<String> = (0..4).map(|i| format!("paced-{i}")).collect();
+    for r in &rooms {
+        chat(&stack, r, 2).await;
+    }
+    let jobs = submit(&stack, json!({"rooms": rooms})).await;
+    for j in &jobs {
+        assert_eq!(
+            finished(
+                &stack,
+                j["job_id"].as_str().expect("id"),
+                Duration::from_secs(30)
+            )
+            .await["status"],
+            "done"
+        );
+    }
+    let mut at: Vec<std::time::Instant> = fake.calls().iter().map(|c| c.at).collect();
+    at.sort();
+    assert_eq!(at.len(), 4);
+    for w in at.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(450),
+            "calls {:?} apart",
+            w[1] - w[0]
+        );
+    }
+}
