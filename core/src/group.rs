@@ -170,3 +170,31 @@ pub async fn delivery_counts(
     }
     Ok(out)
 }
+
+/// Sets the `chat_group_lag` and `chat_group_pending` gauges of a group,
+/// summed over its streams (`XINFO GROUPS`).
+pub async fn report_gauges(
+    conn: &mut redis::aio::ConnectionManager,
+    streams: &[String],
+    group: &str,
+) {
+    let mut pipe = redis::pipe();
+    for s in streams {
+        pipe.cmd("XINFO").arg("GROUPS").arg(s);
+    }
+    let Ok(replies) = pipe
+        .query_async::<Vec<redis::streams::StreamInfoGroupsReply>>(conn)
+        .await
+    else {
+        return;
+    };
+    let (mut lag, mut pending) = (0u64, 0u64);
+    for r in &replies {
+        for g in r.groups.iter().filter(|g| g.name == group) {
+            lag += g.lag.unwrap_or(0) as u64;
+            pending += g.pending as u64;
+        }
+    }
+    metrics::gauge!("chat_group_lag", "group" => group.to_owned()).set(lag as f64);
+    metrics::gauge!("chat_group_pending", "group" => group.to_owned()).set(pending as f64);
+}

@@ -7,6 +7,7 @@ pub mod entry;
 pub mod group;
 pub mod jwt;
 pub mod keys;
+pub mod metrics;
 pub mod pattern;
 pub mod protocol;
 pub mod redis_conn;

@@ -53,13 +53,14 @@ const PREVIEW_BYTES: u64 = 512;
 /// Consumers idle this long with nothing pending are removed from the group.
 const DEAD_CONSUMER_IDLE: Duration = Duration::from_secs(3600);
 
-/// The pub/sub payload of a stored message: `m<offset> <epoch>\n<message frame>`.
+/// The pub/sub payload of a stored message: `m<offset> <epoch> <ts>\n<message frame>`.
 /// Serialized once here; every ingress node forwards the frame bytes as they are.
 pub fn live_payload(m: &chat_core::protocol::Message) -> String {
     format!(
-        "m{} {}\n{}",
+        "m{} {} {}\n{}",
         m.offset,
         m.epoch,
+        m.ts,
         ServerFrame::Message(m).to_json(None)
     )
 }
@@ -180,6 +181,7 @@ impl Fanout {
     /// Takes over entries idle longer than `claim_idle` from any consumer.
     pub async fn claim(&mut self) -> Result<StepOutcome, FanoutError> {
         let policy = self.settings.common.streams.fanout.clone();
+        group::report_gauges(&mut self.conn, &self.streams, &policy.group).await;
         let mut total = StepOutcome::default();
         for stream in self.streams.clone() {
             let mut cursor = "0-0".to_owned();
@@ -407,6 +409,11 @@ impl Fanout {
                 dead = out.dead_lettered,
                 "batch handled"
             );
+            metrics::counter!("chat_fanout_published_total").increment(out.published as u64);
+            if out.dead_lettered > 0 {
+                metrics::counter!("chat_dead_lettered_total", "group" => policy.group.clone())
+                    .increment(out.dead_lettered as u64);
+            }
             let due: Vec<&str> = by_room
                 .iter()
                 .zip(&crossed)

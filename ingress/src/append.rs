@@ -25,14 +25,18 @@ pub async fn append(
         shard_maxlen: streams.fanout.shard_maxlen,
     };
     let mut conn = state.redis.clone();
-    state
-        .scripts
-        .append(&mut conn, &state.keys, &req)
-        .await
-        .map_err(|e| {
-            tracing::warn!(room, user, error = %e, "append failed");
-            script_error_code(&e)
-        })
+    let r = state.scripts.append(&mut conn, &state.keys, &req).await;
+    let result = match &r {
+        Ok(a) if a.duplicate => "duplicate",
+        Ok(_) => "stored",
+        Err(_) => "error",
+    };
+    metrics::counter!("chat_appends_total", "result" => result).increment(1);
+    r.map_err(|e| {
+        tracing::warn!(room, user, error = %e, "append failed");
+        metrics::counter!("chat_redis_errors_total", "service" => "ingress").increment(1);
+        script_error_code(&e)
+    })
 }
 
 pub async fn history(

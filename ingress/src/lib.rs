@@ -57,6 +57,7 @@ impl Ingress {
         settings: IngressSettings,
         shutdown: CancellationToken,
     ) -> Result<Self, IngressError> {
+        chat_core::metrics::install();
         let keys = settings.common.keys();
         let url = settings.common.redis_url.clone();
         let redis = redis_conn::manager(&url).await?;

@@ -235,6 +235,7 @@ impl Notifier {
     pub async fn claim(&mut self) -> Result<usize, NotifierError> {
         let policy = self.settings.common.streams.notify.clone();
         let (group, stream) = (self.group(), self.stream());
+        group::report_gauges(&mut self.conn, std::slice::from_ref(&stream), &group).await;
         let reply: redis::Value = redis::cmd("XAUTOCLAIM")
             .arg(&stream)
             .arg(&group)
@@ -334,6 +335,7 @@ impl Notifier {
     }
 
     async fn dead_letter(&mut self, e: &Entry, reason: &str) -> Result<(), NotifierError> {
+        metrics::counter!("chat_dead_lettered_total", "group" => self.group()).increment(1);
         let policy = &self.settings.common.streams.notify;
         let mut pipe = redis::pipe();
         group::dead_letter(

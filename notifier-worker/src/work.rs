@@ -209,6 +209,7 @@ async fn push_one(ctx: &Ctx, item: &WorkItem, token: &str, platform: &str) -> Ou
         Sender::Fcm(c) => c,
         Sender::DryRun { outbox_maxlen } => {
             info!(user = %item.user, room = %item.room, platform, "dry run: push not sent (no FCM credentials)");
+            metrics::counter!("chat_pushes_total", "outcome" => "dry_run").increment(1);
             let mut conn = ctx.redis.clone();
             let r: redis::RedisResult<String> = redis::cmd("XADD")
                 .arg(ctx.keys.notify_outbox())
@@ -256,30 +257,36 @@ async fn push_one(ctx: &Ctx, item: &WorkItem, token: &str, platform: &str) -> Ou
         match result {
             SendResult::Sent => {
                 info!(user = %item.user, room = %item.room, count = item.count, "push sent");
+                metrics::counter!("chat_pushes_total", "outcome" => "sent").increment(1);
                 ctx.settle(&item.id, token, true).await;
                 return Outcome::Done;
             }
             SendResult::BadToken(why) => {
                 info!(user = %item.user, why, "device token no longer valid; removed");
+                metrics::counter!("chat_pushes_total", "outcome" => "bad_token").increment(1);
                 ctx.remove_token(&item.user, token).await;
                 ctx.settle(&item.id, token, true).await;
                 return Outcome::Done;
             }
             SendResult::BadPayload(why) => {
                 tracing::error!(user = %item.user, why, "FCM refused our payload; not retried");
+                metrics::counter!("chat_pushes_total", "outcome" => "bad_payload").increment(1);
                 ctx.settle(&item.id, token, true).await;
                 return Outcome::Done;
             }
             SendResult::Rejected(why) => {
                 warn!(user = %item.user, why, "FCM refused the push; token kept, not retried");
+                metrics::counter!("chat_pushes_total", "outcome" => "rejected").increment(1);
                 ctx.settle(&item.id, token, true).await;
                 return Outcome::Done;
             }
             SendResult::Misconfigured(why) => {
+                metrics::counter!("chat_pushes_total", "outcome" => "misconfigured").increment(1);
                 tracing::error!(user = %item.user, why, "FCM endpoint, project or permissions misconfigured; push left pending");
                 break;
             }
             SendResult::Retry { after, why } => {
+                metrics::counter!("chat_pushes_total", "outcome" => "retry").increment(1);
                 if let Some(after) =
                     after.filter(|_| why.contains("QUOTA_EXCEEDED") || why.starts_with("429"))
                 {

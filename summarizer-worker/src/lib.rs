@@ -154,9 +154,13 @@ async fn run_job_inner(job: SummaryJob, n: usize, ctx: Arc<JobCtx>) -> Result<()
     .await
     .map_err(|e| -> BoxDynError { e.to_string().into() })?;
     match summarize_room(&ctx, &job).await {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            metrics::counter!("chat_summary_jobs_total", "status" => "done").increment(1);
+            Ok(())
+        }
         Err(JobError::Permanent(why)) => {
             warn!(why, "summary failed for good");
+            metrics::counter!("chat_summary_jobs_total", "status" => "failed").increment(1);
             let _ = finish(
                 &ctx.keys,
                 &mut conn,
@@ -171,6 +175,7 @@ async fn run_job_inner(job: SummaryJob, n: usize, ctx: Arc<JobCtx>) -> Result<()
         Err(JobError::Transient { why, after }) => {
             if n >= ctx.settings.max_attempts {
                 let why = format!("gave up after {n} attempts: {why}");
+                metrics::counter!("chat_summary_jobs_total", "status" => "failed").increment(1);
                 warn!(why, "summary failed for good");
                 let _ = finish(
                     &ctx.keys,
@@ -184,6 +189,7 @@ async fn run_job_inner(job: SummaryJob, n: usize, ctx: Arc<JobCtx>) -> Result<()
                 return Err(AbortError::new(why).into());
             }
             warn!(why, attempt = n, "summary attempt failed; will retry");
+            metrics::counter!("chat_summary_jobs_total", "status" => "retry").increment(1);
             let _ = finish(
                 &ctx.keys,
                 &mut conn,

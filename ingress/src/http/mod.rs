@@ -40,6 +40,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/devices", post(devices::register))
         .route("/v1/devices/{token}", delete(devices::unregister))
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(|| async { chat_core::metrics::render() }))
         .route("/readyz", get(health::readyz))
         .fallback(|| async {
             ApiError::new(chat_core::protocol::ErrorCode::NotFound, "no such route")

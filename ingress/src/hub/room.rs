@@ -219,10 +219,18 @@ impl RoomHub {
             }
             // `m<offset> <epoch>`: a stored message.
             Some(b'm') => {
-                let Some((offset, epoch)) = std::str::from_utf8(&header[1..])
-                    .ok()
-                    .and_then(|h| h.split_once(' '))
-                    .and_then(|(o, e)| Some((o.parse::<u64>().ok()?, e)))
+                // `m<offset> <epoch> <ts>`
+                let Some((offset, epoch, ts)) =
+                    std::str::from_utf8(&header[1..]).ok().and_then(|h| {
+                        let mut it = h.split(' ');
+                        let offset = it.next()?.parse::<u64>().ok()?;
+                        let epoch = it.next()?;
+                        Some((
+                            offset,
+                            epoch,
+                            it.next().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0),
+                        ))
+                    })
                 else {
                     return;
                 };
@@ -247,7 +255,7 @@ impl RoomHub {
                         return;
                     }
                 }
-                self.deliver(offset, &text);
+                self.deliver(offset, ts, &text);
             }
             _ => {}
         }
@@ -351,18 +359,31 @@ impl RoomHub {
 
     fn deliver_message(&mut self, m: &Message) {
         if m.offset > self.last {
-            self.deliver(m.offset, &message_frame(m));
+            self.deliver(m.offset, m.ts, &message_frame(m));
         }
     }
 
-    fn deliver(&mut self, offset: u64, frame: &Utf8Bytes) {
+    fn deliver(&mut self, offset: u64, ts: u64, frame: &Utf8Bytes) {
         let mut dead = false;
+        let mut delivered = 0u64;
         for s in &mut self.subs {
             if s.cursor < offset && s.joined.load(Ordering::Acquire) {
                 s.cursor = offset;
+                delivered += 1;
                 if !s.socket.push(frame.clone()) {
                     dead = true;
                 }
+            }
+        }
+        // Once per message, not per recipient.
+        if delivered > 0 {
+            metrics::counter!("chat_deliveries_total").increment(delivered);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            if ts > 0 {
+                metrics::histogram!("chat_delivery_latency_seconds")
+                    .record(now.saturating_sub(ts) as f64 / 1000.0);
             }
         }
         if dead {

@@ -107,6 +107,7 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>) {
     state
         .sockets
         .insert(socket.clone(), sid.clone(), authed.session_ttl);
+    metrics::gauge!("chat_connections").increment(1.0);
     let mut conn = Conn {
         state: state.clone(),
         socket,
@@ -134,6 +135,7 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>) {
         state.presence.left(&room, &user).await;
     }
     state.sockets.remove(id);
+    metrics::gauge!("chat_connections").decrement(1.0);
     closer.close(1000);
     drop(conn);
     finish_writer(writer).await;

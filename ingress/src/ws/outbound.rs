@@ -111,6 +111,7 @@ impl SocketHandle {
         match self.tx.try_send(out) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("chat_slow_consumers_total").increment(1);
                 tracing::warn!(user = %self.user, socket = self.id, "slow consumer, closing 4008");
                 self.closer.close(close::POLICY);
                 false

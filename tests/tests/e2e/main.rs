@@ -8,6 +8,7 @@ mod faults;
 mod fcm;
 mod gemini;
 mod lifecycle;
+mod metrics;
 mod notify;
 mod outage;
 mod protocol;

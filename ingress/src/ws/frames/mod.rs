@@ -12,7 +12,23 @@ use super::conn::Conn;
 use chat_core::protocol::{ClientFrame, ErrorCode, ServerFrame};
 use serde_json::Value;
 
+/// The frame's type, as a metrics label.
+fn kind(frame: &ClientFrame) -> &'static str {
+    match frame {
+        ClientFrame::Auth { .. } => "auth",
+        ClientFrame::Join { .. } => "join",
+        ClientFrame::Leave { .. } => "leave",
+        ClientFrame::Send { .. } => "send",
+        ClientFrame::History { .. } => "history",
+        ClientFrame::Typing { .. } => "typing",
+        ClientFrame::Read { .. } => "read",
+        ClientFrame::Refresh { .. } => "refresh",
+        ClientFrame::Ping => "ping",
+    }
+}
+
 pub async fn handle(conn: &mut Conn, frame: ClientFrame, reference: Option<Value>) {
+    metrics::counter!("chat_frames_in_total", "type" => kind(&frame)).increment(1);
     let r = reference.as_ref();
     match frame {
         ClientFrame::Auth { .. } => conn.error(ErrorCode::BadRequest, "already authenticated", r),
