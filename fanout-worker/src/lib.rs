@@ -43,8 +43,9 @@ pub struct Fanout {
     last_claim: Instant,
     last_cleanup: Instant,
     scripts: chat_core::scripts::Scripts,
-    /// Set when `summarize.every_messages` is on.
-    jobs: Option<summarizer_worker::jobs::Jobs>,
+    /// Set when `summarize.every_messages` is on: rooms due for a summary go to
+    /// a task of their own, so the job queue never holds up delivery.
+    summaries: Option<tokio::sync::mpsc::Sender<String>>,
 }
 
 /// Preview bytes kept in push work (the notifier trims further by characters).
@@ -73,19 +74,29 @@ impl Fanout {
         let reader = redis_conn::blocking(&url, settings.block).await?;
         let streams = keys.all_shard_streams();
         group::ensure_groups(&mut conn, &streams, &settings.common.streams.fanout.group).await?;
-        let jobs = if settings.common.streams.summarize.every_messages > 0 {
-            Some(
-                summarizer_worker::jobs::Jobs::connect(
-                    keys.clone(),
-                    conn.clone(),
-                    &settings.jobs_redis_url,
-                )
-                .await
-                .map_err(|e| match e {
-                    summarizer_worker::jobs::JobsError::Redis(r) => FanoutError::Redis(r),
-                    other => FanoutError::Reply(chat_core::entry::ReplyError(other.to_string())),
-                })?,
+        let summaries = if settings.common.streams.summarize.every_messages > 0 {
+            let jobs = summarizer_worker::jobs::Jobs::connect(
+                keys.clone(),
+                conn.clone(),
+                &settings.jobs_redis_url,
             )
+            .await
+            .map_err(|e| match e {
+                summarizer_worker::jobs::JobsError::Redis(r) => FanoutError::Redis(r),
+                other => FanoutError::Reply(chat_core::entry::ReplyError(other.to_string())),
+            })?;
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1024);
+            tokio::spawn(async move {
+                while let Some(room) = rx.recv().await {
+                    match jobs.submit(&room, None, None, "auto").await {
+                        Ok(s) => {
+                            debug!(room, job = %s.job_id, existing = s.existing, "automatic summary queued")
+                        }
+                        Err(e) => warn!(room, error = %e, "automatic summary not queued"),
+                    }
+                }
+            });
+            Some(tx)
         } else {
             None
         };
@@ -105,7 +116,7 @@ impl Fanout {
             last_claim: Instant::now(),
             last_cleanup: Instant::now(),
             scripts,
-            jobs,
+            summaries,
         })
     }
 
@@ -274,15 +285,15 @@ impl Fanout {
     /// Queues the summaries of rooms whose message count just crossed a
     /// multiple of `summarize.every_messages` (one pending job per room).
     async fn trigger_summaries(&self, rooms: &[&str]) {
-        let Some(jobs) = &self.jobs else {
+        let Some(tx) = &self.summaries else {
             return;
         };
         for room in rooms {
-            match jobs.submit(room, None, None, "auto").await {
-                Ok(s) => {
-                    debug!(room, job = %s.job_id, existing = s.existing, "automatic summary queued")
-                }
-                Err(e) => warn!(room, error = %e, "automatic summary not queued"),
+            if tx.try_send((*room).to_owned()).is_err() {
+                warn!(
+                    room,
+                    "summary trigger backlog full; this automatic summary is skipped"
+                );
             }
         }
     }

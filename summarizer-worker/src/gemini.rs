@@ -36,21 +36,72 @@ pub struct Generated {
 pub struct Gemini {
     http: reqwest::Client,
     url: String,
-    key: String,
-    /// The earliest time the next request may start.
+    key: reqwest::header::HeaderValue,
+    /// The earliest time the next request may start (also pushed out by a
+    /// 429's RetryInfo, so every job of this worker waits, not just one).
     next_slot: Mutex<Instant>,
     interval: Duration,
+    thinking_budget: Option<u32>,
+    attempts: u32,
 }
+
+/// A RetryInfo delay is honoured up to this inside one call.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
 impl Gemini {
     pub fn new(s: &GeminiSettings) -> Result<Self, reqwest::Error> {
+        let mut key = reqwest::header::HeaderValue::from_str(&s.api_key)
+            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("invalid-key"));
+        // Kept out of HTTP/2 header tables and client debug logs.
+        key.set_sensitive(true);
         Ok(Self {
             http: reqwest::Client::builder().timeout(s.timeout).build()?,
             url: format!("{}/v1beta/models/{}:generateContent", s.endpoint, s.model),
-            key: s.api_key.clone(),
+            key,
             next_slot: Mutex::new(Instant::now()),
             interval: Duration::from_secs(60) / s.rpm.max(1),
+            thinking_budget: s.thinking_budget,
+            attempts: s.call_attempts.max(1),
         })
+    }
+
+    /// Every request of this worker waits until `until`.
+    fn pause_until(&self, until: Instant) {
+        let mut next = self.next_slot.lock().unwrap_or_else(|p| p.into_inner());
+        *next = (*next).max(until);
+    }
+
+    /// One model call, retried on transient answers with exponential backoff
+    /// and jitter (honouring RetryInfo), so a blip does not restart a whole
+    /// map-reduce job.
+    pub async fn generate(
+        &self,
+        system: &str,
+        prompt: &str,
+        max_output_tokens: u32,
+    ) -> Result<Generated, GeminiError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.generate_once(system, prompt, max_output_tokens).await {
+                Err(GeminiError::Transient { why, after }) if attempt < self.attempts => {
+                    let backoff = Duration::from_millis(500 * (1 << attempt.min(6)));
+                    let wait = after.unwrap_or(backoff).min(MAX_RETRY_DELAY);
+                    let wait = wait.mul_f64(1.0 + rand::random::<f64>() * 0.2);
+                    if after.is_some() {
+                        self.pause_until(Instant::now() + wait);
+                    }
+                    tracing::info!(
+                        why,
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        "model call retry"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Waits for this request's slot: at most `rpm` starts per minute.
@@ -64,23 +115,27 @@ impl Gemini {
         tokio::time::sleep_until(start.into()).await;
     }
 
-    pub async fn generate(
+    async fn generate_once(
         &self,
         system: &str,
         prompt: &str,
         max_output_tokens: u32,
     ) -> Result<Generated, GeminiError> {
         self.pace().await;
+        let mut config = json!({"temperature": 0.2, "maxOutputTokens": max_output_tokens});
+        if let Some(b) = self.thinking_budget {
+            config["thinkingConfig"] = json!({"thinkingBudget": b});
+        }
         let body = json!({
             "systemInstruction": {"parts": [{"text": system}]},
             "contents": [{"role": "user", "parts": [{"text": prompt}]}],
-            "generationConfig": {"temperature": 0.2, "maxOutputTokens": max_output_tokens},
+            "generationConfig": config,
         });
         // The key goes in a header, never in the URL (URLs end up in logs).
         let resp = self
             .http
             .post(&self.url)
-            .header("x-goog-api-key", &self.key)
+            .header("x-goog-api-key", self.key.clone())
             .json(&body)
             .send()
             .await
@@ -109,6 +164,11 @@ fn classify(status: u16, text: &str) -> Result<Generated, GeminiError> {
         .take(200)
         .collect();
     match status {
+        // A 200 that is not JSON (a proxy, a cut connection) is worth another try.
+        200 if body.is_null() => Err(GeminiError::Transient {
+            why: "unreadable answer".into(),
+            after: None,
+        }),
         200 => {
             if let Some(reason) = body["promptFeedback"]["blockReason"].as_str()
                 && body["candidates"].as_array().is_none_or(Vec::is_empty)
@@ -154,7 +214,7 @@ fn classify(status: u16, text: &str) -> Result<Generated, GeminiError> {
                 after,
             })
         }
-        500 | 502 | 503 | 504 => Err(GeminiError::Transient {
+        408 | 409 | 499 | 500..=599 => Err(GeminiError::Transient {
             why: format!("{status}: {message}"),
             after: None,
         }),
@@ -214,7 +274,7 @@ mod tests {
         }
         assert!(matches!(
             classify(200, "not json"),
-            Err(GeminiError::Permanent(_))
+            Err(GeminiError::Transient { .. })
         ));
     }
 }

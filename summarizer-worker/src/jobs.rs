@@ -68,6 +68,10 @@ pub struct JobStatus {
 
 /// How long job records and the current-job marker are kept.
 pub const RECORD_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// A pending or running job untouched this long is considered abandoned
+/// (running jobs touch their record every `TOUCH_EVERY`).
+pub const STALE: Duration = Duration::from_secs(30 * 60);
+pub const TOUCH_EVERY: Duration = Duration::from_secs(30);
 
 pub type Queue = RedisStorage<SummaryJob>;
 
@@ -92,7 +96,9 @@ pub fn room_of(job_id: &str) -> Option<&str> {
 pub struct Jobs {
     keys: Keys,
     redis: ConnectionManager,
-    queue: Queue,
+    /// Connected on first use: chat must not depend on the queue's Redis.
+    queue: std::sync::Arc<tokio::sync::OnceCell<Queue>>,
+    jobs_redis_url: String,
     submit: std::sync::Arc<redis::Script>,
 }
 
@@ -102,14 +108,27 @@ impl Jobs {
         redis: ConnectionManager,
         jobs_redis_url: &str,
     ) -> Result<Self, JobsError> {
-        let conn = apalis_redis::connect(jobs_redis_url).await?;
-        let queue = RedisStorage::new(conn).with_config(queue_config(&keys));
+        redis::Client::open(jobs_redis_url)?;
         Ok(Self {
             keys,
             redis,
-            queue,
+            queue: Default::default(),
+            jobs_redis_url: jobs_redis_url.to_owned(),
             submit: std::sync::Arc::new(redis::Script::new(include_str!("submit.lua"))),
         })
+    }
+
+    async fn queue(&self) -> Result<Queue, JobsError> {
+        let q = self
+            .queue
+            .get_or_try_init(|| async {
+                let conn = chat_core::redis_conn::manager(&self.jobs_redis_url).await?;
+                Ok::<_, redis::RedisError>(
+                    RedisStorage::new(conn).with_config(queue_config(&self.keys)),
+                )
+            })
+            .await?;
+        Ok(q.clone())
     }
 
     /// Queues a summary of `room`, or returns its pending/running job.
@@ -150,6 +169,7 @@ impl Jobs {
                 .arg(now)
                 .arg(RECORD_TTL.as_secs())
                 .arg(reason)
+                .arg(STALE.as_millis() as u64)
                 .invoke_async(&mut conn)
                 .await?;
             let parts = entry::array(&reply).map_err(|e| JobsError::Queue(e.to_string()))?;
@@ -177,8 +197,11 @@ impl Jobs {
                     let task = TaskBuilder::new(job)
                         .task_id(TaskId::from_string(&id))
                         .build();
-                    let mut queue = self.queue.clone();
-                    if let Err(e) = queue.push_task(task).await {
+                    let pushed = match self.queue().await {
+                        Ok(mut queue) => queue.push_task(task).await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    if let Err(e) = pushed {
                         let why = format!("could not queue: {e}");
                         self.finish(room, &id, "failed", &[("error", why.as_str())])
                             .await?;
@@ -248,6 +271,20 @@ impl Jobs {
         )
         .await
     }
+}
+
+/// Marks a running job alive (its record's `updated_at`), so a submission
+/// does not take it for abandoned.
+pub async fn touch(
+    keys: &Keys,
+    conn: &mut ConnectionManager,
+    room: &str,
+    id: &str,
+) -> redis::RedisResult<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    redis::AsyncCommands::hset(conn, keys.summary_job(room, id), "updated_at", now).await
 }
 
 /// Writes the record's status (and fields); a final status frees the room.

@@ -56,15 +56,16 @@ pub struct Summarizer {
     ctx: Arc<JobCtx>,
 }
 
-fn cut(s: &str, max: usize) -> &str {
+/// At most `max` bytes, cut at a character boundary, with an ellipsis when cut.
+fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     if s.len() <= max {
-        return s;
+        return s.into();
     }
-    let mut end = max;
+    let mut end = max.saturating_sub('…'.len_utf8());
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    &s[..end]
+    format!("{}…", &s[..end]).into()
 }
 
 impl Summarizer {
@@ -88,27 +89,60 @@ impl Summarizer {
         })
     }
 
-    /// Works jobs until `shutdown`; the jobs in hand finish first.
+    /// Works jobs until `shutdown`; the jobs in hand finish first. apalis
+    /// ends a worker on a backend error (one failed heartbeat against the
+    /// queue's Redis): it is started again, with backoff and a fresh name
+    /// (apalis refuses a name that is still heartbeating).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), SummarizerError> {
-        let conn = apalis_redis::connect(self.settings.jobs_redis_url.as_str()).await?;
+        let mut backoff = Duration::from_millis(200);
+        let mut generation = 0u32;
+        loop {
+            let name = if generation == 0 {
+                self.settings.worker_name.clone()
+            } else {
+                format!("{}-r{generation}", self.settings.worker_name)
+            };
+            generation += 1;
+            let result = self.run_once(&name, shutdown.clone()).await;
+            if shutdown.is_cancelled() {
+                info!("summarizer stopped");
+                return Ok(());
+            }
+            match result {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(e) => warn!(error = %e, "summarizer worker ended; starting it again"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn run_once(
+        &self,
+        name: &str,
+        shutdown: CancellationToken,
+    ) -> Result<(), SummarizerError> {
+        // Our connection settings (timeouts, retries), not the library's defaults.
+        let conn = redis_conn::manager(&self.settings.jobs_redis_url).await?;
         let backend = apalis_redis::RedisStorage::<SummaryJob>::new(conn)
             .with_config(jobs::queue_config(&self.ctx.keys))
             .poll_with_interval(self.settings.poll);
-        let worker = WorkerBuilder::new(self.settings.worker_name.as_str())
+        let worker = WorkerBuilder::new(name)
             .backend(backend)
             .data(self.ctx.clone())
             .concurrency(self.settings.concurrency)
             .build(run_job);
-        info!(worker = %self.settings.worker_name, "summarizer ready");
+        info!(worker = name, "summarizer ready");
         worker
             .run_until(async move {
                 shutdown.cancelled().await;
                 Ok::<(), std::io::Error>(())
             })
             .await
-            .map_err(|e| SummarizerError::Worker(e.to_string()))?;
-        info!("summarizer stopped");
-        Ok(())
+            .map_err(|e| SummarizerError::Worker(e.to_string()))
     }
 }
 
@@ -149,11 +183,24 @@ async fn run_job_inner(job: SummaryJob, n: usize, ctx: Arc<JobCtx>) -> Result<()
         &job.room,
         &job.job_id,
         "running",
-        &[("attempts", attempts.as_str())],
+        &[("attempts", attempts.as_str()), ("error", "")],
     )
     .await
     .map_err(|e| -> BoxDynError { e.to_string().into() })?;
-    match summarize_room(&ctx, &job).await {
+    // Touch the record while working, so a long job is not taken for abandoned.
+    let work = summarize_room(&ctx, &job);
+    tokio::pin!(work);
+    let mut touch = tokio::time::interval(jobs::TOUCH_EVERY);
+    touch.tick().await;
+    let outcome = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = touch.tick() => {
+                let _ = jobs::touch(&ctx.keys, &mut conn, &job.room, &job.job_id).await;
+            }
+        }
+    };
+    match outcome {
         Ok(()) => {
             metrics::counter!("chat_summary_jobs_total", "status" => "done").increment(1);
             Ok(())
@@ -253,34 +300,43 @@ async fn summarize_room(ctx: &JobCtx, job: &SummaryJob) -> Result<(), JobError> 
         "created_at": now,
     });
     let ttl = ctx.settings.summary_ttl.as_secs().max(1);
-    let _: () = redis::AsyncCommands::set_ex(
-        &mut conn,
-        ctx.keys.room_summary(&job.room),
-        stored.to_string(),
-        ttl,
-    )
-    .await
-    .map_err(|e| JobError::Transient {
-        why: format!("redis: {e}"),
-        after: None,
-    })?;
     if !messages.is_empty() {
+        // An empty window does not replace the room's latest summary.
+        let _: () = redis::AsyncCommands::set_ex(
+            &mut conn,
+            ctx.keys.room_summary(&job.room),
+            stored.to_string(),
+            ttl,
+        )
+        .await
+        .map_err(|e| JobError::Transient {
+            why: format!("redis: {e}"),
+            after: None,
+        })?;
         // Published with the job id as client_id: a retried job is stored once.
         let streams = &ctx.settings.common.streams;
         let req = AppendRequest {
             room: &job.room,
             user: SUMMARY_USER,
-            text: cut(&outcome.summary, SUMMARY_MESSAGE_BYTES),
-            client_id: cut(&job.job_id, 64),
+            text: &cut(&outcome.summary, SUMMARY_MESSAGE_BYTES),
+            // The id's random part: unique per job, short whatever the room's name.
+            client_id: &format!(
+                "summary-{}",
+                job.job_id
+                    .rsplit_once('~')
+                    .map_or(job.job_id.as_str(), |(_, h)| h)
+            ),
             kind: Kind::Summary,
             retention: streams.retention(&job.room),
             dedup_window: streams.dedup.window,
             shard_maxlen: streams.fanout.shard_maxlen,
         };
-        ctx.scripts
+        let ack = ctx
+            .scripts
             .append(&mut conn, &ctx.keys, &req)
             .await
             .map_err(unavailable)?;
+        tracing::debug!(offset = ack.offset, duplicate = ack.duplicate, client_id = %ack.client_id, "summary published");
     }
     info!(method = %outcome.method, calls = outcome.calls, messages = messages.len(), "summary done");
     finish(

@@ -12,6 +12,12 @@ pub struct GeminiSettings {
     /// Client-side cap on requests per minute, shared by a worker's jobs.
     pub rpm: u32,
     pub timeout: Duration,
+    /// `generationConfig.thinkingConfig.thinkingBudget`: 2.5 models think by
+    /// default and the thinking counts against `maxOutputTokens`, which can
+    /// leave no text at all; 0 turns it off. `None` sends no thinkingConfig.
+    pub thinking_budget: Option<u32>,
+    /// Attempts per model call before the job's attempt fails.
+    pub call_attempts: u32,
 }
 
 impl std::fmt::Debug for GeminiSettings {
@@ -85,12 +91,24 @@ impl SummarizerSettings {
                 if rpm == 0 {
                     s.error("CHAT_GEMINI_RPM: must be at least 1");
                 }
+                let thinking_default = if model.starts_with("gemini-2.5") {
+                    Some(0)
+                } else {
+                    None
+                };
+                let thinking_budget = match s.opt("CHAT_GEMINI_THINKING_BUDGET").as_deref() {
+                    None => thinking_default,
+                    Some("off") => None,
+                    Some(_) => Some(s.parse("CHAT_GEMINI_THINKING_BUDGET", 0u32)),
+                };
                 Some(GeminiSettings {
                     api_key,
                     endpoint: endpoint.trim_end_matches('/').to_owned(),
                     model,
                     rpm,
                     timeout: s.duration("CHAT_GEMINI_TIMEOUT", Duration::from_secs(60)),
+                    thinking_budget,
+                    call_attempts: s.parse("CHAT_GEMINI_CALL_ATTEMPTS", 3),
                 })
             }
         };

@@ -17,6 +17,8 @@ Keep every decision, open question and who raised it; be brief.";
 const SYSTEM_COMBINE: &str = "You combine partial summaries of consecutive parts of one group chat into one short, \
 neutral summary of the whole conversation. No preamble.";
 const MAX_OUTPUT_TOKENS: u32 = 1024;
+/// Reduce rounds before a map-reduce gives up (each must shrink).
+const MAX_ROUNDS: usize = 8;
 
 /// The messages a job summarizes, oldest first: retained, in the window,
 /// not earlier summaries.
@@ -66,15 +68,20 @@ pub struct Outcome {
 fn chunks(lines: &[String], budget: usize) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
+    let mut cur_chars = 0;
     for l in lines {
         let l: String = l.chars().take(budget).collect();
-        if !cur.is_empty() && cur.chars().count() + 1 + l.chars().count() > budget {
+        let n = l.chars().count();
+        if !cur.is_empty() && cur_chars + 1 + n > budget {
             out.push(std::mem::take(&mut cur));
+            cur_chars = 0;
         }
         if !cur.is_empty() {
             cur.push('\n');
+            cur_chars += 1;
         }
         cur.push_str(&l);
+        cur_chars += n;
     }
     if !cur.is_empty() {
         out.push(cur);
@@ -109,7 +116,7 @@ pub async fn with_gemini(
         });
     }
     let mut system = SYSTEM_PART;
-    loop {
+    for _round in 0..MAX_ROUNDS {
         let mut partials = Vec::with_capacity(parts.len());
         for (i, p) in parts.iter().enumerate() {
             let prompt = if system == SYSTEM_PART {
@@ -142,10 +149,20 @@ pub async fn with_gemini(
                 calls: calls + 1,
             });
         }
-        // Still too long: reduce the partial summaries themselves.
+        // Still too long: reduce the partial summaries themselves, as long as
+        // each round shrinks (partials as long as the budget never would).
+        if next.len() >= parts.len() {
+            return Err(GeminiError::Permanent(format!(
+                "partial summaries do not shrink under the input budget ({} chunks); raise CHAT_SUMMARY_INPUT_BUDGET",
+                next.len()
+            )));
+        }
         parts = next;
         system = SYSTEM_COMBINE;
     }
+    Err(GeminiError::Permanent(format!(
+        "no summary after {MAX_ROUNDS} reduce rounds"
+    )))
 }
 
 /// The extractive summary: the chat's own most representative sentences.

@@ -107,7 +107,12 @@ async fn a_batch_of_twenty_rooms_all_reach_done_stored_and_published() {
 
 #[tokio::test]
 async fn transient_errors_are_retried_and_permanent_ones_fail_with_attempts_counted() {
-    let (fake, stack) = with_gemini(1, |b| b.env("CHAT_SUMMARY_MAX_ATTEMPTS", "3")).await;
+    // One call per job attempt here, so the job's own retries are what is counted.
+    let (fake, stack) = with_gemini(1, |b| {
+        b.env("CHAT_SUMMARY_MAX_ATTEMPTS", "3")
+            .env("CHAT_GEMINI_CALL_ATTEMPTS", "1")
+    })
+    .await;
     // Transient, then a success: retried, attempts counted.
     for (room, answer) in [
         (
@@ -152,6 +157,87 @@ async fn transient_errors_are_retried_and_permanent_ones_fail_with_attempts_coun
         );
         assert_eq!(fake.call_count() - before, 1, "{room} not retried");
     }
+    // apalis would reschedule a failure after a second or two: still one call.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for room in ["p400", "p403", "p404"] {
+        let n = fake
+            .calls()
+            .iter()
+            .filter(|c| c.prompt.contains(&format!("{room} line")))
+            .count();
+        assert_eq!(n, 1, "{room} stayed failed");
+    }
+}
+
+#[tokio::test]
+async fn a_429_is_retried_within_the_call_after_its_retry_delay() {
+    let (fake, stack) = with_gemini(1, |b| b).await;
+    chat(&stack, "quota", 2).await;
+    fake.answer_next(
+        1,
+        GeminiAnswer::ResourceExhausted {
+            retry_delay: Some("3s"),
+        },
+    );
+    let s = one(&stack, "quota").await;
+    assert_eq!(
+        (s["status"].clone(), s["attempts"].clone()),
+        (json!("done"), json!(1)),
+        "{s}"
+    );
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls[1].at - calls[0].at >= Duration::from_secs(3),
+        "RetryInfo honoured: {:?}",
+        calls[1].at - calls[0].at
+    );
+}
+
+#[tokio::test]
+async fn a_window_limits_the_messages_and_long_room_names_still_publish() {
+    let (fake, stack) = with_gemini(1, |b| b).await;
+    let room = format!("long-{}", "r".repeat(100));
+    let mut watcher = stack.connect(0, "watcher").await;
+    watcher.join(&room).await;
+    chat(&stack, &room, 6).await;
+    let msgs = watcher.messages(6).await;
+    let since = msgs[2]["ts"].as_u64().expect("ts");
+    let until = msgs[4]["ts"].as_u64().expect("ts");
+    let jobs = submit(
+        &stack,
+        json!({"rooms": [room], "since": since, "until": until}),
+    )
+    .await;
+    let s = finished(
+        &stack,
+        jobs[0]["job_id"].as_str().expect("id"),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(s["status"], "done");
+    let prompt = &fake.calls()[0].prompt;
+    assert!(
+        prompt.contains("line 2") && prompt.contains("line 4"),
+        "{prompt}"
+    );
+    assert!(
+        !prompt.contains("line 1 ") && !prompt.contains("line 5 "),
+        "outside the window: {prompt}"
+    );
+    // Two summaries of the same long-named room, within the dedup window: both published.
+    let again = submit(&stack, json!({"rooms": [room]})).await;
+    finished(
+        &stack,
+        again[0]["job_id"].as_str().expect("id"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let published = watcher.messages(2).await;
+    assert!(
+        published.iter().all(|m| m["kind"] == "summary"),
+        "{published:?}"
+    );
 }
 
 #[tokio::test]

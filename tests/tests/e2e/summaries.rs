@@ -204,42 +204,69 @@ async fn the_automatic_trigger_fires_once_per_every_messages() {
         .await;
     let mut watcher = stack.connect(0, "watcher").await;
     watcher.join("auto").await;
-    for i in 0..12 {
+    let mut summaries = 0;
+    for i in 1..=12 {
         chat(
             &stack,
             "auto",
             &[("ann", &format!("update number {i} about the launch plan."))],
         )
         .await;
-        // Paced by delivery, so each automatic job can finish before the next is due.
-        while watcher.messages(1).await[0]["kind"] == "summary" {}
-    }
-    // Offsets 5 and 10 are multiples of 5 (a summary takes an offset too).
-    let mut r = stack.redis().await;
-    let key = stack.keys().room_stream("auto");
-    let count = |r: &mut redis::aio::ConnectionManager| {
-        let key = key.clone();
-        let mut r = r.clone();
-        async move {
-            let e: redis::streams::StreamRangeReply =
-                redis::AsyncCommands::xrange_all(&mut r, &key).await.ok()?;
-            Some(
-                e.ids
-                    .iter()
-                    .filter(|e| e.get::<String>("k").as_deref() == Some("summary"))
-                    .count(),
-            )
+        let m = watcher.messages(1).await.remove(0);
+        assert_eq!(m["kind"], "user", "nothing before its time (message {i})");
+        if i % 5 == 0 {
+            // Each multiple of 5 queues one summary; it is awaited here so
+            // the next multiple finds no job pending (one per room at a time).
+            let m = watcher.messages(1).await.remove(0);
+            assert_eq!(
+                (m["kind"].clone(), m["user"].clone()),
+                (json!("summary"), json!("summarizer"))
+            );
+            summaries += 1;
         }
-    };
-    wait_until(Duration::from_secs(15), "two automatic summaries", || {
-        let mut r = r.clone();
-        async move { (count(&mut r).await? == 2).then_some(()) }
-    })
-    .await;
+    }
     crate::notify::settled(&stack).await;
+    let mut r = stack.redis().await;
+    let e: redis::streams::StreamRangeReply =
+        redis::AsyncCommands::xrange_all(&mut r, stack.keys().room_stream("auto"))
+            .await
+            .expect("xrange");
+    let in_stream = e
+        .ids
+        .iter()
+        .filter(|e| e.get::<String>("k").as_deref() == Some("summary"))
+        .count();
     assert_eq!(
-        count(&mut r).await,
-        Some(2),
-        "no third summary for 12 messages"
+        (summaries, in_stream),
+        (2, 2),
+        "12 messages, every 5: two automatic summaries"
     );
+}
+
+#[tokio::test]
+async fn a_threshold_crossed_while_a_job_is_pending_queues_no_second_job() {
+    // No summarizer: the first automatic job stays pending.
+    let stack = Stack::builder()
+        .streams(|s| s.summarize.every_messages = 2)
+        .start()
+        .await;
+    let mut watcher = stack.connect(0, "watcher").await;
+    watcher.join("busy").await;
+    for i in 1..=6 {
+        chat(&stack, "busy", &[("ann", &format!("message {i}."))]).await;
+    }
+    watcher.messages(6).await;
+    crate::notify::settled(&stack).await;
+    let mut r = stack.redis().await;
+    let current: Option<String> =
+        redis::AsyncCommands::get(&mut r, stack.keys().room_summary_job("busy"))
+            .await
+            .expect("get");
+    let job = current.expect("one automatic job");
+    let keys: Vec<String> =
+        redis::AsyncCommands::keys(&mut r, format!("{}*", stack.keys().summary_job("busy", "")))
+            .await
+            .expect("keys");
+    assert_eq!(keys.len(), 1, "three thresholds crossed, one job: {keys:?}");
+    assert_eq!(status(&stack, &job).await["status"], "pending");
 }
