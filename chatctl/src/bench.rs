@@ -120,9 +120,6 @@ async fn client(
     tokio::spawn(async move {
         // Per sender, the highest sequence seen by this member.
         let mut seen: HashMap<u32, u64> = HashMap::with_capacity(members);
-        let mut lat = hist();
-        let mut ack_lat = hist();
-        let mut since_flush = 0u32;
         while let Some(msg) = stream.next().await {
             let Ok(Ws::Text(t)) = msg else {
                 if let Ok(Ws::Close(c)) = msg {
@@ -163,15 +160,17 @@ async fn client(
                     }
                     seen.insert(sender, seq);
                     if sent >= measure_from.load(Ordering::Relaxed) {
+                        // A short lock per delivery: cheaper than timers, and
+                        // nothing is left unmerged when the run ends.
+                        record(&tally.latency, now.saturating_sub(sent));
                         tally.delivered.fetch_add(1, Ordering::Relaxed);
-                        let _ = lat.record(now.saturating_sub(sent).max(1));
                     }
                 }
                 Some("ack") => {
                     let sent = f["ref"].as_u64().unwrap_or(0);
                     if sent >= measure_from.load(Ordering::Relaxed) {
+                        record(&tally.ack_latency, now.saturating_sub(sent));
                         tally.acked.fetch_add(1, Ordering::Relaxed);
-                        let _ = ack_lat.record(now.saturating_sub(sent).max(1));
                     }
                 }
                 Some("error") => {
@@ -180,28 +179,14 @@ async fn client(
                 }
                 _ => {}
             }
-            since_flush += 1;
-            if since_flush >= 256 {
-                since_flush = 0;
-                flush(&tally, &mut lat, &mut ack_lat);
-            }
         }
-        flush(&tally, &mut lat, &mut ack_lat);
     });
     Ok(Client { tx })
 }
 
-fn flush(tally: &Tally, lat: &mut Histogram<u64>, ack_lat: &mut Histogram<u64>) {
-    for (shared, local) in [(&tally.latency, lat), (&tally.ack_latency, ack_lat)] {
-        let mut g = shared.lock().unwrap_or_else(|p| p.into_inner());
-        match g.as_mut() {
-            Some(h) => {
-                let _ = h.add(&*local);
-            }
-            None => *g = Some(local.clone()),
-        }
-        local.reset();
-    }
+fn record(h: &Mutex<Option<Histogram<u64>>>, us: u64) {
+    let mut g = h.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = g.get_or_insert_with(hist).record(us.max(1));
 }
 
 fn quantiles(h: &Option<Histogram<u64>>) -> Value {

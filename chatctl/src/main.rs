@@ -1,5 +1,6 @@
 //! Operator commands: run the whole stack locally, mint a dev token.
 
+mod bench;
 mod stack;
 mod summarize;
 
@@ -38,6 +39,48 @@ enum Command {
     },
     /// Validate streams.toml and the CHAT_* environment.
     Config,
+    /// Load generator: R x M real WebSocket clients, open-loop sends, checks
+    /// every delivery; prints one JSON line.
+    Bench {
+        /// WebSocket URLs of the ingress nodes (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/v1/ws")]
+        urls: Vec<String>,
+        /// HS256 secret the nodes verify tokens with.
+        #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
+        secret: String,
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+        #[arg(long, default_value_t = 10)]
+        members: usize,
+        /// Messages per second, all rooms together.
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        #[arg(long, default_value = "20s")]
+        duration: String,
+        #[arg(long, default_value = "2s")]
+        warmup: String,
+        #[arg(long, default_value = "5s")]
+        drain: String,
+        #[arg(long, default_value_t = 64)]
+        text_bytes: usize,
+        /// Processes to measure: name=pid,name=pid.
+        #[arg(long, value_delimiter = ',')]
+        pids: Vec<String>,
+        /// Open this many idle sockets instead, and report memory per connection
+        /// (of the first pid).
+        #[arg(long)]
+        connections: Option<usize>,
+        /// Raise the rate from --rate by --step until p99 passes --p99-limit-ms
+        /// or a message is lost; report the highest rate that held.
+        #[arg(long)]
+        find_max: bool,
+        #[arg(long, default_value_t = 1000)]
+        step: u64,
+        #[arg(long, default_value_t = 50.0)]
+        p99_limit_ms: f64,
+        #[arg(long, default_value_t = 40000)]
+        max_rate: u64,
+    },
     /// Summarize rooms: submit a batch, follow it with a progress bar, print
     /// the results; exits 1 if any job failed.
     Summarize {
@@ -111,6 +154,39 @@ async fn main() -> anyhow::Result<()> {
             if !ok {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Command::Bench { urls, secret, rooms, members, rate, duration, warmup, drain, text_bytes, pids, connections, find_max, step, p99_limit_ms, max_rate } => {
+            let dur = |s: &str| chat_core::config::parse_duration(s).map_err(anyhow::Error::msg);
+            let pids: Vec<(String, u32)> = pids
+                .iter()
+                .filter_map(|p| {
+                    let (n, id) = p.split_once('=')?;
+                    Some((n.to_owned(), id.parse().ok()?))
+                })
+                .collect();
+            let out = if let Some(n) = connections {
+                bench::connections(&urls, &secret, n, pids.first().map(|p| p.1)).await?
+            } else {
+                let mut args = bench::Args {
+                    urls,
+                    secret,
+                    rooms,
+                    members,
+                    rate,
+                    duration: dur(&duration)?,
+                    warmup: dur(&warmup)?,
+                    drain: dur(&drain)?,
+                    text_bytes,
+                    pids,
+                };
+                if find_max {
+                    bench::find_max(&mut args, p99_limit_ms, rate, step, max_rate).await?
+                } else {
+                    bench::run(&args).await?
+                }
+            };
+            println!("{out}");
             Ok(())
         }
         Command::Config => {

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs the benchmark shapes against our stack as separate processes on this
+# machine: one redis-server, two ingress nodes, two fanout workers, and the
+# Rust load generator (`chatctl bench`). Stops only the processes it started,
+# by PID. Results: one JSON file per shape in $OUT (default bench/results).
+#
+#   bench/run.sh            # shapes a, b, c, d
+#   bench/run.sh a b        # some of them
+set -euo pipefail
+# 10,000 idle sockets need as many descriptors on each side.
+ulimit -n 65536 2>/dev/null || true
+cd "$(dirname "$0")/.."
+scripts/ensure-redis
+cargo build --release -q -p ingress -p fanout-worker -p chatctl
+OUT=${OUT:-bench/results}
+DURATION=${DURATION:-20s}
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+RPORT=$(free_port); P1=$(free_port); P2=$(free_port)
+redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" --logfile "$WORK/redis.log" &
+RPID=$!; PIDS+=("$RPID")
+until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.1; done
+
+export CHAT_REDIS_URL="redis://127.0.0.1:$RPORT/"
+export CHAT_JWT_SECRET="bench-secret-$(date +%s%N)"
+export CHAT_API_KEYS="bench-api-key-0123456789"
+export CHAT_RATE_PER_SEC=1000 CHAT_RATE_BURST=1000
+export RUST_LOG=warn
+CHAT_LISTEN="127.0.0.1:$P1" CHAT_NODE_ID=n1 target/release/ingress > "$WORK/i1.log" 2>&1 & I1=$!; PIDS+=("$I1")
+CHAT_LISTEN="127.0.0.1:$P2" CHAT_NODE_ID=n2 target/release/ingress > "$WORK/i2.log" 2>&1 & I2=$!; PIDS+=("$I2")
+target/release/fanout-worker > "$WORK/f1.log" 2>&1 & F1=$!; PIDS+=("$F1")
+target/release/fanout-worker > "$WORK/f2.log" 2>&1 & F2=$!; PIDS+=("$F2")
+for p in $P1 $P2; do until curl -sf "http://127.0.0.1:$p/readyz" >/dev/null; do sleep 0.1; done; done
+URLS="ws://127.0.0.1:$P1/v1/ws,ws://127.0.0.1:$P2/v1/ws"
+PIDARG="ingress1=$I1,ingress2=$I2,fanout1=$F1,fanout2=$F2,redis=$RPID"
+bench() { timeout 600 target/release/chatctl bench --urls "$URLS" --pids "$PIDARG" "$@"; }
+
+for shape in "${@:-a b c d}"; do
+  for s in $shape; do
+    case "$s" in
+      a) bench --rooms 100 --members 10 --rate 2000 --duration "$DURATION" > "$OUT/a-100x10-r2000.json" ;;
+      b) bench --rooms 10 --members 100 --rate 300 --duration "$DURATION" > "$OUT/b-10x100-r300.json" ;;
+      c) bench --rooms 100 --members 10 --rate "${C_START:-2000}" --step "${C_STEP:-500}" --max-rate 40000 --duration 10s --find-max > "$OUT/c-find-max.json" ;;
+      d) timeout 600 target/release/chatctl bench --urls "ws://127.0.0.1:$P1/v1/ws" --connections 10000 --pids "ingress1=$I1" > "$OUT/d-10000-idle.json" ;;
+      *) echo "unknown shape $s" >&2; exit 2 ;;
+    esac
+    echo "shape $s: $(cat "$OUT"/"$s"-*.json | head -c 400)"
+  done
+done
