@@ -47,11 +47,13 @@ struct Tally {
 
 fn hist() -> Histogram<u64> {
     // Microseconds up to 60 s, 3 significant digits.
-    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_hist()))
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_hist()))
 }
 
 fn unreachable_hist() -> Histogram<u64> {
-    Histogram::new_with_max(60_000_000, 2).unwrap_or_else(|_| panic!("histogram bounds are constants"))
+    Histogram::new_with_max(60_000_000, 2)
+        .unwrap_or_else(|_| panic!("histogram bounds are constants"))
 }
 
 fn now_us(t0: Instant) -> u64 {
@@ -66,23 +68,37 @@ struct Client {
     tx: mpsc::UnboundedSender<String>,
 }
 
+/// What every client of a run shares.
+struct Run {
+    secret: String,
+    t0: Instant,
+    /// Sends stamped before this (µs since `t0`) are warmup: checked, not counted.
+    measure_from: AtomicU64,
+    tally: Tally,
+}
+
 /// Connects one client, joins its room, and starts its reader and writer.
 async fn client(
     url: &str,
-    secret: &str,
+    run: Arc<Run>,
     user: String,
     room: String,
     members: usize,
-    t0: Instant,
-    measure_from: Arc<AtomicU64>,
-    tally: Arc<Tally>,
 ) -> anyhow::Result<Client> {
+    let (secret, t0) = (run.secret.as_str(), run.t0);
     let mut req = url.into_client_request()?;
-    req.headers_mut()
-        .insert("Authorization", format!("Bearer {}", token(secret, &user)?).parse()?);
-    let (ws, _) = tokio_tungstenite::connect_async(req).await.context("connect")?;
+    req.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", token(secret, &user)?).parse()?,
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .context("connect")?;
     let (mut sink, mut stream) = ws.split();
-    sink.send(Ws::Text(json!({"type": "join", "room": room}).to_string().into())).await?;
+    sink.send(Ws::Text(
+        json!({"type": "join", "room": room}).to_string().into(),
+    ))
+    .await?;
     // Wait for `joined` before sending anything.
     let mut last_offset;
     loop {
@@ -118,17 +134,25 @@ async fn client(
         }
     });
     tokio::spawn(async move {
+        let (tally, measure_from) = (&run.tally, &run.measure_from);
         // Per sender, the highest sequence seen by this member.
         let mut seen: HashMap<u32, u64> = HashMap::with_capacity(members);
         while let Some(msg) = stream.next().await {
             let Ok(Ws::Text(t)) = msg else {
                 if let Ok(Ws::Close(c)) = msg {
                     let code = c.map(|c| u16::from(c.code)).unwrap_or(0);
-                    *tally.errors.lock().unwrap_or_else(|p| p.into_inner()).entry(format!("close:{code}")).or_default() += 1;
+                    *tally
+                        .errors
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(format!("close:{code}"))
+                        .or_default() += 1;
                 }
                 continue;
             };
-            let Ok(f) = serde_json::from_str::<Value>(&t) else { continue };
+            let Ok(f) = serde_json::from_str::<Value>(&t) else {
+                continue;
+            };
             let now = now_us(t0);
             match f["type"].as_str() {
                 Some("message") => {
@@ -144,7 +168,9 @@ async fn client(
                     };
                     let offset = f["offset"].as_u64().unwrap_or(0);
                     if offset != last_offset + 1 {
-                        tally.offset_gaps.fetch_add(offset.saturating_sub(last_offset + 1), Ordering::Relaxed);
+                        tally
+                            .offset_gaps
+                            .fetch_add(offset.saturating_sub(last_offset + 1), Ordering::Relaxed);
                     }
                     last_offset = last_offset.max(offset);
                     match seen.get(&sender) {
@@ -175,7 +201,12 @@ async fn client(
                 }
                 Some("error") => {
                     let code = f["code"].as_str().unwrap_or("?").to_owned();
-                    *tally.errors.lock().unwrap_or_else(|p| p.into_inner()).entry(format!("server_error:{code}")).or_default() += 1;
+                    *tally
+                        .errors
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(format!("server_error:{code}"))
+                        .or_default() += 1;
                 }
                 _ => {}
             }
@@ -229,8 +260,13 @@ fn rss_kib(pid: u32) -> Option<u64> {
 /// One run at a fixed rate.
 pub async fn run(args: &Args) -> anyhow::Result<Value> {
     let t0 = Instant::now();
-    let tally = Arc::new(Tally::default());
-    let measure_from = Arc::new(AtomicU64::new(u64::MAX));
+    let shared = Arc::new(Run {
+        secret: args.secret.clone(),
+        t0,
+        measure_from: AtomicU64::new(u64::MAX),
+        tally: Tally::default(),
+    });
+    let (tally, measure_from) = (&shared.tally, &shared.measure_from);
     let n = args.rooms * args.members;
     let mut clients = Vec::with_capacity(n);
     let connect_start = Instant::now();
@@ -239,11 +275,11 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         let mut pending = Vec::new();
         for &i in wave {
             let url = args.urls[i % args.urls.len()].clone();
-            let (secret, tally, mf) = (args.secret.clone(), tally.clone(), measure_from.clone());
+            let run = shared.clone();
             let room = format!("bench:{}", i / args.members);
             let members = args.members;
             pending.push(tokio::spawn(async move {
-                client(&url, &secret, format!("bench-{i}"), room, members, t0, mf, tally).await
+                client(&url, run, format!("bench-{i}"), room, members).await
             }));
         }
         for p in pending {
@@ -251,7 +287,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         }
     }
     let connect_s = connect_start.elapsed().as_secs_f64();
-    let cpu_before: Vec<Option<(f64, u64)>> = args.pids.iter().map(|(_, p)| proc_stats(*p)).collect();
+    let cpu_before: Vec<Option<(f64, u64)>> =
+        args.pids.iter().map(|(_, p)| proc_stats(*p)).collect();
     // Open loop: message k at t_start + k / rate, whatever the server does.
     let interval_ns = 1_000_000_000u64 / args.rate.max(1);
     let start = Instant::now();
@@ -298,11 +335,13 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         }
     }
     let window = args.duration.as_secs_f64();
-    let cpu_after: Vec<Option<(f64, u64)>> = args.pids.iter().map(|(_, p)| proc_stats(*p)).collect();
+    let cpu_after: Vec<Option<(f64, u64)>> =
+        args.pids.iter().map(|(_, p)| proc_stats(*p)).collect();
     let expected = sent * args.members as u64;
     let drain_start = Instant::now();
     while drain_start.elapsed() < args.drain
-        && (tally.delivered.load(Ordering::Relaxed) < expected || tally.acked.load(Ordering::Relaxed) < sent)
+        && (tally.delivered.load(Ordering::Relaxed) < expected
+            || tally.acked.load(Ordering::Relaxed) < sent)
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -339,16 +378,29 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
 }
 
 /// Steps the rate up until p99 passes `p99_limit_ms` or a message is lost.
-pub async fn find_max(args: &mut Args, p99_limit_ms: f64, start: u64, step: u64, max: u64) -> anyhow::Result<Value> {
+pub async fn find_max(
+    args: &mut Args,
+    p99_limit_ms: f64,
+    start: u64,
+    step: u64,
+    max: u64,
+) -> anyhow::Result<Value> {
     let mut best: Option<Value> = None;
     let mut rate = start;
     while rate <= max {
         args.rate = rate;
         let r = run(args).await?;
         let p99 = r["latency_ms"]["p99"].as_f64().unwrap_or(f64::MAX);
-        let ok = r["lost"] == 0 && r["duplicates"] == 0 && r["out_of_order"] == 0 && p99 <= p99_limit_ms
+        let ok = r["lost"] == 0
+            && r["duplicates"] == 0
+            && r["out_of_order"] == 0
+            && p99 <= p99_limit_ms
             && r["skipped"] == 0;
-        eprintln!("rate {rate}: p99 {p99} ms, lost {}, {}", r["lost"], if ok { "held" } else { "did not hold" });
+        eprintln!(
+            "rate {rate}: p99 {p99} ms, lost {}, {}",
+            r["lost"],
+            if ok { "held" } else { "did not hold" }
+        );
         if !ok {
             break;
         }
@@ -360,19 +412,35 @@ pub async fn find_max(args: &mut Args, p99_limit_ms: f64, start: u64, step: u64,
 
 /// Opens `n` idle authenticated sockets, each joined to a room, and reports
 /// the ingress's memory per connection.
-pub async fn connections(urls: &[String], secret: &str, n: usize, pid: Option<u32>) -> anyhow::Result<Value> {
+pub async fn connections(
+    urls: &[String],
+    secret: &str,
+    n: usize,
+    pid: Option<u32>,
+) -> anyhow::Result<Value> {
     let before = pid.and_then(rss_kib);
     let t0 = Instant::now();
-    let tally = Arc::new(Tally::default());
-    let mf = Arc::new(AtomicU64::new(u64::MAX));
+    let shared = Arc::new(Run {
+        secret: secret.to_owned(),
+        t0,
+        measure_from: AtomicU64::new(u64::MAX),
+        tally: Tally::default(),
+    });
     let mut clients = Vec::with_capacity(n);
     for wave in (0..n).collect::<Vec<_>>().chunks(200) {
         let mut pending = Vec::new();
         for &i in wave {
             let url = urls[i % urls.len()].clone();
-            let (secret, tally, mf) = (secret.to_owned(), tally.clone(), mf.clone());
+            let run = shared.clone();
             pending.push(tokio::spawn(async move {
-                client(&url, &secret, format!("idle-{i}"), format!("bench:idle-{}", i / 10), 10, t0, mf, tally).await
+                client(
+                    &url,
+                    run,
+                    format!("idle-{i}"),
+                    format!("bench:idle-{}", i / 10),
+                    10,
+                )
+                .await
             }));
         }
         for p in pending {

@@ -43,7 +43,11 @@ enum Command {
     /// every delivery; prints one JSON line.
     Bench {
         /// WebSocket URLs of the ingress nodes (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/v1/ws")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "ws://127.0.0.1:8080/v1/ws"
+        )]
         urls: Vec<String>,
         /// HS256 secret the nodes verify tokens with.
         #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
@@ -156,7 +160,23 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench { urls, secret, rooms, members, rate, duration, warmup, drain, text_bytes, pids, connections, find_max, step, p99_limit_ms, max_rate } => {
+        Command::Bench {
+            urls,
+            secret,
+            rooms,
+            members,
+            rate,
+            duration,
+            warmup,
+            drain,
+            text_bytes,
+            pids,
+            connections,
+            find_max,
+            step,
+            p99_limit_ms,
+            max_rate,
+        } => {
             let dur = |s: &str| chat_core::config::parse_duration(s).map_err(anyhow::Error::msg);
             let pids: Vec<(String, u32)> = pids
                 .iter()

@@ -15,8 +15,27 @@ async fn bench_reports_every_delivery_checked() {
     let pid = std::process::id().to_string();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_chatctl"))
-            .args(["bench", "--urls", &urls, "--secret", SECRET, "--rooms", "3", "--members", "4"])
-            .args(["--rate", "60", "--duration", "2s", "--warmup", "500ms", "--drain", "3s"])
+            .args([
+                "bench",
+                "--urls",
+                &urls,
+                "--secret",
+                SECRET,
+                "--rooms",
+                "3",
+                "--members",
+                "4",
+            ])
+            .args([
+                "--rate",
+                "60",
+                "--duration",
+                "2s",
+                "--warmup",
+                "500ms",
+                "--drain",
+                "3s",
+            ])
             .args(["--pids", &format!("stack={pid}")])
             .output()
             .expect("run chatctl bench")
@@ -24,7 +43,11 @@ async fn bench_reports_every_delivery_checked() {
     .await
     .expect("join");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
     let sent = r["sent"].as_u64().expect("sent");
     assert!(sent >= 100, "about 60/s for 2 s: {r}");
@@ -35,6 +58,10 @@ async fn bench_reports_every_delivery_checked() {
     }
     assert_eq!(r["acked"].as_u64(), Some(sent));
     assert!(r["latency_ms"]["p99"].as_f64().is_some_and(|p| p > 0.0));
-    assert_eq!(r["latency_ms"]["count"].as_u64(), Some(sent * 4), "every delivery in the histogram");
+    assert_eq!(
+        r["latency_ms"]["count"].as_u64(),
+        Some(sent * 4),
+        "every delivery in the histogram"
+    );
     assert!(r["cpu"]["stack"]["seconds"].as_f64().is_some());
 }
