@@ -372,16 +372,12 @@ impl Fanout {
             }
         }
         let notify = &self.settings.common.streams.notify;
-        for (room, messages) in &by_room {
+        // One notify script call for every room of the batch: it queues the
+        // push work and counts messages for the summary trigger.
+        if !by_room.is_empty() {
             let mut inv = self.scripts.notify.prepare_invoke();
-            inv.key(self.keys.room_members(room))
-                .key(self.keys.room_joined(room))
-                .key(self.keys.room_presence(room))
-                .key(self.keys.notify_stream())
+            inv.key(self.keys.notify_stream())
                 .key(self.keys.notify_due())
-                .key(self.keys.room_summary_count(room))
-                .arg(self.keys.room_push_prefix(room))
-                .arg(room)
                 .arg(notify.collapse_window.as_millis() as u64)
                 .arg(notify.maxlen)
                 .arg(PREVIEW_BYTES)
@@ -389,14 +385,23 @@ impl Fanout {
                 // push survives a notifier outage of an hour.
                 .arg((notify.collapse_window * 2).as_millis() as u64 + 3_600_000)
                 .arg(self.settings.common.streams.summarize.every_messages);
-            for m in messages {
-                inv.arg(&m.user)
-                    .arg(m.offset)
-                    .arg(&m.epoch)
-                    .arg(&m.text)
-                    .arg(m.kind.as_str());
+            for (room, messages) in &by_room {
+                inv.arg(room)
+                    .arg(self.keys.room_members(room))
+                    .arg(self.keys.room_joined(room))
+                    .arg(self.keys.room_presence(room))
+                    .arg(self.keys.room_summary_count(room))
+                    .arg(self.keys.room_push_prefix(room))
+                    .arg(messages.len());
+                for m in messages {
+                    inv.arg(&m.user)
+                        .arg(m.offset)
+                        .arg(&m.epoch)
+                        .arg(&m.text)
+                        .arg(m.kind.as_str());
+                }
             }
-            // Its reply (the only one not ignored) says whether to summarize.
+            // Its reply (the only one not ignored) says which rooms to summarize.
             pipe.invoke_script(&inv);
         }
         // The acks come last: the pipeline is not atomic, and an entry must
@@ -413,7 +418,7 @@ impl Fanout {
             }
         }
         if out.published + out.dead_lettered > 0 {
-            let crossed: Vec<i64> = match pipe.query_async(&mut self.conn).await {
+            let replies: Vec<Vec<i64>> = match pipe.query_async(&mut self.conn).await {
                 Err(e)
                     if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
                 {
@@ -438,9 +443,10 @@ impl Fanout {
                 metrics::counter!("chat_dead_lettered_total", "group" => policy.group.clone())
                     .increment(out.dead_lettered as u64);
             }
+            let crossed: &[i64] = replies.first().map_or(&[], Vec::as_slice);
             let due: Vec<&str> = by_room
                 .iter()
-                .zip(&crossed)
+                .zip(crossed)
                 .filter(|(_, c)| **c == 1)
                 .map(|((room, _), _)| room.as_str())
                 .collect();
