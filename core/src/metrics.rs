@@ -52,3 +52,25 @@ pub async fn serve(listen: SocketAddr, shutdown: CancellationToken) -> std::io::
     });
     Ok(addr)
 }
+
+/// Serves metrics at `CHAT_METRICS_LISTEN` when it is set (workers).
+pub async fn serve_configured(
+    settings: &dyn crate::config::Strings,
+    shutdown: CancellationToken,
+) -> std::io::Result<Option<SocketAddr>> {
+    let Some(listen) = settings
+        .get("CHAT_METRICS_LISTEN")
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let addr: SocketAddr = listen.trim().parse().map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("CHAT_METRICS_LISTEN={listen:?}: {e}"),
+        )
+    })?;
+    let bound = serve(addr, shutdown).await?;
+    tracing::info!(%bound, "metrics listening");
+    Ok(Some(bound))
+}

@@ -11,11 +11,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     chat_core::shutdown::cancel_on_signal(shutdown.clone());
     // Prometheus at CHAT_METRICS_LISTEN (e.g. 0.0.0.0:9100), when set.
-    if let Some(listen) = strings.get("CHAT_METRICS_LISTEN") {
-        let addr: std::net::SocketAddr = listen.parse().context("CHAT_METRICS_LISTEN")?;
-        let bound = chat_core::metrics::serve(addr, shutdown.clone()).await?;
-        tracing::info!(%bound, "metrics listening");
-    }
+    chat_core::metrics::serve_configured(&strings, shutdown.clone()).await?;
     let worker = summarizer_worker::Summarizer::build(settings)
         .await
         .context("starting summarizer worker")?;
