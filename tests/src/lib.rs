@@ -4,6 +4,7 @@
 
 pub mod fake_fcm;
 pub mod fake_gemini;
+pub mod fake_server;
 
 use chat_core::config::StreamsConfig;
 use chat_core::redis_server::RedisServer;
