@@ -200,6 +200,13 @@ async fn run_job_inner(job: SummaryJob, n: usize, ctx: Arc<JobCtx>) -> Result<()
             }
         }
     };
+    // Out of attempts, a transient failure is final too.
+    let outcome = match outcome {
+        Err(JobError::Transient { why, .. }) if n >= ctx.settings.max_attempts => Err(
+            JobError::Permanent(format!("gave up after {n} attempts: {why}")),
+        ),
+        other => other,
+    };
     match outcome {
         Ok(()) => {
             metrics::counter!("chat_summary_jobs_total", "status" => "done").increment(1);
@@ -220,21 +227,6 @@ async fn run_job_inner(job: SummaryJob, n: usize, ctx: Arc<JobCtx>) -> Result<()
             Err(AbortError::new(why).into())
         }
         Err(JobError::Transient { why, after }) => {
-            if n >= ctx.settings.max_attempts {
-                let why = format!("gave up after {n} attempts: {why}");
-                metrics::counter!("chat_summary_jobs_total", "status" => "failed").increment(1);
-                warn!(why, "summary failed for good");
-                let _ = finish(
-                    &ctx.keys,
-                    &mut conn,
-                    &job.room,
-                    &job.job_id,
-                    "failed",
-                    &[("error", why.as_str())],
-                )
-                .await;
-                return Err(AbortError::new(why).into());
-            }
             warn!(why, attempt = n, "summary attempt failed; will retry");
             metrics::counter!("chat_summary_jobs_total", "status" => "retry").increment(1);
             let _ = finish(

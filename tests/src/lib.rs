@@ -304,23 +304,38 @@ impl Stack {
         }
     }
 
-    /// Publishes `n` messages (`m0`, `m1`, ...) through the admin HTTP API on
-    /// node 0, as `user` `pub`; returns the last `ack`.
+    /// Publishes one `user` message as `user` through the admin HTTP API on
+    /// node 0; returns the `ack`.
+    pub async fn say(&self, room: &str, user: &str, text: &str) -> Value {
+        let r = http()
+            .post(format!("{}/v1/rooms/{room}/messages", self.http(0)))
+            .bearer_auth(API_KEY)
+            .json(&json!({"text": text, "user": user, "kind": "user"}))
+            .send()
+            .await
+            .expect("publish");
+        assert_eq!(r.status(), 200, "publish to {room}");
+        r.json().await.expect("ack")
+    }
+
+    /// Publishes `n` messages (`m0`, `m1`, ...) as `pub`; returns the last `ack`.
     pub async fn publish(&self, room: &str, n: usize) -> Value {
-        let http = http();
         let mut last = Value::Null;
         for i in 0..n {
-            let r = http
-                .post(format!("{}/v1/rooms/{room}/messages", self.http(0)))
-                .bearer_auth(API_KEY)
-                .json(&json!({"text": format!("m{i}"), "user": "pub"}))
-                .send()
-                .await
-                .expect("publish");
-            assert_eq!(r.status(), 200, "publish to {room}");
-            last = r.json().await.expect("ack");
+            last = self.say(room, "pub", &format!("m{i}")).await;
         }
         last
+    }
+
+    /// Grants `user` membership of `room` through the admin API.
+    pub async fn add_member(&self, room: &str, user: &str) {
+        let r = http()
+            .put(format!("{}/v1/rooms/{room}/members/{user}", self.http(0)))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("member");
+        assert_eq!(r.status(), 204, "member {user} of {room}");
     }
 
     /// Connects with `Authorization: Bearer` and reads `ready`.

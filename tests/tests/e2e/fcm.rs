@@ -36,24 +36,11 @@ async fn with_fcm(
 }
 
 async fn member(stack: &Stack, room: &str, user: &str) {
-    let r = http()
-        .put(format!("{}/v1/rooms/{room}/members/{user}", stack.http(0)))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .expect("member");
-    assert_eq!(r.status(), 204);
+    stack.add_member(room, user).await;
 }
 
 async fn say(stack: &Stack, room: &str, text: &str) {
-    let r = http()
-        .post(format!("{}/v1/rooms/{room}/messages", stack.http(0)))
-        .bearer_auth(API_KEY)
-        .json(&json!({"text": text, "user": "alice", "kind": "user"}))
-        .send()
-        .await
-        .expect("publish");
-    assert_eq!(r.status(), 200);
+    stack.say(room, "alice", text).await;
 }
 
 async fn devices(stack: &Stack, user: &str) -> Vec<String> {

@@ -27,16 +27,14 @@ async fn with_gemini(
 }
 
 async fn chat(stack: &Stack, room: &str, n: usize) {
-    let http = http();
     for i in 0..n {
-        let r = http
-            .post(format!("{}/v1/rooms/{room}/messages", stack.http(0)))
-            .bearer_auth(API_KEY)
-            .json(&json!({"text": format!("{room} line {i} about the release."), "user": format!("u{}", i % 3), "kind": "user"}))
-            .send()
-            .await
-            .expect("publish");
-        assert_eq!(r.status(), 200);
+        stack
+            .say(
+                room,
+                &format!("u{}", i % 3),
+                &format!("{room} line {i} about the release."),
+            )
+            .await;
     }
 }
 

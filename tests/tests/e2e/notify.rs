@@ -73,13 +73,7 @@ pub async fn settled(stack: &Stack) {
 }
 
 async fn member(stack: &Stack, room: &str, user: &str) {
-    let r = http()
-        .put(format!("{}/v1/rooms/{room}/members/{user}", stack.http(0)))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .expect("member");
-    assert_eq!(r.status(), 204);
+    stack.add_member(room, user).await;
 }
 
 #[tokio::test]
@@ -280,14 +274,7 @@ async fn pushes_collapse_per_user_and_room_within_the_window() {
 }
 
 async fn say_as(stack: &Stack, room: &str, user: &str, text: &str) {
-    let r = http()
-        .post(format!("{}/v1/rooms/{room}/messages", stack.http(0)))
-        .bearer_auth(API_KEY)
-        .json(&json!({"text": text, "user": user, "kind": "user"}))
-        .send()
-        .await
-        .expect("publish");
-    assert_eq!(r.status(), 200);
+    stack.say(room, user, text).await;
 }
 
 #[tokio::test]

@@ -42,14 +42,7 @@ pub async fn finished(stack: &Stack, job: &str, within: Duration) -> Value {
 
 async fn chat(stack: &Stack, room: &str, lines: &[(&str, &str)]) {
     for (user, text) in lines {
-        let r = http()
-            .post(format!("{}/v1/rooms/{room}/messages", stack.http(0)))
-            .bearer_auth(API_KEY)
-            .json(&json!({"text": text, "user": user, "kind": "user"}))
-            .send()
-            .await
-            .expect("publish");
-        assert_eq!(r.status(), 200);
+        stack.say(room, user, text).await;
     }
 }
 
