@@ -6,6 +6,7 @@
 #
 #   bench/run.sh            # shapes a, b, c, d
 #   bench/run.sh a b        # some of them
+#   FANOUT=1 bench/run.sh c # shape c with one fanout worker instead of two
 set -euo pipefail
 # 10,000 idle sockets need as many descriptors on each side.
 ulimit -n 65536 2>/dev/null || true
@@ -33,11 +34,15 @@ export CHAT_RATE_PER_SEC=1000 CHAT_RATE_BURST=1000
 export RUST_LOG=warn
 CHAT_LISTEN="127.0.0.1:$P1" CHAT_NODE_ID=n1 target/release/ingress > "$WORK/i1.log" 2>&1 & I1=$!; PIDS+=("$I1")
 CHAT_LISTEN="127.0.0.1:$P2" CHAT_NODE_ID=n2 target/release/ingress > "$WORK/i2.log" 2>&1 & I2=$!; PIDS+=("$I2")
-target/release/fanout-worker > "$WORK/f1.log" 2>&1 & F1=$!; PIDS+=("$F1")
-target/release/fanout-worker > "$WORK/f2.log" 2>&1 & F2=$!; PIDS+=("$F2")
+# FANOUT (default 2) fanout workers share the `fanout` group.
+PIDARG_F=""
+for n in $(seq 1 "${FANOUT:-2}"); do
+  target/release/fanout-worker > "$WORK/f$n.log" 2>&1 & F=$!; PIDS+=("$F")
+  PIDARG_F="$PIDARG_F,fanout$n=$F"
+done
 for p in $P1 $P2; do until curl -sf "http://127.0.0.1:$p/readyz" >/dev/null; do sleep 0.1; done; done
 URLS="ws://127.0.0.1:$P1/v1/ws,ws://127.0.0.1:$P2/v1/ws"
-PIDARG="ingress1=$I1,ingress2=$I2,fanout1=$F1,fanout2=$F2,redis=$RPID"
+PIDARG="ingress1=$I1,ingress2=$I2$PIDARG_F,redis=$RPID"
 bench() { timeout 600 target/release/chatctl bench --urls "$URLS" --pids "$PIDARG" "$@"; }
 
 for shape in "${@:-a b c d}"; do

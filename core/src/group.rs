@@ -3,12 +3,12 @@
 //! and the dead-letter stream.
 
 use crate::entry::{self, Entry, ReplyError};
+use crate::redis_conn::Conn;
 use redis::Value;
-use redis::aio::ConnectionManager;
 
 /// Creates the group on every stream (with `MKSTREAM`); an existing group is fine.
 pub async fn ensure_groups(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     streams: &[String],
     group: &str,
 ) -> redis::RedisResult<()> {
@@ -146,7 +146,7 @@ pub fn idle_consumers(v: &Value, idle_ms: i64) -> Result<Vec<String>, ReplyError
 /// each, pipelined (a range query would return whatever else is pending in
 /// between instead).
 pub async fn delivery_counts(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut crate::redis_conn::Conn,
     stream: &str,
     group: &str,
     ids: &[&str],
@@ -173,11 +173,7 @@ pub async fn delivery_counts(
 
 /// Sets the `chat_group_lag` and `chat_group_pending` gauges of a group,
 /// summed over its streams (`XINFO GROUPS`).
-pub async fn report_gauges(
-    conn: &mut redis::aio::ConnectionManager,
-    streams: &[String],
-    group: &str,
-) {
+pub async fn report_gauges(conn: &mut crate::redis_conn::Conn, streams: &[String], group: &str) {
     let mut pipe = redis::pipe();
     for s in streams {
         pipe.cmd("XINFO").arg("GROUPS").arg(s);

@@ -21,15 +21,26 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a server with no persistence on a free port.
     pub fn start() -> Result<Self, ServerError> {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Result<Self, ServerError> {
         let dir = tempfile::Builder::new().prefix("chat-redis-").tempdir()?;
         let port = free_port()?;
-        let child = spawn(dir.path(), port, &[])?;
-        let mut s = Self { child, port, dir };
+        let child = spawn(dir.path(), port, extra)?;
+        let extra = extra.iter().map(|a| (*a).to_owned()).collect();
+        let mut s = Self {
+            child,
+            port,
+            dir,
+            extra,
+        };
         s.wait_ready()?;
         Ok(s)
     }
@@ -57,7 +68,8 @@ impl RedisServer {
         let _ = std::fs::remove_file(self.dir.path().join("dump.rdb"));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match spawn(self.dir.path(), self.port, &[]) {
+            let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+            match spawn(self.dir.path(), self.port, &extra) {
                 Ok(child) => {
                     self.child = child;
                     if self.wait_ready().is_ok() {
@@ -144,6 +156,116 @@ fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Result<Child, ServerError> {
             std::io::ErrorKind::NotFound => ServerError::NotInstalled(e),
             _ => ServerError::Io(e),
         })
+}
+
+/// A real Redis Cluster on loopback: `masters` cluster-enabled servers
+/// (no replicas) joined with `redis-cli --cluster create`. Stopped by pid
+/// when dropped.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize) -> Result<Self, ServerError> {
+        let mut nodes = Vec::with_capacity(masters);
+        for _ in 0..masters {
+            // The bus port is chosen too: port + 10000 may be taken or out of range.
+            let bus = free_port()?.to_string();
+            nodes.push(RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--cluster-port",
+                &bus,
+            ])?);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => ServerError::NotInstalled(e),
+                _ => ServerError::Io(e),
+            })?;
+        if !out.status.success() {
+            return Err(ServerError::Start(format!(
+                "redis-cli --cluster create: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let cluster = Self { nodes };
+        cluster.wait_ok()?;
+        Ok(cluster)
+    }
+
+    /// `redis+cluster://` with every node as a seed.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}/", hosts.join(","))
+    }
+
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// Kills every node (SIGKILL, data lost).
+    pub fn kill(&mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+        }
+    }
+
+    /// Starts every node again, empty but with its cluster config (node id
+    /// and slots), and waits until the cluster is up.
+    pub fn restart_empty(&mut self) -> Result<(), ServerError> {
+        for n in &mut self.nodes {
+            n.restart_empty()?;
+        }
+        self.wait_ok()
+    }
+
+    /// Every node agrees the cluster is up and knows every other node.
+    fn wait_ok(&self) -> Result<(), ServerError> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let want = format!("cluster_known_nodes:{}", self.nodes.len());
+        while Instant::now() < deadline {
+            let ok = self.nodes.iter().all(|n| {
+                ask(n.port(), "CLUSTER INFO")
+                    .is_some_and(|info| info.contains("cluster_state:ok") && info.contains(&want))
+            });
+            if ok {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(ServerError::Start("cluster not ok after 20s".into()))
+    }
+}
+
+/// One inline command, its reply as text (enough for `CLUSTER INFO`).
+fn ask(port: u16, command: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+    let mut buf = vec![0u8; 8192];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// A port the OS just handed out; free again once the listener is dropped.

@@ -2,6 +2,27 @@
 
 use tokio_util::sync::CancellationToken;
 
+/// Runs `work` (which stops by itself once `token` is cancelled, after
+/// finishing what it holds) but gives it only `grace` after the cancel:
+/// `None` when the grace ran out (unfinished consumer-group work stays
+/// pending and is taken over by another worker).
+pub async fn with_grace<T>(
+    work: impl std::future::Future<Output = T>,
+    token: CancellationToken,
+    grace: std::time::Duration,
+) -> Option<T> {
+    tokio::select! {
+        r = work => Some(r),
+        _ = async {
+            token.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "shutdown grace ran out; stopping with work unfinished");
+            None
+        }
+    }
+}
+
 /// Cancels `token` on SIGTERM or SIGINT.
 pub fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {

@@ -4,13 +4,14 @@
 //! too often goes to the dead-letter stream.
 
 pub mod settings;
+mod shard_reader;
 
 use chat_core::entry::{Entry, shard_message};
 use chat_core::group;
 use chat_core::keys::Keys;
 use chat_core::protocol::ServerFrame;
 use chat_core::redis_conn;
-use redis::aio::ConnectionManager;
+use chat_core::redis_conn::Conn;
 use settings::FanoutSettings;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -37,15 +38,23 @@ pub struct Fanout {
     keys: Keys,
     streams: Vec<String>,
     /// Publishes and acks (multiplexed).
-    conn: ConnectionManager,
-    /// Blocking reads, on their own socket.
-    reader: ConnectionManager,
+    conn: Conn,
+    /// Blocking reads, on their own socket(s).
+    reader: Reader,
     last_claim: Instant,
     last_cleanup: Instant,
     scripts: chat_core::scripts::Scripts,
     /// Set when `summarize.every_messages` is on: rooms due for a summary go to
     /// a task of their own, so the job queue never holds up delivery.
     summaries: Option<tokio::sync::mpsc::Sender<String>>,
+}
+
+/// Where new entries come from.
+enum Reader {
+    /// One `XREADGROUP` over every shard stream (standalone Redis).
+    Streams(Conn),
+    /// A reader per shard (Redis Cluster).
+    Shards(shard_reader::ShardFeed),
 }
 
 /// How long a worker waits after a small batch before reading again.
@@ -74,8 +83,21 @@ impl Fanout {
         let keys = settings.common.keys();
         let url = settings.common.redis_url.clone();
         let mut conn = redis_conn::manager(&url).await?;
-        let reader = redis_conn::blocking(&url, settings.block).await?;
         let streams = keys.all_shard_streams();
+        let reader = if conn.is_cluster() {
+            Reader::Shards(shard_reader::ShardFeed::spawn(
+                shard_reader::ReadSpec {
+                    url: url.clone(),
+                    group: settings.common.streams.fanout.group.clone(),
+                    consumer: settings.consumer.clone(),
+                    count: settings.common.streams.fanout.batch,
+                    block: settings.block,
+                },
+                &streams,
+            ))
+        } else {
+            Reader::Streams(redis_conn::blocking(&url, settings.block).await?)
+        };
         group::ensure_groups(&mut conn, &streams, &settings.common.streams.fanout.group).await?;
         let summaries = if settings.common.streams.summarize.every_messages > 0 {
             let jobs = summarizer_worker::jobs::Jobs::connect(
@@ -177,6 +199,14 @@ impl Fanout {
                 }
             }
         }
+        if let Reader::Shards(feed) = &mut self.reader {
+            // Entries the shard readers took before the stop are finished here.
+            for batch in feed.close().await {
+                if let Err(e) = self.handle(batch, &HashMap::new()).await {
+                    warn!(error = %e, "final batch failed; another worker takes it over");
+                }
+            }
+        }
         info!(consumer = %self.settings.consumer, "fanout worker stopped");
         Ok(())
     }
@@ -184,6 +214,13 @@ impl Fanout {
     /// Reads one batch of new entries (blocking up to `block`) and handles it.
     pub async fn step(&mut self) -> Result<StepOutcome, FanoutError> {
         let policy = &self.settings.common.streams.fanout;
+        let reader = match &mut self.reader {
+            Reader::Streams(c) => c,
+            Reader::Shards(feed) => {
+                let batches = feed.next(self.settings.block).await?;
+                return self.handle(batches, &HashMap::new()).await;
+            }
+        };
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&policy.group)
@@ -197,7 +234,7 @@ impl Fanout {
         for _ in &self.streams {
             cmd.arg(">");
         }
-        let reply: redis::Value = cmd.query_async(&mut self.reader).await?;
+        let reply: redis::Value = cmd.query_async(reader).await?;
         let batches = group::read_reply(&reply)?;
         self.handle(batches, &HashMap::new()).await
     }
@@ -348,8 +385,11 @@ impl Fanout {
                 }
                 match shard_message(e) {
                     Ok(m) => {
-                        pipe.publish(self.keys.room_channel(&m.room), live_payload(&m))
-                            .ignore();
+                        self.conn.publish_room(
+                            &mut pipe,
+                            &self.keys.room_channel(&m.room),
+                            live_payload(&m),
+                        );
                         out.published += 1;
                         match by_room.iter_mut().find(|(r, _)| *r == m.room) {
                             Some((_, ms)) => ms.push(m),
@@ -371,54 +411,80 @@ impl Fanout {
                 }
             }
         }
+        let cluster = self.conn.is_cluster();
         let notify = &self.settings.common.streams.notify;
-        // One notify script call for every room of the batch: it queues the
-        // push work and counts messages for the summary trigger.
-        if !by_room.is_empty() {
-            let mut inv = self.scripts.notify.prepare_invoke();
-            inv.key(self.keys.notify_stream())
-                .key(self.keys.notify_due())
-                .arg(notify.collapse_window.as_millis() as u64)
+        let header = |inv: &mut redis::ScriptInvocation<'_>| {
+            inv.arg(notify.collapse_window.as_millis() as u64)
                 .arg(notify.maxlen)
                 .arg(PREVIEW_BYTES)
                 // Collapse state outlives its window generously, so a trailing
                 // push survives a notifier outage of an hour.
                 .arg((notify.collapse_window * 2).as_millis() as u64 + 3_600_000)
                 .arg(self.settings.common.streams.summarize.every_messages);
+        };
+        let room_args = |inv: &mut redis::ScriptInvocation<'_>,
+                         room: &str,
+                         messages: &[chat_core::protocol::Message]| {
+            inv.arg(room)
+                .arg(self.keys.room_members(room))
+                .arg(self.keys.room_joined(room))
+                .arg(self.keys.room_presence(room))
+                .arg(self.keys.room_summary_count(room))
+                .arg(self.keys.room_push_prefix(room))
+                .arg(messages.len());
+            for m in messages {
+                inv.arg(&m.user)
+                    .arg(m.offset)
+                    .arg(&m.epoch)
+                    .arg(&m.text)
+                    .arg(m.kind.as_str());
+            }
+        };
+        if cluster {
+            // Each room's keys are in their own slot: one call per room,
+            // routed by a room key; the push work comes back to be queued.
             for (room, messages) in &by_room {
-                inv.arg(room)
-                    .arg(self.keys.room_members(room))
-                    .arg(self.keys.room_joined(room))
-                    .arg(self.keys.room_presence(room))
-                    .arg(self.keys.room_summary_count(room))
-                    .arg(self.keys.room_push_prefix(room))
-                    .arg(messages.len());
-                for m in messages {
-                    inv.arg(&m.user)
-                        .arg(m.offset)
-                        .arg(&m.epoch)
-                        .arg(&m.text)
-                        .arg(m.kind.as_str());
-                }
+                let mut inv = self.scripts.notify.prepare_invoke();
+                inv.key(self.keys.room_members(room));
+                header(&mut inv);
+                room_args(&mut inv, room, messages);
+                pipe.invoke_script(&inv);
+            }
+        } else if !by_room.is_empty() {
+            // One notify script call for every room of the batch: it queues the
+            // push work and counts messages for the summary trigger.
+            let mut inv = self.scripts.notify.prepare_invoke();
+            inv.key(self.keys.notify_stream())
+                .key(self.keys.notify_due());
+            header(&mut inv);
+            for (room, messages) in &by_room {
+                room_args(&mut inv, room, messages);
             }
             // Its reply (the only one not ignored) says which rooms to summarize.
             pipe.invoke_script(&inv);
         }
         // The acks come last: the pipeline is not atomic, and an entry must
         // not be acknowledged unless its push work was queued (a re-run
-        // counts nothing twice).
+        // counts nothing twice). In a cluster the pipeline is split by slot
+        // and its parts run concurrently, so the acks go in a later pipeline.
+        let mut acks = redis::pipe();
         for (stream, entries) in &batches {
             if !entries.is_empty() {
                 let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-                pipe.cmd("XACK")
+                acks.cmd("XACK")
                     .arg(stream)
                     .arg(&policy.group)
                     .arg(ids)
                     .ignore();
             }
         }
+        if !cluster {
+            for cmd in acks.cmd_iter() {
+                pipe.add_command(cmd.clone()).ignore();
+            }
+        }
         if out.published + out.dead_lettered > 0 {
-            let replies: Vec<Vec<i64>> = match pipe.query_async(&mut self.conn).await {
+            let replies: Vec<redis::Value> = match pipe.query_async(&mut self.conn).await {
                 Err(e)
                     if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
                 {
@@ -433,6 +499,19 @@ impl Fanout {
                 }
                 r => r?,
             };
+            let crossed = if cluster {
+                let (flags, queued) = notify_ops(&self.keys, notify.maxlen, &replies)?;
+                let _: () = queued.query_async(&mut self.conn).await?;
+                let _: () = acks.query_async(&mut self.conn).await?;
+                flags
+            } else {
+                match replies.first() {
+                    Some(v) => redis::from_redis_value(v.clone()).map_err(|e| {
+                        chat_core::entry::ReplyError(format!("notify returned {v:?}: {e}"))
+                    })?,
+                    None => Vec::new(),
+                }
+            };
             debug!(
                 published = out.published,
                 dead = out.dead_lettered,
@@ -443,10 +522,9 @@ impl Fanout {
                 metrics::counter!("chat_dead_lettered_total", "group" => policy.group.clone())
                     .increment(out.dead_lettered as u64);
             }
-            let crossed: &[i64] = replies.first().map_or(&[], Vec::as_slice);
             let due: Vec<&str> = by_room
                 .iter()
-                .zip(crossed)
+                .zip(&crossed)
                 .filter(|(_, c)| **c == 1)
                 .map(|((room, _), _)| room.as_str())
                 .collect();
@@ -454,4 +532,63 @@ impl Fanout {
         }
         Ok(out)
     }
+}
+
+/// The summary flags and the queued push work of per-room notify calls (the
+/// cluster form): a pipeline writing the notify stream and the due set.
+fn notify_ops(
+    keys: &Keys,
+    maxlen: u64,
+    replies: &[redis::Value],
+) -> Result<(Vec<i64>, redis::Pipeline), FanoutError> {
+    use chat_core::entry::{self, ReplyError};
+    let mut flags = Vec::with_capacity(replies.len());
+    let mut pipe = redis::pipe();
+    for r in replies {
+        let [f, ops] = entry::array(r)? else {
+            return Err(ReplyError(format!("notify returned {r:?}")).into());
+        };
+        for flag in entry::array(f)? {
+            flags.push(entry::int(flag)?);
+        }
+        for op in entry::array(ops)? {
+            let parts = entry::array(op)?
+                .iter()
+                .map(entry::string)
+                .collect::<Result<Vec<String>, _>>()?;
+            match parts.as_slice() {
+                [x, user, room, count, sender, preview, offset, epoch] if x == "x" => {
+                    pipe.cmd("XADD")
+                        .arg(keys.notify_stream())
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(maxlen)
+                        .arg("*")
+                        .arg(&[
+                            ("user", user),
+                            ("room", room),
+                            ("count", count),
+                            ("sender", sender),
+                            ("preview", preview),
+                            ("offset", offset),
+                            ("epoch", epoch),
+                        ])
+                        .ignore();
+                }
+                [z, score, member] if z == "z" => {
+                    pipe.cmd("ZADD")
+                        .arg(keys.notify_due())
+                        .arg("NX")
+                        .arg(score)
+                        .arg(member)
+                        .ignore();
+                }
+                [r, member] if r == "r" => {
+                    pipe.zrem(keys.notify_due(), member).ignore();
+                }
+                _ => return Err(ReplyError(format!("notify op {parts:?}")).into()),
+            }
+        }
+    }
+    Ok((flags, pipe))
 }

@@ -12,9 +12,14 @@ async fn main() -> anyhow::Result<()> {
     chat_core::shutdown::cancel_on_signal(shutdown.clone());
     // Prometheus at CHAT_METRICS_LISTEN (e.g. 0.0.0.0:9100), when set.
     chat_core::metrics::serve_configured(&strings, shutdown.clone()).await?;
+    let grace = settings.common.shutdown_grace;
     let worker = fanout_worker::Fanout::build(settings)
         .await
         .context("starting fanout worker")?;
-    worker.run(shutdown).await?;
+    if let Some(r) =
+        chat_core::shutdown::with_grace(worker.run(shutdown.clone()), shutdown, grace).await
+    {
+        r?;
+    }
     Ok(())
 }

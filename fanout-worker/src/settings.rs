@@ -29,7 +29,7 @@ impl FanoutSettings {
         if block.is_zero() {
             s.error("CHAT_FANOUT_BLOCK: must be more than zero");
         }
-        let jobs_redis_url = s.string("CHAT_JOBS_REDIS_URL", &common.redis_url);
+        let jobs_redis_url = common.read_jobs_url(&mut s);
         s.finish()?;
         Ok(Self {
             common,

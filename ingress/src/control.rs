@@ -5,7 +5,7 @@ use crate::hub::Rooms;
 use crate::sockets::SocketRegistry;
 use bytes::Bytes;
 use chat_core::keys::Keys;
-use redis::aio::ConnectionManager;
+use chat_core::redis_conn::Conn;
 use redis::{PushInfo, PushKind, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -32,7 +32,7 @@ pub fn push_handler(
     let control = keys.control_channel();
     move |info: PushInfo| {
         match info.kind {
-            PushKind::Message => {
+            PushKind::Message | PushKind::SMessage => {
                 if let [Value::BulkString(channel), Value::BulkString(payload)] =
                     info.data.as_slice()
                 {
@@ -63,7 +63,7 @@ pub fn push_handler(
 /// PING answered after a loss resyncs every hub, so messages published while
 /// the node was deaf are delivered.
 pub async fn supervise_pubsub(
-    mut subscriber: ConnectionManager,
+    mut subscriber: Conn,
     rooms: Arc<Rooms>,
     lost: Arc<AtomicBool>,
     every: Duration,
@@ -125,7 +125,7 @@ struct Tracked {
 /// `chat:ctl` and do not wait for a sweep.
 pub async fn sweep_sessions(
     keys: Keys,
-    mut redis: ConnectionManager,
+    mut redis: Conn,
     sockets: Arc<SocketRegistry>,
     every: Duration,
     shutdown: CancellationToken,

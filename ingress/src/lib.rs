@@ -8,6 +8,7 @@ pub mod control;
 pub mod http;
 pub mod hub;
 pub mod presence;
+mod serve;
 pub mod settings;
 pub mod sockets;
 pub mod state;
@@ -69,7 +70,7 @@ impl Ingress {
             control::push_handler(keys.clone(), rooms.clone(), sockets.clone(), lost.clone()),
         )
         .await?;
-        subscriber.subscribe(keys.control_channel()).await?;
+        subscriber.subscribe(&keys.control_channel()).await?;
         tokio::spawn(control::supervise_pubsub(
             subscriber.clone(),
             rooms.clone(),
@@ -154,9 +155,7 @@ impl Ingress {
         let state = self.state;
         let app = http::router(state.clone());
         let stop = state.shutdown.clone();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await?;
+        serve::serve(self.listener, app, stop, state.settings.limits.head_timeout).await;
         state.sockets.close_all(close::GOING_AWAY);
         state.tracker.close();
         if tokio::time::timeout(state.settings.shutdown_grace, state.tracker.wait())

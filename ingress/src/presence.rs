@@ -5,7 +5,7 @@
 
 use chat_core::keys::Keys;
 use chat_core::protocol::ServerFrame;
-use redis::aio::ConnectionManager;
+use chat_core::redis_conn::Conn;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,7 +19,7 @@ type RoomUser = (Arc<str>, Arc<str>);
 pub struct Presence {
     node: String,
     keys: Keys,
-    redis: ConnectionManager,
+    redis: Conn,
     /// Local sockets per (room, user).
     local: Mutex<HashMap<RoomUser, usize>>,
 }
@@ -36,7 +36,7 @@ pub fn event_payload(user: &str, frame: &ServerFrame<'_>) -> String {
 }
 
 impl Presence {
-    pub fn new(node: String, keys: Keys, redis: ConnectionManager) -> Self {
+    pub fn new(node: String, keys: Keys, redis: Conn) -> Self {
         Self {
             node,
             keys,
@@ -70,28 +70,16 @@ impl Presence {
         }
         let key = self.keys.room_presence(room);
         let joined = self.keys.room_joined(room);
-        let frame = ServerFrame::Presence {
-            room,
-            user,
-            state: "join",
-        };
-        let mut conn = self.redis.clone();
-        let r: redis::RedisResult<()> = redis::pipe()
-            .sadd(&joined, user)
+        let mut pipe = redis::pipe();
+        pipe.sadd(&joined, user)
             .ignore()
             .expire(&joined, room_ttl.as_secs().max(1) as i64)
             .ignore()
             .zadd(&key, self.member(user), now_ms() + LAPSE.as_millis() as u64)
             .ignore()
             .expire(&key, (LAPSE.as_secs() * 2) as i64)
-            .ignore()
-            .publish(self.keys.room_channel(room), event_payload(user, &frame))
-            .ignore()
-            .query_async(&mut conn)
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(room, user, error = %e, "presence join not recorded");
-        }
+            .ignore();
+        self.record(pipe, room, user, "join").await;
     }
 
     /// A socket of `user` left `room` (or disconnected).
@@ -99,21 +87,24 @@ impl Presence {
         if !self.bump(room, user, -1) {
             return;
         }
-        let frame = ServerFrame::Presence {
-            room,
-            user,
-            state: "leave",
-        };
+        let mut pipe = redis::pipe();
+        pipe.zrem(self.keys.room_presence(room), self.member(user))
+            .ignore();
+        self.record(pipe, room, user, "leave").await;
+    }
+
+    /// Runs the presence change in `pipe` with the room's presence event.
+    async fn record(&self, mut pipe: redis::Pipeline, room: &str, user: &str, state: &str) {
+        let frame = ServerFrame::Presence { room, user, state };
         let mut conn = self.redis.clone();
-        let r: redis::RedisResult<()> = redis::pipe()
-            .zrem(self.keys.room_presence(room), self.member(user))
-            .ignore()
-            .publish(self.keys.room_channel(room), event_payload(user, &frame))
-            .ignore()
-            .query_async(&mut conn)
-            .await;
+        conn.publish_room(
+            &mut pipe,
+            &self.keys.room_channel(room),
+            event_payload(user, &frame),
+        );
+        let r: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
         if let Err(e) = r {
-            tracing::warn!(room, user, error = %e, "presence leave not recorded");
+            tracing::warn!(room, user, state, error = %e, "presence change not recorded");
         }
     }
 

@@ -13,6 +13,9 @@ pub struct Limits {
     pub max_text_bytes: usize,
     /// Time for an unauthenticated socket to send `auth`.
     pub auth_timeout: Duration,
+    /// Time for a client to send a whole HTTP request head (the WebSocket
+    /// handshake included); a connection that takes longer is closed.
+    pub head_timeout: Duration,
     /// Sustained client frames per second, and the burst allowed above it.
     pub rate_per_sec: f64,
     pub rate_burst: f64,
@@ -68,6 +71,7 @@ impl IngressSettings {
             max_frame_bytes: s.parse("CHAT_MAX_FRAME_BYTES", 64 * 1024),
             max_text_bytes: s.parse("CHAT_MAX_TEXT_BYTES", 4096),
             auth_timeout: s.duration("CHAT_AUTH_TIMEOUT", Duration::from_secs(5)),
+            head_timeout: s.duration("CHAT_HEAD_TIMEOUT", Duration::from_secs(10)),
             rate_per_sec: s.parse("CHAT_RATE_PER_SEC", 50.0),
             rate_burst: s.parse("CHAT_RATE_BURST", 100.0),
             outbound_queue: s.parse("CHAT_OUTBOUND_QUEUE", 1024),
@@ -86,10 +90,14 @@ impl IngressSettings {
         if limits.outbound_queue < 16 {
             s.error("CHAT_OUTBOUND_QUEUE: must be at least 16");
         }
-        if limits.ping_interval.is_zero() || limits.auth_timeout.is_zero() {
-            s.error("CHAT_PING_INTERVAL / CHAT_AUTH_TIMEOUT: must be more than zero");
+        if limits.ping_interval.is_zero()
+            || limits.auth_timeout.is_zero()
+            || limits.head_timeout.is_zero()
+        {
+            s.error("CHAT_PING_INTERVAL / CHAT_AUTH_TIMEOUT / CHAT_HEAD_TIMEOUT: must be more than zero");
         }
-        let jobs_redis_url = s.string("CHAT_JOBS_REDIS_URL", &common.redis_url);
+        let jobs_redis_url = common.read_jobs_url(&mut s);
+        let shutdown_grace = common.shutdown_grace;
         let session_sweep = s.duration("CHAT_SESSION_SWEEP", Duration::from_millis(500));
         if session_sweep.is_zero() {
             s.error("CHAT_SESSION_SWEEP: must be more than zero");
@@ -105,7 +113,7 @@ impl IngressSettings {
             limits,
             session_sweep,
             jobs_redis_url,
-            shutdown_grace: s.duration("CHAT_SHUTDOWN_GRACE", Duration::from_secs(10)),
+            shutdown_grace,
             dev_token_secret: None,
         };
         s.finish()?;

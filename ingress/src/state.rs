@@ -6,8 +6,8 @@ use crate::settings::IngressSettings;
 use crate::sockets::SocketRegistry;
 use chat_core::jwt::Verifier;
 use chat_core::keys::Keys;
+use chat_core::redis_conn::Conn;
 use chat_core::scripts::Scripts;
-use redis::aio::ConnectionManager;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +18,7 @@ pub struct AppState {
     pub keys: Keys,
     pub scripts: Arc<Scripts>,
     /// Multiplexed: concurrent callers share one socket, pipelined.
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     pub verifier: Verifier,
     pub hubs: Hubs,
     pub sockets: Arc<SocketRegistry>,

@@ -15,7 +15,7 @@ use chat_core::entry::Entry;
 use chat_core::group;
 use chat_core::keys::Keys;
 use chat_core::redis_conn;
-use redis::aio::ConnectionManager;
+use chat_core::redis_conn::Conn;
 use settings::NotifierSettings;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -54,8 +54,8 @@ const DUE_EVERY: Duration = Duration::from_millis(500);
 pub struct Notifier {
     settings: NotifierSettings,
     keys: Keys,
-    conn: ConnectionManager,
-    reader: ConnectionManager,
+    conn: Conn,
+    reader: Conn,
     ctx: Arc<Ctx>,
     due: redis::Script,
     tasks: JoinSet<()>,
@@ -294,6 +294,14 @@ impl Notifier {
         const ROUND: u64 = 256;
         let mut total = 0;
         for _ in 0..40 {
+            if self.conn.is_cluster() {
+                let n = self.run_due_cluster(ROUND).await?;
+                total += n;
+                if n < ROUND {
+                    break;
+                }
+                continue;
+            }
             let n: u64 = self
                 .due
                 .key(self.keys.notify_due())
@@ -308,6 +316,72 @@ impl Notifier {
             }
         }
         Ok(total)
+    }
+
+    /// `run_due` in a Redis Cluster, where the due set, the collapse state
+    /// and the notify stream live in different slots: the due members are
+    /// listed, each one's push is taken in its room's slot, then the pushes
+    /// are queued and the members removed. A crash between the two steps
+    /// loses those trailing pushes (their window was reset); it never sends
+    /// one twice.
+    async fn run_due_cluster(&mut self, round: u64) -> Result<u64, NotifierError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.notify_due())
+            .arg("-inf")
+            .arg(now)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(round)
+            .query_async(&mut self.conn)
+            .await?;
+        let mut take = redis::pipe();
+        let mut owners = Vec::new();
+        for m in &due {
+            let parts: Vec<&str> = m.split('\n').collect();
+            if let [state, presence, room, user] = parts.as_slice() {
+                let mut inv = self.due.prepare_invoke();
+                inv.key(*state).key(*presence).arg("one").arg(*user);
+                take.invoke_script(&inv);
+                owners.push((*room, *user));
+            }
+        }
+        let items: Vec<Vec<String>> = match take.query_async(&mut self.conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.due.prepare_invoke().load_async(&mut self.conn).await?;
+                take.query_async(&mut self.conn).await?
+            }
+            r => r?,
+        };
+        let mut queue = redis::pipe();
+        for ((room, user), item) in owners.iter().zip(&items) {
+            if let [count, sender, preview, offset, epoch] = item.as_slice() {
+                queue
+                    .cmd("XADD")
+                    .arg(self.keys.notify_stream())
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(self.settings.common.streams.notify.maxlen)
+                    .arg("*")
+                    .arg(&[
+                        ("user", *user),
+                        ("room", *room),
+                        ("count", count.as_str()),
+                        ("sender", sender.as_str()),
+                        ("preview", preview.as_str()),
+                        ("offset", offset.as_str()),
+                        ("epoch", epoch.as_str()),
+                    ])
+                    .ignore();
+            }
+        }
+        if !due.is_empty() {
+            queue.zrem(self.keys.notify_due(), &due).ignore();
+        }
+        let _: () = queue.query_async(&mut self.conn).await?;
+        Ok(due.len() as u64)
     }
 
     /// Resets the idle time of the work in hand, without counting a delivery.

@@ -12,11 +12,11 @@ async fn main() -> anyhow::Result<()> {
     chat_core::shutdown::cancel_on_signal(shutdown.clone());
     // Prometheus at CHAT_METRICS_LISTEN (e.g. 0.0.0.0:9100), when set.
     chat_core::metrics::serve_configured(&strings, shutdown.clone()).await?;
+    let grace = settings.common.shutdown_grace;
     let worker = notifier_worker::Notifier::build(settings)
         .await
         .context("starting notifier worker")?;
-    worker
-        .run(shutdown, std::time::Duration::from_secs(10))
-        .await?;
+    // The notifier gives its sends in flight the grace itself.
+    worker.run(shutdown, grace).await?;
     Ok(())
 }

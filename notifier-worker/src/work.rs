@@ -5,8 +5,8 @@ use crate::fcm::{FcmClient, SendResult};
 use crate::payload::{self, Push};
 use chat_core::entry::Entry;
 use chat_core::keys::Keys;
+use chat_core::redis_conn::Conn;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -54,7 +54,7 @@ pub enum Sender {
 
 pub struct Ctx {
     pub keys: Keys,
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     pub sender: Sender,
     /// Bounds concurrent FCM requests, not items: a retry waits without a permit.
     pub requests: Semaphore,

@@ -11,7 +11,7 @@ use apalis_redis::{Config as QueueConfig, RedisStorage};
 use chat_core::entry;
 use chat_core::keys::Keys;
 use chat_core::pattern::valid_room;
-use redis::aio::ConnectionManager;
+use chat_core::redis_conn::Conn;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -95,7 +95,7 @@ pub fn room_of(job_id: &str) -> Option<&str> {
 #[derive(Clone)]
 pub struct Jobs {
     keys: Keys,
-    redis: ConnectionManager,
+    redis: Conn,
     /// Connected on first use: chat must not depend on the queue's Redis.
     queue: std::sync::Arc<tokio::sync::OnceCell<Queue>>,
     jobs_redis_url: String,
@@ -103,11 +103,7 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    pub async fn connect(
-        keys: Keys,
-        redis: ConnectionManager,
-        jobs_redis_url: &str,
-    ) -> Result<Self, JobsError> {
+    pub async fn connect(keys: Keys, redis: Conn, jobs_redis_url: &str) -> Result<Self, JobsError> {
         redis::Client::open(jobs_redis_url)?;
         Ok(Self {
             keys,
@@ -122,7 +118,7 @@ impl Jobs {
         let q = self
             .queue
             .get_or_try_init(|| async {
-                let conn = chat_core::redis_conn::manager(&self.jobs_redis_url).await?;
+                let conn = chat_core::redis_conn::standalone(&self.jobs_redis_url).await?;
                 Ok::<_, redis::RedisError>(
                     RedisStorage::new(conn).with_config(queue_config(&self.keys)),
                 )
@@ -275,12 +271,7 @@ impl Jobs {
 
 /// Marks a running job alive (its record's `updated_at`), so a submission
 /// does not take it for abandoned.
-pub async fn touch(
-    keys: &Keys,
-    conn: &mut ConnectionManager,
-    room: &str,
-    id: &str,
-) -> redis::RedisResult<()> {
+pub async fn touch(keys: &Keys, conn: &mut Conn, room: &str, id: &str) -> redis::RedisResult<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -290,7 +281,7 @@ pub async fn touch(
 /// Writes the record's status (and fields); a final status frees the room.
 pub async fn finish(
     keys: &Keys,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     room: &str,
     id: &str,
     status: &str,

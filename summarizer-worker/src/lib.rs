@@ -18,10 +18,10 @@ use apalis::prelude::*;
 use chat_core::keys::Keys;
 use chat_core::protocol::Kind;
 use chat_core::redis_conn;
+use chat_core::redis_conn::Conn;
 use chat_core::scripts::{AppendRequest, Scripts};
 use gemini::{Gemini, GeminiError};
 use jobs::{SummaryJob, finish};
-use redis::aio::ConnectionManager;
 use settings::SummarizerSettings;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +45,7 @@ const SUMMARY_MESSAGE_BYTES: usize = 4000;
 
 struct JobCtx {
     keys: Keys,
-    redis: ConnectionManager,
+    redis: Conn,
     scripts: Scripts,
     settings: SummarizerSettings,
     gemini: Option<Gemini>,
@@ -126,7 +126,7 @@ impl Summarizer {
         shutdown: CancellationToken,
     ) -> Result<(), SummarizerError> {
         // Our connection settings (timeouts, retries), not the library's defaults.
-        let conn = redis_conn::manager(&self.settings.jobs_redis_url).await?;
+        let conn = redis_conn::standalone(&self.settings.jobs_redis_url).await?;
         let backend = apalis_redis::RedisStorage::<SummaryJob>::new(conn)
             .with_config(jobs::queue_config(&self.ctx.keys))
             .poll_with_interval(self.settings.poll);

@@ -56,10 +56,7 @@ impl SummarizerSettings {
     pub fn from_strings(src: &dyn Strings) -> Result<Self, ConfigError> {
         let mut s = Settings::new(src);
         let common = Common::read(&mut s);
-        let jobs_redis_url = s.string("CHAT_JOBS_REDIS_URL", &common.redis_url);
-        if let Err(e) = redis::Client::open(jobs_redis_url.as_str()) {
-            s.error(format!("CHAT_JOBS_REDIS_URL={jobs_redis_url:?}: {e}"));
-        }
+        let jobs_redis_url = common.read_jobs_url(&mut s);
         let worker_name = s.opt("CHAT_SUMMARIZER_NAME").unwrap_or_else(|| {
             format!(
                 "summarizer-{}-{:06x}",

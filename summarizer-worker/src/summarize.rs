@@ -6,8 +6,8 @@ use crate::extractive;
 use crate::gemini::{Gemini, GeminiError};
 use chat_core::keys::Keys;
 use chat_core::protocol::{Kind, Message};
+use chat_core::redis_conn::Conn;
 use chat_core::scripts::{ScriptError, Scripts};
-use redis::aio::ConnectionManager;
 
 const SYSTEM: &str = "You summarize group chat conversations for people who missed them. \
 Write a short, neutral summary: the topics, decisions, open questions and who said what when it matters. \
@@ -24,7 +24,7 @@ const MAX_ROUNDS: usize = 8;
 /// not earlier summaries.
 pub async fn load(
     scripts: &Scripts,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     room: &str,
     since: Option<u64>,

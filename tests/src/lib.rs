@@ -7,7 +7,7 @@ pub mod fake_gemini;
 pub mod fake_server;
 
 use chat_core::config::StreamsConfig;
-use chat_core::redis_server::RedisServer;
+use chat_core::redis_server::{RedisCluster, RedisServer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -45,7 +45,10 @@ pub struct Worker {
 }
 
 pub struct Stack {
+    /// Standalone Redis: all data, or only the job queue when `cluster` is set.
     pub redis: RedisServer,
+    /// A three-master Redis Cluster holding the chat data, when asked for.
+    pub cluster: Option<RedisCluster>,
     pub nodes: Vec<Node>,
     pub workers: Vec<Worker>,
     pub notifiers: Vec<Worker>,
@@ -62,6 +65,7 @@ pub struct StackBuilder {
     summarizers: usize,
     streams: StreamsConfig,
     env: HashMap<String, String>,
+    cluster: bool,
 }
 
 impl Default for StackBuilder {
@@ -76,6 +80,8 @@ impl Default for StackBuilder {
             summarizers: 0,
             streams,
             env: HashMap::new(),
+            // `CHAT_TEST_REDIS=cluster` runs the same tests on a Redis Cluster.
+            cluster: std::env::var("CHAT_TEST_REDIS").is_ok_and(|v| v == "cluster"),
         }
     }
 }
@@ -106,6 +112,13 @@ impl StackBuilder {
         self
     }
 
+    /// Chat data on a real three-master Redis Cluster (the job queue stays
+    /// on the standalone server).
+    pub fn cluster(mut self) -> Self {
+        self.cluster = true;
+        self
+    }
+
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.insert(k.to_owned(), v.to_owned());
         self
@@ -114,8 +127,17 @@ impl StackBuilder {
     pub async fn start(self) -> Stack {
         chat_core::telemetry::init_for_tests();
         let redis = RedisServer::start().expect("redis-server starts (is it installed?)");
+        let cluster = self
+            .cluster
+            .then(|| RedisCluster::start(3).expect("redis cluster starts"));
         let mut env: HashMap<String, String> = [
-            ("CHAT_REDIS_URL", redis.url()),
+            (
+                "CHAT_REDIS_URL",
+                cluster
+                    .as_ref()
+                    .map_or_else(|| redis.url(), RedisCluster::url),
+            ),
+            ("CHAT_JOBS_REDIS_URL", redis.url()),
             ("CHAT_JWT_SECRET", SECRET.to_owned()),
             ("CHAT_API_KEYS", API_KEY.to_owned()),
             ("CHAT_LISTEN", "127.0.0.1:0".to_owned()),
@@ -126,6 +148,7 @@ impl StackBuilder {
         env.extend(self.env);
         let mut stack = Stack {
             redis,
+            cluster,
             nodes: Vec::new(),
             workers: Vec::new(),
             notifiers: Vec::new(),
@@ -259,12 +282,54 @@ impl Stack {
         self.workers[i].handle.abort();
     }
 
+    /// Every pub/sub channel (plain and sharded) someone is subscribed to,
+    /// over every node of the chat data's Redis; `None` while unreachable.
+    pub async fn channels(&self) -> Option<Vec<String>> {
+        let urls: Vec<String> = match &self.cluster {
+            Some(c) => c.nodes().iter().map(RedisServer::url).collect(),
+            None => vec![self.redis.url()],
+        };
+        let mut all = Vec::new();
+        for url in urls {
+            let mut c = redis::Client::open(url)
+                .ok()?
+                .get_multiplexed_async_connection()
+                .await
+                .ok()?;
+            for sub in ["CHANNELS", "SHARDCHANNELS"] {
+                let names: Vec<String> = redis::cmd("PUBSUB")
+                    .arg(sub)
+                    .query_async(&mut c)
+                    .await
+                    .ok()?;
+                all.extend(names);
+            }
+        }
+        Some(all)
+    }
+
+    /// Kills the Redis holding the chat data (every node of a cluster).
+    pub fn kill_redis(&mut self) {
+        match &mut self.cluster {
+            Some(c) => c.kill(),
+            None => self.redis.kill(),
+        }
+    }
+
+    /// Brings the chat data's Redis back, empty.
+    pub fn restart_redis_empty(&mut self) {
+        match &mut self.cluster {
+            Some(c) => c.restart_empty().expect("cluster back"),
+            None => self.redis.restart_empty().expect("redis back"),
+        }
+    }
+
     pub fn keys(&self) -> chat_core::keys::Keys {
         chat_core::keys::Keys::new("chat", self.streams.fanout.shards)
     }
 
-    pub async fn redis(&self) -> redis::aio::ConnectionManager {
-        chat_core::redis_conn::manager(&self.redis.url())
+    pub async fn redis(&self) -> chat_core::redis_conn::Conn {
+        chat_core::redis_conn::manager(&self.env["CHAT_REDIS_URL"])
             .await
             .expect("redis connection")
     }

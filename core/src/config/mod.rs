@@ -38,6 +38,8 @@ pub struct Common {
     pub redis_url: String,
     pub prefix: String,
     pub streams: std::sync::Arc<StreamsConfig>,
+    /// After SIGTERM: how long a service may finish the work in hand.
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl Common {
@@ -45,7 +47,7 @@ impl Common {
     /// `./streams.toml` when present, else the built-in defaults).
     pub fn read(s: &mut Settings<'_>) -> Self {
         let redis_url = s.string("CHAT_REDIS_URL", "redis://127.0.0.1:6379/");
-        if let Err(e) = redis::Client::open(redis_url.as_str()) {
+        if let Err(e) = crate::redis_conn::check_url(&redis_url) {
             s.error(format!("CHAT_REDIS_URL={redis_url:?}: {e}"));
         }
         let prefix = s.string("CHAT_PREFIX", "chat");
@@ -72,11 +74,29 @@ impl Common {
             }
             None => StreamsConfig::default(),
         };
+        let shutdown_grace = s.duration("CHAT_SHUTDOWN_GRACE", std::time::Duration::from_secs(10));
         Self {
+            shutdown_grace,
             redis_url,
             prefix,
             streams: std::sync::Arc::new(streams),
         }
+    }
+
+    /// `CHAT_JOBS_REDIS_URL` (default `CHAT_REDIS_URL`): the summary job
+    /// queue, which must be a standalone Redis (apalis-redis is not
+    /// cluster-safe).
+    pub fn read_jobs_url(&self, s: &mut Settings<'_>) -> String {
+        let url = s.string("CHAT_JOBS_REDIS_URL", &self.redis_url);
+        if crate::redis_conn::cluster_nodes(&url).is_some() {
+            s.error(format!(
+                "CHAT_JOBS_REDIS_URL={url:?}: the job queue needs a standalone Redis; \
+                 set CHAT_JOBS_REDIS_URL when CHAT_REDIS_URL is a cluster"
+            ));
+        } else if let Err(e) = crate::redis_conn::check_url(&url) {
+            s.error(format!("CHAT_JOBS_REDIS_URL={url:?}: {e}"));
+        }
+        url
     }
 
     pub fn keys(&self) -> crate::keys::Keys {

@@ -1,7 +1,7 @@
 -- Appends one message to a room, atomically: dedup check, next offset, XADD
 -- to the room stream (MAXLEN ~ and age trim), TTL refresh, and a full copy
 -- of the message on the room's fanout shard stream.
--- KEYS: 1 meta, 2 room stream, 3 dedup key, 4 shard stream
+-- KEYS: 1 meta, 2 room stream, 3 dedup key, 4 shard stream (absent in a cluster)
 -- ARGV: 1 room, 2 user, 3 text, 4 client_id, 5 kind, 6 epoch candidate,
 --       7 maxlen, 8 max age ms (0 = none), 9 ttl secs, 10 dedup secs, 11 shard maxlen
 -- Returns {1, "epoch|offset|id"} for a duplicate, {0, epoch, offset, id} when stored.
@@ -62,8 +62,12 @@ end
 
 redis.call('EXPIRE', KEYS[2], ARGV[9])
 redis.call('EXPIRE', KEYS[1], ARGV[9])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*',
-  'r', ARGV[1], 'e', epoch, 'o', offset, 'i', id,
-  'u', ARGV[2], 't', ARGV[3], 'c', ARGV[4], 'k', ARGV[5])
+-- In Redis Cluster the shard stream lives in another slot: the caller adds
+-- the copy right after this script (KEYS has 3 entries then).
+if KEYS[4] then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*',
+    'r', ARGV[1], 'e', epoch, 'o', offset, 'i', id,
+    'u', ARGV[2], 't', ARGV[3], 'c', ARGV[4], 'k', ARGV[5])
+end
 redis.call('SET', KEYS[3], epoch .. '|' .. string.format('%d', offset) .. '|' .. id, 'EX', ARGV[10])
 return {0, epoch, offset, id}

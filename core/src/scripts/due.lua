@@ -1,12 +1,37 @@
 -- Sends the pushes whose collapse window has ended: one work item per user
 -- and room with the count of messages in the window and the latest preview,
 -- unless the user is present in the room by now.
--- KEYS: 1 due zset, 2 notify stream. ARGV: 1 max items, 2 notify maxlen.
+-- Standalone: KEYS: 1 due zset, 2 notify stream. ARGV: 1 max items, 2 notify maxlen.
 -- Due members are `state key \n presence key \n room \n user` (user ids
--- never contain control characters).
--- Returns the number of due entries handled.
+-- never contain control characters). Returns the number of due entries handled.
+-- Redis Cluster (one due member, in its room's slot): KEYS: 1 state key,
+-- 2 presence key. ARGV: 1 'one', 2 user. Returns the work item's fields
+-- {count, sender, preview, offset, epoch}, or an empty list; the caller
+-- queues it and removes the member from the due set.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- The collapsed push of one user and room, if one is owed; resets the window.
+local function take(key, presence, user)
+  local st = redis.call('HMGET', key, 'last', 'pend', 'sender', 'preview', 'offset', 'epoch')
+  local pend = tonumber(st[2] or '0')
+  if pend <= 0 then
+    return nil
+  end
+  redis.call('HSET', key, 'last', now, 'pend', 0)
+  for _, p in ipairs(redis.call('ZRANGEBYSCORE', presence, now, '+inf')) do
+    local bar = string.find(p, '|', 1, true)
+    if bar and string.sub(p, bar + 1) == user then
+      return nil
+    end
+  end
+  return {string.format('%d', pend), st[3] or '', st[4] or '', st[5] or '0', st[6] or ''}
+end
+
+if ARGV[1] == 'one' then
+  return take(KEYS[1], KEYS[2], ARGV[2]) or {}
+end
+
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 for _, m in ipairs(due) do
   redis.call('ZREM', KEYS[1], m)
@@ -16,23 +41,11 @@ for _, m in ipairs(due) do
   end
   local key, presence, room, user = parts[1], parts[2], parts[3], parts[4]
   if user then
-    local st = redis.call('HMGET', key, 'last', 'pend', 'sender', 'preview', 'offset', 'epoch')
-    local last, pend = tonumber(st[1] or '0'), tonumber(st[2] or '0')
-    if pend > 0 then
-      local online = false
-      for _, p in ipairs(redis.call('ZRANGEBYSCORE', presence, now, '+inf')) do
-        local bar = string.find(p, '|', 1, true)
-        if bar and string.sub(p, bar + 1) == user then
-          online = true
-          break
-        end
-      end
-      if not online then
-        redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-          'user', user, 'room', room, 'count', string.format('%d', pend),
-          'sender', st[3] or '', 'preview', st[4] or '', 'offset', st[5] or '0', 'epoch', st[6] or '')
-      end
-      redis.call('HSET', key, 'last', now, 'pend', 0)
+    local item = take(key, presence, user)
+    if item then
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+        'user', user, 'room', room, 'count', item[1],
+        'sender', item[2], 'preview', item[3], 'offset', item[4], 'epoch', item[5])
     end
   end
 end

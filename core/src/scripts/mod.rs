@@ -5,6 +5,7 @@ use crate::config::RetentionPolicy;
 use crate::entry::{self, ReplyError, room_message};
 use crate::keys::Keys;
 use crate::protocol::{Ack, Kind, Message, Since};
+use crate::redis_conn::Conn;
 use redis::Script;
 use redis::aio::ConnectionLike;
 use std::time::Duration;
@@ -98,18 +99,27 @@ fn secs(d: Duration) -> u64 {
 
 impl Scripts {
     /// Dedup, offset, XADD with trimming, TTL, shard copy: one round trip.
-    pub async fn append<C: ConnectionLike>(
+    /// Stores one message. On a standalone Redis this is one script call
+    /// that also copies the message to its fanout shard stream. In a cluster
+    /// the shard stream is in another slot, so the copy is a second command
+    /// before the ack; a retried `send` (a duplicate) adds the copy again, so
+    /// an acknowledged message always reaches the shard stream, and its
+    /// consumers drop repeats by offset.
+    pub async fn append(
         &self,
-        conn: &mut C,
+        conn: &mut Conn,
         keys: &Keys,
         req: &AppendRequest<'_>,
     ) -> Result<Ack, ScriptError> {
-        let reply: redis::Value = self
-            .append
-            .key(keys.room_meta(req.room))
+        let cluster = conn.is_cluster();
+        let mut call = self.append.prepare_invoke();
+        call.key(keys.room_meta(req.room))
             .key(keys.room_stream(req.room))
-            .key(keys.room_dedup(req.room, req.user, req.client_id))
-            .key(keys.room_shard_stream(req.room))
+            .key(keys.room_dedup(req.room, req.user, req.client_id));
+        if !cluster {
+            call.key(keys.room_shard_stream(req.room));
+        }
+        let reply: redis::Value = call
             .arg(req.room)
             .arg(req.user)
             .arg(req.text)
@@ -146,6 +156,32 @@ impl Scripts {
             _ => return Err(ReplyError(format!("append returned {reply:?}")).into()),
         };
         let ts = entry::parse_room_id(&id).map_or(0, |(_, ts)| ts);
+        if cluster {
+            redis::cmd("XADD")
+                .arg(keys.room_shard_stream(req.room))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(req.shard_maxlen)
+                .arg("*")
+                .arg("r")
+                .arg(req.room)
+                .arg("e")
+                .arg(&epoch)
+                .arg("o")
+                .arg(offset)
+                .arg("i")
+                .arg(&id)
+                .arg("u")
+                .arg(req.user)
+                .arg("t")
+                .arg(req.text)
+                .arg("c")
+                .arg(req.client_id)
+                .arg("k")
+                .arg(req.kind.as_str())
+                .query_async::<redis::Value>(conn)
+                .await?;
+        }
         Ok(Ack {
             room: req.room.to_owned(),
             client_id: req.client_id.to_owned(),

@@ -8,18 +8,51 @@
 -- latest preview. Re-running a batch (fanout redelivery) counts nothing
 -- twice: the state remembers the last offset counted in the epoch.
 -- It also counts each room's messages for the automatic summary trigger.
--- KEYS: 1 notify stream, 2 due zset
+-- KEYS: 1 notify stream, 2 due zset. In Redis Cluster those live in other
+-- slots: KEYS is then just one key of the (single) room, for routing, and the
+-- stream and due-set writes come back as ops for the caller to apply.
 -- ARGV: 1 window ms, 2 notify maxlen, 3 preview max bytes, 4 state ttl ms,
 --       5 summarize every N messages (0 = off), then per room:
 --       room, members key, joined key, presence key, summary counter key,
 --       push-state key prefix, message count k,
 --       then k x (sender, offset, epoch, text, kind)
 -- Returns one flag per room, in order: 1 when its count crossed a multiple of N.
+-- Deferred (cluster): {flags, ops}, ops being {'x', user, room, count, sender,
+-- preview, offset, epoch} (queue a push), {'z', score, member} (ZADD NX due)
+-- and {'r', member} (ZREM due), in order.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local NOTIFY, DUE = KEYS[1], KEYS[2]
 local WINDOW, MAXLEN, PREVIEW, TTL, EVERY =
   tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local DEFER = #KEYS == 1
+local ops = {}
+
+local function queue(u, room, count, sender, preview, offset, epoch)
+  if DEFER then
+    ops[#ops + 1] = {'x', u, room, count, sender, preview, offset, epoch}
+  else
+    redis.call('XADD', NOTIFY, 'MAXLEN', '~', MAXLEN, '*',
+      'user', u, 'room', room, 'count', count, 'sender', sender, 'preview', preview,
+      'offset', offset, 'epoch', epoch)
+  end
+end
+
+local function due_add(score, member)
+  if DEFER then
+    ops[#ops + 1] = {'z', string.format('%d', score), member}
+  else
+    redis.call('ZADD', DUE, 'NX', score, member)
+  end
+end
+
+local function due_remove(member)
+  if DEFER then
+    ops[#ops + 1] = {'r', member}
+  else
+    redis.call('ZREM', DUE, member)
+  end
+end
 
 -- Cut at a byte budget without splitting a UTF-8 sequence.
 local function cut(s, n)
@@ -101,18 +134,16 @@ local function queue_pushes(room, members, joined, presence, prefix, msgs)
         local member = key .. '\n' .. presence .. '\n' .. room .. '\n' .. u
         local preview = cut(latest.text, PREVIEW)
         if now - last >= WINDOW then
-          redis.call('XADD', NOTIFY, 'MAXLEN', '~', MAXLEN, '*',
-            'user', u, 'room', room, 'count', string.format('%d', pend + count),
-            'sender', latest.sender, 'preview', preview,
-            'offset', string.format('%d', latest.offset), 'epoch', latest.epoch)
+          queue(u, room, string.format('%d', pend + count), latest.sender, preview,
+            string.format('%d', latest.offset), latest.epoch)
           redis.call('HSET', key, 'last', now, 'pend', 0, 'ep', latest.epoch, 'seen', latest.offset)
           -- A window's trailing push scheduled earlier is covered by this one.
-          redis.call('ZREM', DUE, member)
+          due_remove(member)
         else
           redis.call('HSET', key, 'pend', pend + count, 'sender', latest.sender, 'preview', preview,
             'offset', string.format('%d', latest.offset), 'epoch', latest.epoch,
             'ep', latest.epoch, 'seen', latest.offset)
-          redis.call('ZADD', DUE, 'NX', last + WINDOW, member)
+          due_add(last + WINDOW, member)
         end
         redis.call('PEXPIRE', key, TTL)
       end
@@ -134,5 +165,8 @@ while i + 6 <= #ARGV do
   end
   flags[#flags + 1] = count_for_summary(counter, msgs)
   queue_pushes(room, members, joined, presence, prefix, msgs)
+end
+if DEFER then
+  return {flags, ops}
 end
 return flags

@@ -20,8 +20,8 @@ use bytes::Bytes;
 use chat_core::config::StreamsConfig;
 use chat_core::keys::Keys;
 use chat_core::protocol::{ErrorCode, Since};
+use chat_core::redis_conn::Conn;
 use chat_core::scripts::Scripts;
-use redis::aio::ConnectionManager;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -108,10 +108,7 @@ pub(crate) enum SubOp {
 
 /// Serializes SUBSCRIBE/UNSUBSCRIBE on the node's pub/sub connection with a
 /// count per channel.
-pub(crate) async fn run_subscriptions(
-    mut conn: ConnectionManager,
-    mut ops: mpsc::UnboundedReceiver<SubOp>,
-) {
+pub(crate) async fn run_subscriptions(mut conn: Conn, mut ops: mpsc::UnboundedReceiver<SubOp>) {
     let mut counts: HashMap<String, usize> = HashMap::new();
     while let Some(op) = ops.recv().await {
         match op {
@@ -122,7 +119,7 @@ pub(crate) async fn run_subscriptions(
                     let _ = reply.send(Ok(()));
                     continue;
                 }
-                match conn.subscribe(&channel).await {
+                match conn.subscribe_room(&channel).await {
                     Ok(()) => {
                         counts.insert(channel, 1);
                         let _ = reply.send(Ok(()));
@@ -137,7 +134,7 @@ pub(crate) async fn run_subscriptions(
                     *n -= 1;
                     if *n == 0 {
                         counts.remove(&channel);
-                        if let Err(e) = conn.unsubscribe(&channel).await {
+                        if let Err(e) = conn.unsubscribe_room(&channel).await {
                             tracing::warn!(channel, error = %e, "unsubscribe failed");
                         }
                     }
@@ -149,7 +146,7 @@ pub(crate) async fn run_subscriptions(
 
 /// What every hub needs.
 pub(crate) struct HubContext {
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     pub scripts: Arc<Scripts>,
     pub keys: Keys,
     pub streams: Arc<StreamsConfig>,

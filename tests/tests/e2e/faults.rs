@@ -12,19 +12,14 @@ async fn after_a_long_outage_the_node_hears_pubsub_again() {
     let mut stack = Stack::builder().start().await;
     let mut c = stack.connect(0, "uma").await;
     c.join("deaf").await;
-    stack.redis.kill();
+    stack.kill_redis();
     // Longer than redis-rs's own reconnect retries.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    stack.redis.restart_empty().expect("redis back");
-    let mut r = stack.redis().await;
+    stack.restart_redis_empty();
     wait_until(Duration::from_secs(15), "the node to resubscribe", || {
-        let mut r = r.clone();
+        let stack = &stack;
         async move {
-            let channels: Vec<String> = redis::cmd("PUBSUB")
-                .arg("CHANNELS")
-                .query_async(&mut r)
-                .await
-                .ok()?;
+            let channels = stack.channels().await?;
             (channels.iter().any(|c| c.ends_with(":ctl"))
                 && channels.iter().any(|c| c.contains("{deaf}")))
             .then_some(())
@@ -38,6 +33,7 @@ async fn after_a_long_outage_the_node_hears_pubsub_again() {
         (json!(1), ack["epoch"].clone())
     );
     // The control channel works again too: a membership withdrawal is heard.
+    let mut r = stack.redis().await;
     let _: () = r.ping().await.expect("redis");
 }
 

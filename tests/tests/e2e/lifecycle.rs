@@ -90,3 +90,40 @@ async fn a_reader_too_slow_is_closed_4008_and_recovers_with_since() {
     let offsets: Vec<u64> = rest.iter().filter_map(|m| m["offset"].as_u64()).collect();
     assert_eq!(offsets, (last + 1..=3200).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_request_head_that_never_finishes_is_closed_on_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::builder()
+        .env("CHAT_HEAD_TIMEOUT", "300ms")
+        .start()
+        .await;
+    // Slowloris: a handshake that starts and never ends, and a silent socket.
+    let mut slow = tokio::net::TcpStream::connect(stack.nodes[0].addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /v1/ws HTTP/1.1\r\nHost: chat\r\nUpgrade: websocket\r\n")
+        .await
+        .expect("write");
+    let mut silent = tokio::net::TcpStream::connect(stack.nodes[0].addr)
+        .await
+        .expect("connect");
+    let started = std::time::Instant::now();
+    for s in [&mut slow, &mut silent] {
+        let mut buf = Vec::new();
+        // The server closes it (EOF or a reset), whatever it writes first.
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        assert!(r.is_ok(), "still open after 5s");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed in {:?}",
+        started.elapsed()
+    );
+    // A real client is not affected, and a finished handshake is not timed
+    // out later: the socket lives past the head timeout.
+    let mut c = stack.connect(0, "ok").await;
+    c.join("heads").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    c.send("heads", "still here", "h1").await;
+}

@@ -2,6 +2,7 @@
 //! One binary with many modules so the link step happens once.
 
 mod auth;
+mod cluster;
 mod delivery;
 mod failover;
 mod faults;

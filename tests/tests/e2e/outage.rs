@@ -13,7 +13,7 @@ async fn redis_down_gives_unavailable_and_service_resumes_after_restart() {
     c.send("outage", "before", "o1").await;
     c.messages(1).await;
 
-    stack.redis.kill();
+    stack.kill_redis();
     let started = Instant::now();
     c.send_json(
         json!({"type": "send", "room": "outage", "text": "during", "client_id": "o2", "ref": "d"}),
@@ -36,7 +36,7 @@ async fn redis_down_gives_unavailable_and_service_resumes_after_restart() {
         .expect("readyz");
     assert_eq!(r.status(), 503);
 
-    stack.redis.restart_empty().expect("redis back");
+    stack.restart_redis_empty();
     // The data is gone: the room comes back with a new epoch.
     let ack = wait_until(Duration::from_secs(20), "send to succeed again", || {
         let url = format!("{}/v1/rooms/outage/messages", stack.http(0));

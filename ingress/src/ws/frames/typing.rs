@@ -18,7 +18,7 @@ pub async fn handle(conn: &mut Conn, room: &str, r: Option<&Value>) {
     );
     let mut redis = conn.state.redis.clone();
     let channel = conn.state.keys.room_channel(room);
-    if let Err(e) = redis::AsyncCommands::publish::<_, _, ()>(&mut redis, channel, payload).await {
+    if let Err(e) = redis.publish_room_now(&channel, &payload).await {
         tracing::debug!(room, error = %e, "typing not published");
     }
 }

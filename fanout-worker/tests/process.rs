@@ -1,0 +1,181 @@
+//! The fanout worker as a real process under signals, against a real Redis:
+//! SIGTERM finishes and acknowledges the batch in hand, then exits; SIGKILL
+//! leaves pending entries that the surviving worker takes over. Nothing
+//! written is lost either way.
+
+use chat_core::config::StreamsConfig;
+use chat_core::keys::Keys;
+use chat_core::protocol::Kind;
+use chat_core::redis_conn::{self, Conn};
+use chat_core::redis_server::RedisServer;
+use chat_core::scripts::{AppendRequest, Scripts};
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ROOMS: usize = 10;
+const MESSAGES: usize = 1500;
+
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_worker(redis: &RedisServer, streams: &std::path::Path, name: &str) -> Worker {
+    Worker(
+        Command::new(env!("CARGO_BIN_EXE_fanout-worker"))
+            .env("CHAT_REDIS_URL", redis.url())
+            .env("CHAT_STREAMS", streams)
+            .env("CHAT_FANOUT_CONSUMER", name)
+            .env("CHAT_FANOUT_BLOCK", "200ms")
+            .env("CHAT_SHUTDOWN_GRACE", "5s")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("fanout-worker starts"),
+    )
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "still running after {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn pending_of(conn: &mut Conn, keys: &Keys, consumer: Option<&str>) -> u64 {
+    let mut total = 0;
+    for s in keys.all_shard_streams() {
+        let mut cmd = redis::cmd("XPENDING");
+        cmd.arg(&s).arg("fanout").arg("-").arg("+").arg(100_000);
+        if let Some(c) = consumer {
+            cmd.arg(c);
+        }
+        let rows: Vec<redis::Value> = cmd.query_async(conn).await.expect("xpending");
+        total += rows.len() as u64;
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_acks_the_batch_in_hand_and_sigkilled_work_is_taken_over() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let streams_file = dir.path().join("streams.toml");
+    std::fs::write(&streams_file, "[fanout]\nshards = 4\nclaim_idle = \"1s\"\n").expect("write");
+    let streams = StreamsConfig::load(&streams_file).expect("streams");
+    let keys = Keys::new("chat", streams.fanout.shards);
+    let mut conn = redis_conn::manager(&redis.url()).await.expect("redis");
+
+    // Every live publish is recorded as (room, offset).
+    let seen: Arc<Mutex<HashSet<(String, u64)>>> = Arc::default();
+    let record = {
+        let (seen, keys) = (seen.clone(), keys.clone());
+        move |info: redis::PushInfo| {
+            if let [
+                redis::Value::BulkString(ch),
+                redis::Value::BulkString(payload),
+            ] = info.data.as_slice()
+                && let Some(room) = keys.room_of_channel(&String::from_utf8_lossy(ch))
+                && let Some(offset) = payload
+                    .strip_prefix(b"m")
+                    .and_then(|p| p.split(|b| *b == b' ').next())
+                    .and_then(|o| std::str::from_utf8(o).ok()?.parse::<u64>().ok())
+            {
+                seen.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((room.to_owned(), offset));
+            }
+            Ok::<(), std::convert::Infallible>(())
+        }
+    };
+    let mut sub = redis_conn::subscriber(&redis.url(), record)
+        .await
+        .expect("subscriber");
+    for r in 0..ROOMS {
+        sub.subscribe_room(&keys.room_channel(&format!("p{r}")))
+            .await
+            .expect("subscribe");
+    }
+
+    let mut a = spawn_worker(&redis, &streams_file, "a");
+    let mut b = spawn_worker(&redis, &streams_file, "b");
+    let c = spawn_worker(&redis, &streams_file, "c");
+
+    // Messages through the real append script, at a steady pace (~1.5 s).
+    let writer = {
+        let (mut conn, keys, streams) = (conn.clone(), keys.clone(), streams.clone());
+        tokio::spawn(async move {
+            let scripts = Scripts::default();
+            for i in 0..MESSAGES {
+                let room = format!("p{}", i % ROOMS);
+                let req = AppendRequest {
+                    room: &room,
+                    user: "w",
+                    text: "hello",
+                    client_id: &format!("c{i}"),
+                    kind: Kind::User,
+                    retention: streams.retention(&room),
+                    dedup_window: streams.dedup.window,
+                    shard_maxlen: streams.fanout.shard_maxlen,
+                };
+                scripts
+                    .append(&mut conn, &keys, &req)
+                    .await
+                    .expect("append");
+                if i % 10 == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        })
+    };
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&a.0, "TERM");
+    let status = wait_exit(&mut a.0, Duration::from_secs(6));
+    assert!(status.success(), "a exited {status}");
+    assert_eq!(
+        pending_of(&mut conn, &keys, Some("a")).await,
+        0,
+        "a acknowledged what it had read before exiting"
+    );
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&b.0, "KILL");
+    let _ = wait_exit(&mut b.0, Duration::from_secs(5));
+
+    writer.await.expect("writer");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = seen.lock().unwrap_or_else(|p| p.into_inner()).len();
+        if n == MESSAGES && pending_of(&mut conn, &keys, None).await == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} of {MESSAGES} published; pending {}",
+            pending_of(&mut conn, &keys, None).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(c);
+}
