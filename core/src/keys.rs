@@ -77,6 +77,12 @@ impl Keys {
         format!("{}:room:{{{room}}}:push:", self.prefix)
     }
 
+    /// List of the room's push-work writes not yet applied (Redis Cluster:
+    /// the notify script cannot write the global keys from the room's slot).
+    pub fn room_push_outbox(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:pushout", self.prefix)
+    }
+
     /// Sorted set of a user's device tokens scored by last-seen time (ms).
     pub fn user_devices(&self, user: &str) -> String {
         format!("{}:user:{{{user}}}:devices", self.prefix)

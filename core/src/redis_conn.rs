@@ -326,7 +326,11 @@ fn cluster_pipeline<'a>(
             return Ok(Vec::new());
         }
         match c.req_packed_commands(pipeline, offset, count).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::CrossSlot) => {
+            // A MULTI cannot be split without losing what it is for.
+            Err(e)
+                if e.kind() == ErrorKind::Server(ServerErrorKind::CrossSlot)
+                    && !pipeline.is_transaction() =>
+            {
                 split_pipeline(c, pipeline, offset, count).await
             }
             other => other,

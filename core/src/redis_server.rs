@@ -167,10 +167,17 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start(masters: usize) -> Result<Self, ServerError> {
-        let mut nodes = Vec::with_capacity(masters);
+        let mut nodes: Vec<RedisServer> = Vec::with_capacity(masters);
+        let mut buses: Vec<u16> = Vec::new();
         for _ in 0..masters {
-            // The bus port is chosen too: port + 10000 may be taken or out of range.
-            let bus = free_port()?.to_string();
+            // The bus port is chosen too: port + 10000 may be taken or out of
+            // range. Never one a node of this cluster already has.
+            let mut bus = free_port()?;
+            while buses.contains(&bus) || nodes.iter().any(|n| n.port() == bus) {
+                bus = free_port()?;
+            }
+            buses.push(bus);
+            let bus = bus.to_string();
             nodes.push(RedisServer::start_with(&[
                 "--cluster-enabled",
                 "yes",

@@ -3,6 +3,7 @@
 //! consumers' entries are taken over with `XAUTOCLAIM`; an entry delivered
 //! too often goes to the dead-letter stream.
 
+mod cluster_push;
 pub mod settings;
 mod shard_reader;
 
@@ -84,6 +85,8 @@ impl Fanout {
         let url = settings.common.redis_url.clone();
         let mut conn = redis_conn::manager(&url).await?;
         let streams = keys.all_shard_streams();
+        group::ensure_groups(&mut conn, &streams, &settings.common.streams.fanout.group).await?;
+        // Readers start once their groups exist.
         let reader = if conn.is_cluster() {
             Reader::Shards(shard_reader::ShardFeed::spawn(
                 shard_reader::ReadSpec {
@@ -98,7 +101,6 @@ impl Fanout {
         } else {
             Reader::Streams(redis_conn::blocking(&url, settings.block).await?)
         };
-        group::ensure_groups(&mut conn, &streams, &settings.common.streams.fanout.group).await?;
         let summaries = if settings.common.streams.summarize.every_messages > 0 {
             let jobs = summarizer_worker::jobs::Jobs::connect(
                 keys.clone(),
@@ -440,15 +442,15 @@ impl Fanout {
                     .arg(m.kind.as_str());
             }
         };
+        // Cluster: one call per room (its own slot), keyed by its outbox.
+        let mut room_calls = Vec::new();
         if cluster {
-            // Each room's keys are in their own slot: one call per room,
-            // routed by a room key; the push work comes back to be queued.
             for (room, messages) in &by_room {
-                let mut inv = self.scripts.notify.prepare_invoke();
-                inv.key(self.keys.room_members(room));
-                header(&mut inv);
-                room_args(&mut inv, room, messages);
-                pipe.invoke_script(&inv);
+                let mut call = self.scripts.notify.prepare_invoke();
+                call.key(self.keys.room_push_outbox(room));
+                header(&mut call);
+                room_args(&mut call, room, messages);
+                room_calls.push(cluster_push::RoomCall { room, call });
             }
         } else if !by_room.is_empty() {
             // One notify script call for every room of the batch: it queues the
@@ -500,8 +502,15 @@ impl Fanout {
                 r => r?,
             };
             let crossed = if cluster {
-                let (flags, queued) = notify_ops(&self.keys, notify.maxlen, &replies)?;
-                let _: () = queued.query_async(&mut self.conn).await?;
+                // After the publishes, before the acks.
+                let flags = cluster_push::run(
+                    &self.conn,
+                    &self.scripts,
+                    &self.keys,
+                    notify.maxlen,
+                    room_calls,
+                )
+                .await?;
                 let _: () = acks.query_async(&mut self.conn).await?;
                 flags
             } else {
@@ -532,63 +541,4 @@ impl Fanout {
         }
         Ok(out)
     }
-}
-
-/// The summary flags and the queued push work of per-room notify calls (the
-/// cluster form): a pipeline writing the notify stream and the due set.
-fn notify_ops(
-    keys: &Keys,
-    maxlen: u64,
-    replies: &[redis::Value],
-) -> Result<(Vec<i64>, redis::Pipeline), FanoutError> {
-    use chat_core::entry::{self, ReplyError};
-    let mut flags = Vec::with_capacity(replies.len());
-    let mut pipe = redis::pipe();
-    for r in replies {
-        let [f, ops] = entry::array(r)? else {
-            return Err(ReplyError(format!("notify returned {r:?}")).into());
-        };
-        for flag in entry::array(f)? {
-            flags.push(entry::int(flag)?);
-        }
-        for op in entry::array(ops)? {
-            let parts = entry::array(op)?
-                .iter()
-                .map(entry::string)
-                .collect::<Result<Vec<String>, _>>()?;
-            match parts.as_slice() {
-                [x, user, room, count, sender, preview, offset, epoch] if x == "x" => {
-                    pipe.cmd("XADD")
-                        .arg(keys.notify_stream())
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(maxlen)
-                        .arg("*")
-                        .arg(&[
-                            ("user", user),
-                            ("room", room),
-                            ("count", count),
-                            ("sender", sender),
-                            ("preview", preview),
-                            ("offset", offset),
-                            ("epoch", epoch),
-                        ])
-                        .ignore();
-                }
-                [z, score, member] if z == "z" => {
-                    pipe.cmd("ZADD")
-                        .arg(keys.notify_due())
-                        .arg("NX")
-                        .arg(score)
-                        .arg(member)
-                        .ignore();
-                }
-                [r, member] if r == "r" => {
-                    pipe.zrem(keys.notify_due(), member).ignore();
-                }
-                _ => return Err(ReplyError(format!("notify op {parts:?}")).into()),
-            }
-        }
-    }
-    Ok((flags, pipe))
 }

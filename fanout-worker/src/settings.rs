@@ -29,7 +29,9 @@ impl FanoutSettings {
         if block.is_zero() {
             s.error("CHAT_FANOUT_BLOCK: must be more than zero");
         }
-        let jobs_redis_url = common.read_jobs_url(&mut s);
+        // Needed only for the automatic summary trigger.
+        let jobs_redis_url =
+            common.read_jobs_url(&mut s, common.streams.summarize.every_messages > 0);
         s.finish()?;
         Ok(Self {
             common,

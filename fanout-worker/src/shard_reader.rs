@@ -34,8 +34,9 @@ pub struct ReadSpec {
 impl ShardFeed {
     pub fn spawn(spec: ReadSpec, streams: &[String]) -> Self {
         let stop = CancellationToken::new();
-        // Two batches per shard in hand at most: readers wait for the worker.
-        let (tx, rx) = mpsc::channel(streams.len() * 2);
+        // One batch per shard waiting at most: readers wait for the worker,
+        // so little sits read-but-unhandled (it could be claimed meanwhile).
+        let (tx, rx) = mpsc::channel(streams.len());
         for stream in streams {
             tokio::spawn(read_shard(
                 spec.clone(),

@@ -26,10 +26,10 @@ impl Drop for Worker {
     }
 }
 
-fn spawn_worker(redis: &RedisServer, streams: &std::path::Path, name: &str) -> Worker {
+fn spawn_worker(url: &str, streams: &std::path::Path, name: &str) -> Worker {
     Worker(
         Command::new(env!("CARGO_BIN_EXE_fanout-worker"))
-            .env("CHAT_REDIS_URL", redis.url())
+            .env("CHAT_REDIS_URL", url)
             .env("CHAT_STREAMS", streams)
             .env("CHAT_FANOUT_CONSUMER", name)
             .env("CHAT_FANOUT_BLOCK", "200ms")
@@ -79,12 +79,23 @@ async fn pending_of(conn: &mut Conn, keys: &Keys, consumer: Option<&str>) -> u64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_acks_the_batch_in_hand_and_sigkilled_work_is_taken_over() {
     let redis = RedisServer::start().expect("redis-server");
+    signals(&redis.url()).await;
+}
+
+/// The same on a Redis Cluster, where each shard has its own reader task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_on_a_redis_cluster() {
+    let cluster = chat_core::redis_server::RedisCluster::start(3).expect("cluster");
+    signals(&cluster.url()).await;
+}
+
+async fn signals(url: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let streams_file = dir.path().join("streams.toml");
     std::fs::write(&streams_file, "[fanout]\nshards = 4\nclaim_idle = \"1s\"\n").expect("write");
     let streams = StreamsConfig::load(&streams_file).expect("streams");
     let keys = Keys::new("chat", streams.fanout.shards);
-    let mut conn = redis_conn::manager(&redis.url()).await.expect("redis");
+    let mut conn = redis_conn::manager(url).await.expect("redis");
 
     // Every live publish is recorded as (room, offset).
     let seen: Arc<Mutex<HashSet<(String, u64)>>> = Arc::default();
@@ -108,7 +119,7 @@ async fn sigterm_acks_the_batch_in_hand_and_sigkilled_work_is_taken_over() {
             Ok::<(), std::convert::Infallible>(())
         }
     };
-    let mut sub = redis_conn::subscriber(&redis.url(), record)
+    let mut sub = redis_conn::subscriber(url, record)
         .await
         .expect("subscriber");
     for r in 0..ROOMS {
@@ -117,9 +128,9 @@ async fn sigterm_acks_the_batch_in_hand_and_sigkilled_work_is_taken_over() {
             .expect("subscribe");
     }
 
-    let mut a = spawn_worker(&redis, &streams_file, "a");
-    let mut b = spawn_worker(&redis, &streams_file, "b");
-    let c = spawn_worker(&redis, &streams_file, "c");
+    let mut a = spawn_worker(url, &streams_file, "a");
+    let mut b = spawn_worker(url, &streams_file, "b");
+    let c = spawn_worker(url, &streams_file, "c");
 
     // Messages through the real append script, at a steady pace (~1.5 s).
     let writer = {
@@ -149,7 +160,12 @@ async fn sigterm_acks_the_batch_in_hand_and_sigkilled_work_is_taken_over() {
         })
     };
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The workers are busy before the first signal.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.lock().unwrap_or_else(|p| p.into_inner()).len() < 200 {
+        assert!(Instant::now() < deadline, "workers never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     signal(&a.0, "TERM");
     let status = wait_exit(&mut a.0, Duration::from_secs(6));
     assert!(status.success(), "a exited {status}");

@@ -28,6 +28,7 @@ pub fn push_handler(
     rooms: Arc<Rooms>,
     sockets: Arc<SocketRegistry>,
     lost: Arc<AtomicBool>,
+    subs: tokio::sync::mpsc::UnboundedSender<crate::hub::SubOp>,
 ) -> impl Fn(PushInfo) -> Result<(), std::convert::Infallible> + Send + Sync + 'static {
     let control = keys.control_channel();
     move |info: PushInfo| {
@@ -44,6 +45,16 @@ pub fn push_handler(
                     } else if let Some(room) = keys.room_of_channel(channel) {
                         rooms.dispatch(room, Bytes::copy_from_slice(payload));
                     }
+                }
+            }
+            // Ours are answered as pushes too; a Redis Cluster also sends one
+            // when the room's slot moves. Restore is a no-op for the former.
+            PushKind::SUnsubscribe => {
+                if let Some(Value::BulkString(channel)) = info.data.first()
+                    && let Ok(channel) = std::str::from_utf8(channel)
+                    && keys.room_of_channel(channel).is_some()
+                {
+                    let _ = subs.send(crate::hub::SubOp::Restore(channel.to_owned()));
                 }
             }
             PushKind::Disconnection => {

@@ -65,9 +65,16 @@ impl Ingress {
         let rooms = Arc::new(Rooms::default());
         let sockets = Arc::new(SocketRegistry::default());
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (subs_tx, subs_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut subscriber = redis_conn::subscriber(
             &url,
-            control::push_handler(keys.clone(), rooms.clone(), sockets.clone(), lost.clone()),
+            control::push_handler(
+                keys.clone(),
+                rooms.clone(),
+                sockets.clone(),
+                lost.clone(),
+                subs_tx.clone(),
+            ),
         )
         .await?;
         subscriber.subscribe(&keys.control_channel()).await?;
@@ -78,8 +85,12 @@ impl Ingress {
             std::time::Duration::from_millis(500),
             shutdown.clone(),
         ));
-        let (subs_tx, subs_rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(hub::run_subscriptions(subscriber, subs_rx));
+        tokio::spawn(hub::run_subscriptions(
+            subscriber,
+            subs_rx,
+            rooms.clone(),
+            keys.clone(),
+        ));
         let scripts = Arc::new(Scripts::default());
         let hubs = Hubs::new(
             rooms,
@@ -155,7 +166,14 @@ impl Ingress {
         let state = self.state;
         let app = http::router(state.clone());
         let stop = state.shutdown.clone();
-        serve::serve(self.listener, app, stop, state.settings.limits.head_timeout).await;
+        serve::serve(
+            self.listener,
+            app,
+            stop,
+            state.settings.limits.head_timeout,
+            state.settings.shutdown_grace,
+        )
+        .await;
         state.sockets.close_all(close::GOING_AWAY);
         state.tracker.close();
         if tokio::time::timeout(state.settings.shutdown_grace, state.tracker.wait())

@@ -20,6 +20,7 @@ pub async fn serve(
     app: Router,
     stop: CancellationToken,
     head_timeout: Duration,
+    grace: Duration,
 ) {
     let mut builder = http1::Builder::new();
     builder
@@ -62,6 +63,10 @@ pub async fn serve(
             }
         });
     }
+    // Refuse new connections at once, not when the last request is done.
+    drop(listener);
     conns.close();
-    conns.wait().await;
+    if tokio::time::timeout(grace, conns.wait()).await.is_err() {
+        tracing::warn!(left = conns.len(), "requests still running after the grace");
+    }
 }

@@ -96,7 +96,7 @@ impl IngressSettings {
         {
             s.error("CHAT_PING_INTERVAL / CHAT_AUTH_TIMEOUT / CHAT_HEAD_TIMEOUT: must be more than zero");
         }
-        let jobs_redis_url = common.read_jobs_url(&mut s);
+        let jobs_redis_url = common.read_jobs_url(&mut s, false);
         let shutdown_grace = common.shutdown_grace;
         let session_sweep = s.duration("CHAT_SESSION_SWEEP", Duration::from_millis(500));
         if session_sweep.is_zero() {

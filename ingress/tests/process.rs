@@ -140,6 +140,12 @@ async fn sigterm_flushes_queued_frames_closes_1001_and_exits() {
         .expect("kill");
     assert!(term.success());
     let started = Instant::now();
+    // It stops accepting at once, while it still drains.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while tokio::net::TcpStream::connect(&addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // Every queued message, in order, then a 1001 close.
     let mut next = 1u64;

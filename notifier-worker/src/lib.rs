@@ -319,11 +319,12 @@ impl Notifier {
     }
 
     /// `run_due` in a Redis Cluster, where the due set, the collapse state
-    /// and the notify stream live in different slots: the due members are
-    /// listed, each one's push is taken in its room's slot, then the pushes
-    /// are queued and the members removed. A crash between the two steps
-    /// loses those trailing pushes (their window was reset); it never sends
-    /// one twice.
+    /// and the notify stream live in different slots. Each due member is
+    /// removed first (only the notifier whose `ZREM` removed it goes on, and
+    /// a push scheduled meanwhile re-adds it), then its push is taken in its
+    /// room's slot (`due.lua`, single-member form) and queued. A crash after
+    /// a take and before its queueing loses that trailing push; one before
+    /// the take only delays it to the room's next message.
     async fn run_due_cluster(&mut self, round: u64) -> Result<u64, NotifierError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -337,26 +338,37 @@ impl Notifier {
             .arg(round)
             .query_async(&mut self.conn)
             .await?;
-        let mut take = redis::pipe();
-        let mut owners = Vec::new();
-        for m in &due {
-            let parts: Vec<&str> = m.split('\n').collect();
-            if let [state, presence, room, user] = parts.as_slice() {
-                let mut inv = self.due.prepare_invoke();
-                inv.key(*state).key(*presence).arg("one").arg(*user);
-                take.invoke_script(&inv);
-                owners.push((*room, *user));
-            }
+        if due.is_empty() {
+            return Ok(0);
         }
-        let items: Vec<Vec<String>> = match take.query_async(&mut self.conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.due.prepare_invoke().load_async(&mut self.conn).await?;
-                take.query_async(&mut self.conn).await?
-            }
-            r => r?,
-        };
+        let mut remove = redis::pipe();
+        for m in &due {
+            remove.zrem(self.keys.notify_due(), m);
+        }
+        let removed: Vec<i64> = remove.query_async(&mut self.conn).await?;
+        let mine: Vec<[&str; 4]> = due
+            .iter()
+            .zip(removed)
+            .filter(|(_, n)| *n == 1)
+            .filter_map(|(m, _)| m.split('\n').collect::<Vec<_>>().try_into().ok())
+            .collect();
+        let taken =
+            futures_util::future::join_all(mine.iter().map(|[state, presence, _, user]| {
+                let mut conn = self.conn.clone();
+                let mut call = self.due.prepare_invoke();
+                call.key(*state).key(*presence).arg("one").arg(*user);
+                async move { call.invoke_async::<Vec<String>>(&mut conn).await }
+            }))
+            .await;
         let mut queue = redis::pipe();
-        for ((room, user), item) in owners.iter().zip(&items) {
+        for ([_, _, room, user], item) in mine.iter().zip(taken) {
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => {
+                    warn!(room, user, error = %e, "trailing push not taken");
+                    continue;
+                }
+            };
             if let [count, sender, preview, offset, epoch] = item.as_slice() {
                 queue
                     .cmd("XADD")
@@ -377,10 +389,9 @@ impl Notifier {
                     .ignore();
             }
         }
-        if !due.is_empty() {
-            queue.zrem(self.keys.notify_due(), &due).ignore();
+        if !queue.is_empty() {
+            queue.query_async::<()>(&mut self.conn).await?;
         }
-        let _: () = queue.query_async(&mut self.conn).await?;
         Ok(due.len() as u64)
     }
 
@@ -420,12 +431,14 @@ impl Notifier {
             e,
             reason,
         );
-        pipe.cmd("XACK")
+        pipe.query_async::<()>(&mut self.conn).await?;
+        // Acknowledged only once dead-lettered (another slot in a cluster).
+        redis::cmd("XACK")
             .arg(self.stream())
             .arg(&policy.group)
             .arg(&e.id)
-            .ignore();
-        pipe.query_async::<()>(&mut self.conn).await?;
+            .query_async::<()>(&mut self.conn)
+            .await?;
         Ok(())
     }
 

@@ -41,6 +41,19 @@ impl WorkItem {
             epoch: get("epoch")?,
         })
     }
+
+    /// What makes a push unique: its user, room and the latest message it
+    /// covers (a later push of the same user and room covers a later one).
+    /// Send state is kept by this, not by the stream entry, so a push queued
+    /// twice (a replayed Redis Cluster outbox) is still sent once.
+    pub fn push_id(&self) -> String {
+        push_id(&self.user, &self.room, &self.epoch, self.offset)
+    }
+}
+
+/// See [`WorkItem::push_id`].
+pub fn push_id(user: &str, room: &str, epoch: &str, offset: u64) -> String {
+    format!("{epoch}|{offset}|{}:{user}{room}", user.len())
 }
 
 /// Where pushes go.
@@ -99,7 +112,10 @@ enum Claim {
 }
 
 impl Ctx {
-    async fn claim(&self, item: &str, token: &str) -> redis::RedisResult<Claim> {
+    /// `entry`: the stream entry in hand. The lease is this worker's for
+    /// this entry only, so the same push queued twice is sent once even when
+    /// one worker holds both.
+    async fn claim(&self, item: &str, entry: &str, token: &str) -> redis::RedisResult<Claim> {
         let mut conn = self.redis.clone();
         let n: i64 = self
             .claim_send
@@ -107,7 +123,7 @@ impl Ctx {
             .arg(token)
             .arg(self.lease.as_millis() as u64)
             .arg(KEEP.as_secs())
-            .arg(&self.worker)
+            .arg(format!("{}/{entry}", self.worker))
             .invoke_async(&mut conn)
             .await?;
         Ok(match n {
@@ -183,7 +199,7 @@ async fn push_one(ctx: &Ctx, item: &WorkItem, token: &str, platform: &str) -> Ou
     // for it to be settled or to run out, keeping the item in hand.
     let deadline = tokio::time::Instant::now() + ctx.lease * 2;
     loop {
-        match ctx.claim(&item.id, token).await {
+        match ctx.claim(&item.push_id(), &item.id, token).await {
             Ok(Claim::Send) => break,
             Ok(Claim::Done) => return Outcome::Done,
             Ok(Claim::Held) if tokio::time::Instant::now() < deadline => {
@@ -230,14 +246,14 @@ async fn push_one(ctx: &Ctx, item: &WorkItem, token: &str, platform: &str) -> Ou
                 .query_async(&mut conn)
                 .await;
             let ok = r.is_ok();
-            ctx.settle(&item.id, token, ok).await;
+            ctx.settle(&item.push_id(), token, ok).await;
             return if ok { Outcome::Done } else { Outcome::Pending };
         }
     };
     for attempt in 1..=ctx.max_attempts {
         if attempt > 1 {
             // Renew the lease; if it ran out and someone else took over, stop.
-            match ctx.claim(&item.id, token).await {
+            match ctx.claim(&item.push_id(), &item.id, token).await {
                 Ok(Claim::Send) => {}
                 Ok(Claim::Done) => return Outcome::Done,
                 Ok(Claim::Held) | Err(_) => return Outcome::Pending,
@@ -258,26 +274,26 @@ async fn push_one(ctx: &Ctx, item: &WorkItem, token: &str, platform: &str) -> Ou
             SendResult::Sent => {
                 info!(user = %item.user, room = %item.room, count = item.count, "push sent");
                 metrics::counter!("chat_pushes_total", "outcome" => "sent").increment(1);
-                ctx.settle(&item.id, token, true).await;
+                ctx.settle(&item.push_id(), token, true).await;
                 return Outcome::Done;
             }
             SendResult::BadToken(why) => {
                 info!(user = %item.user, why, "device token no longer valid; removed");
                 metrics::counter!("chat_pushes_total", "outcome" => "bad_token").increment(1);
                 ctx.remove_token(&item.user, token).await;
-                ctx.settle(&item.id, token, true).await;
+                ctx.settle(&item.push_id(), token, true).await;
                 return Outcome::Done;
             }
             SendResult::BadPayload(why) => {
                 tracing::error!(user = %item.user, why, "FCM refused our payload; not retried");
                 metrics::counter!("chat_pushes_total", "outcome" => "bad_payload").increment(1);
-                ctx.settle(&item.id, token, true).await;
+                ctx.settle(&item.push_id(), token, true).await;
                 return Outcome::Done;
             }
             SendResult::Rejected(why) => {
                 warn!(user = %item.user, why, "FCM refused the push; token kept, not retried");
                 metrics::counter!("chat_pushes_total", "outcome" => "rejected").increment(1);
-                ctx.settle(&item.id, token, true).await;
+                ctx.settle(&item.push_id(), token, true).await;
                 return Outcome::Done;
             }
             SendResult::Misconfigured(why) => {
@@ -306,6 +322,6 @@ async fn push_one(ctx: &Ctx, item: &WorkItem, token: &str, platform: &str) -> Ou
             }
         }
     }
-    ctx.settle(&item.id, token, false).await;
+    ctx.settle(&item.push_id(), token, false).await;
     Outcome::Pending
 }

@@ -104,7 +104,11 @@ pub struct Jobs {
 
 impl Jobs {
     pub async fn connect(keys: Keys, redis: Conn, jobs_redis_url: &str) -> Result<Self, JobsError> {
-        redis::Client::open(jobs_redis_url)?;
+        // A cluster URL is refused on first use (`standalone`), so chat
+        // runs on a cluster without a job queue.
+        if chat_core::redis_conn::cluster_nodes(jobs_redis_url).is_none() {
+            redis::Client::open(jobs_redis_url)?;
+        }
         Ok(Self {
             keys,
             redis,
@@ -118,10 +122,10 @@ impl Jobs {
         let q = self
             .queue
             .get_or_try_init(|| async {
-                let conn = chat_core::redis_conn::standalone(&self.jobs_redis_url).await?;
-                Ok::<_, redis::RedisError>(
-                    RedisStorage::new(conn).with_config(queue_config(&self.keys)),
-                )
+                let conn = chat_core::redis_conn::standalone(&self.jobs_redis_url)
+                    .await
+                    .map_err(|e| JobsError::Queue(e.to_string()))?;
+                Ok::<_, JobsError>(RedisStorage::new(conn).with_config(queue_config(&self.keys)))
             })
             .await?;
         Ok(q.clone())

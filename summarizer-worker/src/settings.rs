@@ -56,7 +56,7 @@ impl SummarizerSettings {
     pub fn from_strings(src: &dyn Strings) -> Result<Self, ConfigError> {
         let mut s = Settings::new(src);
         let common = Common::read(&mut s);
-        let jobs_redis_url = common.read_jobs_url(&mut s);
+        let jobs_redis_url = common.read_jobs_url(&mut s, true);
         let worker_name = s.opt("CHAT_SUMMARIZER_NAME").unwrap_or_else(|| {
             format!(
                 "summarizer-{}-{:06x}",

@@ -85,10 +85,14 @@ impl Common {
 
     /// `CHAT_JOBS_REDIS_URL` (default `CHAT_REDIS_URL`): the summary job
     /// queue, which must be a standalone Redis (apalis-redis is not
-    /// cluster-safe).
-    pub fn read_jobs_url(&self, s: &mut Settings<'_>) -> String {
+    /// cluster-safe). Without one, a service that can do without the queue
+    /// (`required` false) starts, and summary requests fail `unavailable`.
+    pub fn read_jobs_url(&self, s: &mut Settings<'_>, required: bool) -> String {
         let url = s.string("CHAT_JOBS_REDIS_URL", &self.redis_url);
         if crate::redis_conn::cluster_nodes(&url).is_some() {
+            if !required {
+                return url;
+            }
             s.error(format!(
                 "CHAT_JOBS_REDIS_URL={url:?}: the job queue needs a standalone Redis; \
                  set CHAT_JOBS_REDIS_URL when CHAT_REDIS_URL is a cluster"

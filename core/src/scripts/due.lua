@@ -8,6 +8,9 @@
 -- 2 presence key. ARGV: 1 'one', 2 user. Returns the work item's fields
 -- {count, sender, preview, offset, epoch}, or an empty list; the caller
 -- queues it and removes the member from the due set.
+-- Redis Cluster, the due-set ops of notify.lua: KEYS: 1 due zset. ARGV: 1
+-- 'ops', then triples ('z', score, member): schedule unless scheduled, or
+-- ('r', max score, member): unschedule unless rescheduled after max score.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -30,6 +33,20 @@ end
 
 if ARGV[1] == 'one' then
   return take(KEYS[1], KEYS[2], ARGV[2]) or {}
+end
+if ARGV[1] == 'ops' then
+  for i = 2, #ARGV - 2, 3 do
+    local op, score, member = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    if op == 'z' then
+      redis.call('ZADD', KEYS[1], 'NX', score, member)
+    else
+      local at = redis.call('ZSCORE', KEYS[1], member)
+      if at and tonumber(at) <= tonumber(score) then
+        redis.call('ZREM', KEYS[1], member)
+      end
+    end
+  end
+  return 0
 end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))

@@ -157,30 +157,56 @@ impl Scripts {
         };
         let ts = entry::parse_room_id(&id).map_or(0, |(_, ts)| ts);
         if cluster {
-            redis::cmd("XADD")
-                .arg(keys.room_shard_stream(req.room))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(req.shard_maxlen)
-                .arg("*")
-                .arg("r")
-                .arg(req.room)
-                .arg("e")
-                .arg(&epoch)
-                .arg("o")
-                .arg(offset)
-                .arg("i")
-                .arg(&id)
-                .arg("u")
-                .arg(req.user)
-                .arg("t")
-                .arg(req.text)
-                .arg("c")
-                .arg(req.client_id)
-                .arg("k")
-                .arg(req.kind.as_str())
-                .query_async::<redis::Value>(conn)
-                .await?;
+            // A duplicate's copy is made from what was stored, not from the
+            // retry (whose text could differ); a stored entry already trimmed
+            // is too old to fan out.
+            let stored;
+            let (user, text, client_id, kind) = if duplicate {
+                let reply: redis::Value = redis::cmd("XRANGE")
+                    .arg(keys.room_stream(req.room))
+                    .arg(&id)
+                    .arg(&id)
+                    .query_async(conn)
+                    .await?;
+                stored = entry::entries(&reply)?;
+                match stored.first() {
+                    Some(e) => (
+                        e.get("u").unwrap_or_default(),
+                        e.get("t").unwrap_or_default(),
+                        e.get("c").unwrap_or_default(),
+                        e.get("k").unwrap_or_default(),
+                    ),
+                    None => ("", "", "", ""),
+                }
+            } else {
+                (req.user, req.text, req.client_id, req.kind.as_str())
+            };
+            if !kind.is_empty() {
+                redis::cmd("XADD")
+                    .arg(keys.room_shard_stream(req.room))
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(req.shard_maxlen)
+                    .arg("*")
+                    .arg("r")
+                    .arg(req.room)
+                    .arg("e")
+                    .arg(&epoch)
+                    .arg("o")
+                    .arg(offset)
+                    .arg("i")
+                    .arg(&id)
+                    .arg("u")
+                    .arg(user)
+                    .arg("t")
+                    .arg(text)
+                    .arg("c")
+                    .arg(client_id)
+                    .arg("k")
+                    .arg(kind)
+                    .query_async::<redis::Value>(conn)
+                    .await?;
+            }
         }
         Ok(Ack {
             room: req.room.to_owned(),

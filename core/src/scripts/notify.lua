@@ -9,28 +9,36 @@
 -- twice: the state remembers the last offset counted in the epoch.
 -- It also counts each room's messages for the automatic summary trigger.
 -- KEYS: 1 notify stream, 2 due zset. In Redis Cluster those live in other
--- slots: KEYS is then just one key of the (single) room, for routing, and the
--- stream and due-set writes come back as ops for the caller to apply.
+-- slots: KEYS is then just the (single) room's outbox, and the stream and
+-- due-set writes are appended to it as ops for the caller to apply (then
+-- remove). A re-run returns what is still in the outbox, so a crash between
+-- this script and the caller's writes repeats ops (the notifier drops a
+-- repeated push) instead of losing them.
 -- ARGV: 1 window ms, 2 notify maxlen, 3 preview max bytes, 4 state ttl ms,
 --       5 summarize every N messages (0 = off), then per room:
 --       room, members key, joined key, presence key, summary counter key,
 --       push-state key prefix, message count k,
 --       then k x (sender, offset, epoch, text, kind)
 -- Returns one flag per room, in order: 1 when its count crossed a multiple of N.
--- Deferred (cluster): {flags, ops}, ops being {'x', user, room, count, sender,
--- preview, offset, epoch} (queue a push), {'z', score, member} (ZADD NX due)
--- and {'r', member} (ZREM due), in order.
+-- Deferred (cluster): {flags, outbox}, the outbox entries being JSON arrays:
+-- ['x', user, room, count, sender, preview, offset, epoch] (queue a push),
+-- ['z', score, member] (ZADD NX due) and ['r', max score, member] (ZREM due
+-- unless rescheduled later than max score), in order.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local NOTIFY, DUE = KEYS[1], KEYS[2]
 local WINDOW, MAXLEN, PREVIEW, TTL, EVERY =
   tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local DEFER = #KEYS == 1
-local ops = {}
+local OUTBOX = KEYS[1]
+
+local function defer(op)
+  redis.call('RPUSH', OUTBOX, cjson.encode(op))
+end
 
 local function queue(u, room, count, sender, preview, offset, epoch)
   if DEFER then
-    ops[#ops + 1] = {'x', u, room, count, sender, preview, offset, epoch}
+    defer({'x', u, room, count, sender, preview, offset, epoch})
   else
     redis.call('XADD', NOTIFY, 'MAXLEN', '~', MAXLEN, '*',
       'user', u, 'room', room, 'count', count, 'sender', sender, 'preview', preview,
@@ -40,15 +48,16 @@ end
 
 local function due_add(score, member)
   if DEFER then
-    ops[#ops + 1] = {'z', string.format('%d', score), member}
+    defer({'z', string.format('%d', score), member})
   else
     redis.call('ZADD', DUE, 'NX', score, member)
   end
 end
 
-local function due_remove(member)
+-- `upto`: the score the covered trailing push was scheduled at, at most.
+local function due_remove(member, upto)
   if DEFER then
-    ops[#ops + 1] = {'r', member}
+    defer({'r', string.format('%d', upto), member})
   else
     redis.call('ZREM', DUE, member)
   end
@@ -138,7 +147,7 @@ local function queue_pushes(room, members, joined, presence, prefix, msgs)
             string.format('%d', latest.offset), latest.epoch)
           redis.call('HSET', key, 'last', now, 'pend', 0, 'ep', latest.epoch, 'seen', latest.offset)
           -- A window's trailing push scheduled earlier is covered by this one.
-          due_remove(member)
+          due_remove(member, last + WINDOW)
         else
           redis.call('HSET', key, 'pend', pend + count, 'sender', latest.sender, 'preview', preview,
             'offset', string.format('%d', latest.offset), 'epoch', latest.epoch,
@@ -167,6 +176,7 @@ while i + 6 <= #ARGV do
   queue_pushes(room, members, joined, presence, prefix, msgs)
 end
 if DEFER then
-  return {flags, ops}
+  redis.call('PEXPIRE', OUTBOX, TTL)
+  return {flags, redis.call('LRANGE', OUTBOX, 0, -1)}
 end
 return flags

@@ -80,6 +80,13 @@ impl Rooms {
     }
 
     /// After the pub/sub connection dropped: every hub re-reads its tail.
+    /// Re-reads one room from Redis (after its subscription was restored).
+    pub fn resync(&self, room: &str) {
+        if let Some(e) = self.lock().get(room) {
+            request_resync(e);
+        }
+    }
+
     pub fn resync_all(&self) {
         for e in self.lock().values() {
             request_resync(e);
@@ -101,14 +108,22 @@ fn request_resync(e: &Entry) {
     }
 }
 
-pub(crate) enum SubOp {
+pub enum SubOp {
     Subscribe(String, oneshot::Sender<redis::RedisResult<()>>),
     Unsubscribe(String),
+    /// Redis dropped the subscription itself (a Redis Cluster slot moved to
+    /// another node): subscribe again if still wanted, then resync the room.
+    Restore(String),
 }
 
 /// Serializes SUBSCRIBE/UNSUBSCRIBE on the node's pub/sub connection with a
 /// count per channel.
-pub(crate) async fn run_subscriptions(mut conn: Conn, mut ops: mpsc::UnboundedReceiver<SubOp>) {
+pub(crate) async fn run_subscriptions(
+    mut conn: Conn,
+    mut ops: mpsc::UnboundedReceiver<SubOp>,
+    rooms: Arc<Rooms>,
+    keys: Keys,
+) {
     let mut counts: HashMap<String, usize> = HashMap::new();
     while let Some(op) = ops.recv().await {
         match op {
@@ -126,6 +141,17 @@ pub(crate) async fn run_subscriptions(mut conn: Conn, mut ops: mpsc::UnboundedRe
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            SubOp::Restore(channel) => {
+                if counts.contains_key(&channel) {
+                    tracing::info!(channel, "subscription dropped by Redis; restoring");
+                    if let Err(e) = conn.subscribe_room(&channel).await {
+                        tracing::warn!(channel, error = %e, "restoring a subscription failed");
+                    }
+                    if let Some(room) = keys.room_of_channel(&channel) {
+                        rooms.resync(room);
                     }
                 }
             }

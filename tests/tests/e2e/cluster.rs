@@ -82,3 +82,157 @@ async fn shards_spread_over_the_masters_and_a_rooms_keys_share_one_node() {
     }
     assert_eq!(homes.len(), 1, "room keys on {homes:?}");
 }
+
+async fn node_conn(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("node")
+}
+
+/// Moves one slot, with its keys, from `src` to `dst` (redis-cli --cluster
+/// reshard, by hand) and tells every node.
+async fn move_slot(stack: &Stack, slot: u16, src: &str, dst: &str) {
+    let cluster = stack.cluster.as_ref().expect("a cluster stack");
+    let (mut s, mut d) = (node_conn(src).await, node_conn(dst).await);
+    let id = |mut c: redis::aio::MultiplexedConnection| async move {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query_async::<String>(&mut c)
+            .await
+            .expect("myid")
+    };
+    let (src_id, dst_id) = (id(s.clone()).await, id(d.clone()).await);
+    let setslot = |state: &'static str, node: String| {
+        let mut c = redis::cmd("CLUSTER");
+        c.arg("SETSLOT").arg(slot).arg(state).arg(node);
+        c
+    };
+    let _: () = setslot("IMPORTING", src_id.clone())
+        .query_async(&mut d)
+        .await
+        .expect("importing");
+    let _: () = setslot("MIGRATING", dst_id.clone())
+        .query_async(&mut s)
+        .await
+        .expect("migrating");
+    let keys: Vec<String> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(1000)
+        .query_async(&mut s)
+        .await
+        .expect("keys");
+    if !keys.is_empty() {
+        let port = dst.rsplit(':').next().expect("port").trim_end_matches('/');
+        let _: () = redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .query_async(&mut s)
+            .await
+            .expect("migrate");
+    }
+    for n in cluster.nodes() {
+        let _: () = setslot("NODE", dst_id.clone())
+            .query_async(&mut node_conn(&n.url()).await)
+            .await
+            .expect("setslot node");
+    }
+}
+
+#[tokio::test]
+async fn a_room_whose_slot_moves_keeps_delivering() {
+    let stack = Stack::builder().cluster().start().await;
+    let owners = slot_owners(&stack).await;
+    let mut c = stack.connect(0, "mo").await;
+    c.join("moving").await;
+    c.send("moving", "before", "m1").await;
+    assert_eq!(c.messages(1).await[0]["text"], "before");
+
+    let channel = stack.keys().room_channel("moving");
+    let src = owner(&stack, &owners, &channel).await;
+    let dst = owners
+        .iter()
+        .map(|(url, _)| url.clone())
+        .find(|u| *u != src)
+        .expect("another master");
+    let mut r = stack.redis().await;
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(&channel)
+        .query_async(&mut r)
+        .await
+        .expect("keyslot");
+    move_slot(&stack, slot, &src, &dst).await;
+
+    // Redis dropped the node's sharded subscription with the slot; the node
+    // subscribes again on the new owner and keeps delivering, in order.
+    let ack = stack.say("moving", "pub", "after").await;
+    let m = c.messages(1).await.remove(0);
+    assert_eq!(
+        (m["text"].clone(), m["offset"].clone()),
+        ("after".into(), ack["offset"].clone())
+    );
+    assert_eq!(ack["offset"], 2, "the room's data moved with its slot");
+}
+
+#[tokio::test]
+async fn push_work_left_in_an_outbox_by_a_crash_is_queued_by_the_next_batch() {
+    let stack = Stack::builder().cluster().start().await;
+    stack.add_member("ob", "zed").await;
+    // A fanout worker ran the room's notify script, then died before
+    // queueing its push: the work is still in the room's outbox.
+    let k = stack.keys();
+    let mut r = stack.redis().await;
+    let left = serde_json::json!([
+        "x",
+        "zed",
+        "ob",
+        "1",
+        "pub",
+        "earlier",
+        "7",
+        "00000000000000ab"
+    ]);
+    let _: () = redis::cmd("RPUSH")
+        .arg(k.room_push_outbox("ob"))
+        .arg(left.to_string())
+        .query_async(&mut r)
+        .await
+        .expect("rpush");
+    stack.say("ob", "pub", "now").await;
+    let pushes = wait_until(
+        std::time::Duration::from_secs(10),
+        "both pushes queued",
+        || {
+            let mut r = r.clone();
+            let stream = k.notify_stream();
+            async move {
+                let e: redis::streams::StreamRangeReply =
+                    redis::AsyncCommands::xrange_all(&mut r, stream)
+                        .await
+                        .ok()?;
+                let previews: Vec<String> = e
+                    .ids
+                    .iter()
+                    .filter_map(|e| e.get::<String>("preview"))
+                    .collect();
+                (previews.len() >= 2).then_some(previews)
+            }
+        },
+    )
+    .await;
+    assert_eq!(pushes, vec!["earlier".to_owned(), "now".to_owned()]);
+    let outbox_left: i64 = redis::cmd("EXISTS")
+        .arg(k.room_push_outbox("ob"))
+        .query_async(&mut r)
+        .await
+        .expect("exists");
+    assert_eq!(outbox_left, 0, "the outbox is cleared once queued");
+}

@@ -325,11 +325,15 @@ async fn a_redelivered_item_already_sent_is_not_sent_again() {
                 .count(10);
             let reply: redis::streams::StreamReadReply =
                 r.xread_options(&[&stream], &[">"], &opts).await.ok()?;
-            reply
-                .keys
-                .first()
-                .and_then(|k| k.ids.first())
-                .map(|e| e.id.clone())
+            let e = reply.keys.first().and_then(|k| k.ids.first())?;
+            let field = |k: &str| e.get::<String>(k);
+            // Send state is kept per push (user, room, latest message).
+            Some(notifier_worker::work::push_id(
+                &field("user")?,
+                &field("room")?,
+                &field("epoch")?,
+                field("offset")?.parse().ok()?,
+            ))
         }
     })
     .await;

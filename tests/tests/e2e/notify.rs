@@ -362,3 +362,35 @@ async fn consecutive_pushes_for_a_user_and_room_are_a_window_apart() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_push_queued_twice_is_sent_once() {
+    // What a replayed Redis Cluster outbox does: the same push twice.
+    let stack = Stack::builder().notifiers(1).start().await;
+    stack.register_device("twice", "twice-phone").await;
+    let mut r = stack.redis().await;
+    for _ in 0..2 {
+        let _: String = redis::cmd("XADD")
+            .arg(stack.keys().notify_stream())
+            .arg("*")
+            .arg(&[
+                ("user", "twice"),
+                ("room", "dup"),
+                ("count", "1"),
+                ("sender", "pub"),
+                ("preview", "hello"),
+                ("offset", "7"),
+                ("epoch", "00000000000000ab"),
+            ])
+            .query_async(&mut r)
+            .await
+            .expect("xadd");
+    }
+    settled(&stack).await;
+    let sent: Vec<_> = outbox(&stack)
+        .await
+        .into_iter()
+        .filter(|(u, _, _)| u == "twice")
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+}
