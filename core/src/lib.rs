@@ -8,6 +8,7 @@ pub mod group;
 pub mod jwt;
 pub mod keys;
 pub mod metrics;
+pub mod outbox;
 pub mod pattern;
 pub mod protocol;
 pub mod redis_conn;

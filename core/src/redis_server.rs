@@ -30,7 +30,20 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
+    /// A free port is only free until someone binds it: tests run in
+    /// parallel, so a port taken in between is retried with another.
     fn start_with(extra: &[&str]) -> Result<Self, ServerError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once(extra) {
+                Err(ServerError::Start(log)) if attempt < 5 && log.contains("in use") => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn start_once(extra: &[&str]) -> Result<Self, ServerError> {
         let dir = tempfile::Builder::new().prefix("chat-redis-").tempdir()?;
         let port = free_port()?;
         let child = spawn(dir.path(), port, extra)?;
@@ -169,7 +182,7 @@ impl RedisCluster {
     pub fn start(masters: usize) -> Result<Self, ServerError> {
         let mut nodes: Vec<RedisServer> = Vec::with_capacity(masters);
         let mut buses: Vec<u16> = Vec::new();
-        for _ in 0..masters {
+        while nodes.len() < masters {
             // The bus port is chosen too: port + 10000 may be taken or out of
             // range. Never one a node of this cluster already has.
             let mut bus = free_port()?;
@@ -178,7 +191,7 @@ impl RedisCluster {
             }
             buses.push(bus);
             let bus = bus.to_string();
-            nodes.push(RedisServer::start_with(&[
+            match RedisServer::start_with(&[
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
@@ -187,7 +200,13 @@ impl RedisCluster {
                 "2000",
                 "--cluster-port",
                 &bus,
-            ])?);
+            ]) {
+                Ok(n) => nodes.push(n),
+                // The bus port was taken meanwhile: another one.
+                Err(ServerError::Start(log))
+                    if buses.len() < masters + 5 && log.contains("in use") => {}
+                Err(e) => return Err(e),
+            }
         }
         let addrs: Vec<String> = nodes
             .iter()

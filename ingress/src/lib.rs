@@ -90,6 +90,7 @@ impl Ingress {
             subs_rx,
             rooms.clone(),
             keys.clone(),
+            subs_tx.clone(),
         ));
         let scripts = Arc::new(Scripts::default());
         let hubs = Hubs::new(
@@ -166,17 +167,32 @@ impl Ingress {
         let state = self.state;
         let app = http::router(state.clone());
         let stop = state.shutdown.clone();
+        let grace = state.settings.shutdown_grace;
+        // One deadline for the whole drain: sockets start closing the moment
+        // the stop comes, while HTTP requests in hand finish alongside.
+        let drain = {
+            let (stop, sockets) = (stop.clone(), state.sockets.clone());
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                sockets.close_all(close::GOING_AWAY);
+                tokio::time::Instant::now() + grace
+            })
+        };
         serve::serve(
             self.listener,
             app,
             stop,
             state.settings.limits.head_timeout,
-            state.settings.shutdown_grace,
+            grace,
         )
         .await;
+        let deadline = drain
+            .await
+            .unwrap_or_else(|_| tokio::time::Instant::now() + grace);
+        // Sockets upgraded by requests that finished during the drain.
         state.sockets.close_all(close::GOING_AWAY);
         state.tracker.close();
-        if tokio::time::timeout(state.settings.shutdown_grace, state.tracker.wait())
+        if tokio::time::timeout_at(deadline, state.tracker.wait())
             .await
             .is_err()
         {

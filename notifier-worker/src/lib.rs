@@ -16,6 +16,7 @@ use chat_core::group;
 use chat_core::keys::Keys;
 use chat_core::redis_conn;
 use chat_core::redis_conn::Conn;
+use chat_core::scripts::ScriptError;
 use settings::NotifierSettings;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -320,11 +321,12 @@ impl Notifier {
 
     /// `run_due` in a Redis Cluster, where the due set, the collapse state
     /// and the notify stream live in different slots. Each due member is
-    /// removed first (only the notifier whose `ZREM` removed it goes on, and
-    /// a push scheduled meanwhile re-adds it), then its push is taken in its
-    /// room's slot (`due.lua`, single-member form) and queued. A crash after
-    /// a take and before its queueing loses that trailing push; one before
-    /// the take only delays it to the room's next message.
+    /// removed first (only the notifier whose `ZREM` removed it goes on; a
+    /// push scheduled meanwhile re-adds it), then its push is taken in its
+    /// room's slot into the room's outbox (`due.lua`, single-member form),
+    /// and the outboxes are applied (`chat_core::outbox`): a failure after
+    /// the take repeats the push later instead of losing it. A take that
+    /// fails puts its member back.
     async fn run_due_cluster(&mut self, round: u64) -> Result<u64, NotifierError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -346,52 +348,57 @@ impl Notifier {
             remove.zrem(self.keys.notify_due(), m);
         }
         let removed: Vec<i64> = remove.query_async(&mut self.conn).await?;
-        let mine: Vec<[&str; 4]> = due
+        let mine: Vec<(&String, [&str; 4])> = due
             .iter()
             .zip(removed)
             .filter(|(_, n)| *n == 1)
-            .filter_map(|(m, _)| m.split('\n').collect::<Vec<_>>().try_into().ok())
+            .filter_map(|(m, _)| Some((m, m.split('\n').collect::<Vec<_>>().try_into().ok()?)))
             .collect();
-        let taken =
-            futures_util::future::join_all(mine.iter().map(|[state, presence, _, user]| {
+        let notify = &self.settings.common.streams.notify;
+        let ttl = (notify.collapse_window * 2).as_millis() as u64 + 3_600_000;
+        let taken = futures_util::future::join_all(mine.iter().map(
+            |(_, [state, presence, room, user])| {
                 let mut conn = self.conn.clone();
                 let mut call = self.due.prepare_invoke();
-                call.key(*state).key(*presence).arg("one").arg(*user);
-                async move { call.invoke_async::<Vec<String>>(&mut conn).await }
-            }))
-            .await;
-        let mut queue = redis::pipe();
-        for ([_, _, room, user], item) in mine.iter().zip(taken) {
-            let item = match item {
-                Ok(item) => item,
+                call.key(*state)
+                    .key(*presence)
+                    .key(self.keys.room_push_outbox(room))
+                    .arg("one")
+                    .arg(*user)
+                    .arg(*room)
+                    .arg(ttl);
+                async move { call.invoke_async::<redis::Value>(&mut conn).await }
+            },
+        ))
+        .await;
+        let mut outboxes = Vec::new();
+        for ((member, [_, _, room, user]), reply) in mine.iter().zip(taken) {
+            let entries = reply
+                .map_err(ScriptError::from)
+                .and_then(|v| chat_core::outbox::entries(&v));
+            match entries {
+                Ok(entries) => outboxes.push(chat_core::outbox::Outbox {
+                    room: (*room).to_owned(),
+                    entries,
+                }),
                 Err(e) => {
-                    warn!(room, user, error = %e, "trailing push not taken");
-                    continue;
+                    warn!(room, user, error = %e, "trailing push not taken; rescheduled");
+                    let _: redis::RedisResult<()> = redis::cmd("ZADD")
+                        .arg(self.keys.notify_due())
+                        .arg("NX")
+                        .arg(now)
+                        .arg(*member)
+                        .query_async(&mut self.conn)
+                        .await;
                 }
-            };
-            if let [count, sender, preview, offset, epoch] = item.as_slice() {
-                queue
-                    .cmd("XADD")
-                    .arg(self.keys.notify_stream())
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(self.settings.common.streams.notify.maxlen)
-                    .arg("*")
-                    .arg(&[
-                        ("user", *user),
-                        ("room", *room),
-                        ("count", count.as_str()),
-                        ("sender", sender.as_str()),
-                        ("preview", preview.as_str()),
-                        ("offset", offset.as_str()),
-                        ("epoch", epoch.as_str()),
-                    ])
-                    .ignore();
             }
         }
-        if !queue.is_empty() {
-            queue.query_async::<()>(&mut self.conn).await?;
-        }
+        chat_core::outbox::apply(&self.conn, &self.due, &self.keys, notify.maxlen, &outboxes)
+            .await
+            .map_err(|e| match e {
+                ScriptError::Redis(r) => NotifierError::Redis(r),
+                ScriptError::Reply(r) => NotifierError::Reply(r),
+            })?;
         Ok(due.len() as u64)
     }
 

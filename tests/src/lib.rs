@@ -443,6 +443,9 @@ pub enum Event {
 
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// `message` frames that arrived while `send` waited for its ack (the
+    /// contract does not order the two); `recv` returns them first.
+    early: std::collections::VecDeque<Value>,
 }
 
 impl Client {
@@ -457,7 +460,10 @@ impl Client {
         let (ws, _) = tokio_tungstenite::connect_async(req)
             .await
             .expect("connect");
-        Client { ws }
+        Client {
+            ws,
+            early: Default::default(),
+        }
     }
 
     pub async fn send_json(&mut self, v: Value) {
@@ -492,6 +498,14 @@ impl Client {
 
     /// The next frame; panics on a close.
     pub async fn recv(&mut self) -> Value {
+        match self.early.pop_front() {
+            Some(f) => f,
+            None => self.next_frame().await,
+        }
+    }
+
+    /// The next frame off the socket (not one held back by `send`).
+    async fn next_frame(&mut self) -> Value {
         match self.event().await {
             Event::Frame(v) => v,
             Event::Closed(c) => panic!("socket closed ({c:?}) while waiting for a frame"),
@@ -533,10 +547,11 @@ impl Client {
         self.send_json(json!({"type": "send", "room": room, "text": text, "client_id": client_id}))
             .await;
         loop {
-            let f = self.recv().await;
+            let f = self.next_frame().await;
             match f["type"].as_str() {
                 Some("ack") => return f,
-                Some("message" | "presence" | "typing") => continue,
+                Some("message") => self.early.push_back(f),
+                Some("presence" | "typing") => continue,
                 _ => panic!("expected ack, got {f}"),
             }
         }

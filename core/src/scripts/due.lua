@@ -5,9 +5,9 @@
 -- Due members are `state key \n presence key \n room \n user` (user ids
 -- never contain control characters). Returns the number of due entries handled.
 -- Redis Cluster (one due member, in its room's slot): KEYS: 1 state key,
--- 2 presence key. ARGV: 1 'one', 2 user. Returns the work item's fields
--- {count, sender, preview, offset, epoch}, or an empty list; the caller
--- queues it and removes the member from the due set.
+-- 2 presence key, 3 the room's outbox. ARGV: 1 'one', 2 user, 3 room, 4
+-- outbox ttl ms. Appends the push to the outbox (core/src/outbox.rs) and
+-- returns it with any stale entries, for the caller to apply.
 -- Redis Cluster, the due-set ops of notify.lua: KEYS: 1 due zset. ARGV: 1
 -- 'ops', then triples ('z', score, member): schedule unless scheduled, or
 -- ('r', max score, member): unschedule unless rescheduled after max score.
@@ -32,7 +32,25 @@ local function take(key, presence, user)
 end
 
 if ARGV[1] == 'one' then
-  return take(KEYS[1], KEYS[2], ARGV[2]) or {}
+  -- Returned: the outbox entries a crashed caller left (older than 10 s),
+  -- then this push, as notify.lua does.
+  local out = {}
+  for _, e in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+    local at = tonumber(string.match(e, '^%["(%d+)%.'))
+    if at and at < now - 10000 then
+      out[#out + 1] = e
+    end
+  end
+  local item = take(KEYS[1], KEYS[2], ARGV[2])
+  if item then
+    local nonce = string.format('%d.%d', now, redis.call('LLEN', KEYS[3]))
+    local e = cjson.encode({nonce, 'x', ARGV[2], ARGV[3],
+      item[1], item[2], item[3], item[4], item[5]})
+    redis.call('RPUSH', KEYS[3], e)
+    redis.call('PEXPIRE', KEYS[3], ARGV[4])
+    out[#out + 1] = e
+  end
+  return out
 end
 if ARGV[1] == 'ops' then
   for i = 2, #ARGV - 2, 3 do

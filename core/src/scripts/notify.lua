@@ -11,19 +11,17 @@
 -- KEYS: 1 notify stream, 2 due zset. In Redis Cluster those live in other
 -- slots: KEYS is then just the (single) room's outbox, and the stream and
 -- due-set writes are appended to it as ops for the caller to apply (then
--- remove). A re-run returns what is still in the outbox, so a crash between
--- this script and the caller's writes repeats ops (the notifier drops a
--- repeated push) instead of losing them.
+-- remove). Entries a crashed caller left are returned by a later call once
+-- they are 10 s old, so a crash between this script and the caller's writes
+-- repeats ops (the notifier drops a repeated push) instead of losing them.
 -- ARGV: 1 window ms, 2 notify maxlen, 3 preview max bytes, 4 state ttl ms,
 --       5 summarize every N messages (0 = off), then per room:
 --       room, members key, joined key, presence key, summary counter key,
 --       push-state key prefix, message count k,
 --       then k x (sender, offset, epoch, text, kind)
 -- Returns one flag per room, in order: 1 when its count crossed a multiple of N.
--- Deferred (cluster): {flags, outbox}, the outbox entries being JSON arrays:
--- ['x', user, room, count, sender, preview, offset, epoch] (queue a push),
--- ['z', score, member] (ZADD NX due) and ['r', max score, member] (ZREM due
--- unless rescheduled later than max score), in order.
+-- Deferred (cluster): {flags, outbox}; the entries are described in
+-- core/src/outbox.rs.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local NOTIFY, DUE = KEYS[1], KEYS[2]
@@ -32,8 +30,15 @@ local WINDOW, MAXLEN, PREVIEW, TTL, EVERY =
 local DEFER = #KEYS == 1
 local OUTBOX = KEYS[1]
 
+local mine = {}
+
+-- Entries start with a nonce (time and position), so that removing one
+-- never removes a later identical one.
 local function defer(op)
-  redis.call('RPUSH', OUTBOX, cjson.encode(op))
+  table.insert(op, 1, string.format('%d.%d', now, redis.call('LLEN', OUTBOX)))
+  local e = cjson.encode(op)
+  redis.call('RPUSH', OUTBOX, e)
+  mine[#mine + 1] = e
 end
 
 local function queue(u, room, count, sender, preview, offset, epoch)
@@ -177,6 +182,18 @@ while i + 6 <= #ARGV do
 end
 if DEFER then
   redis.call('PEXPIRE', OUTBOX, TTL)
-  return {flags, redis.call('LRANGE', OUTBOX, 0, -1)}
+  -- This call's entries, and those a crashed caller left (older than 10 s:
+  -- a caller still applying its own is not raced into a repeat).
+  local out = {}
+  for _, e in ipairs(redis.call('LRANGE', OUTBOX, 0, -1)) do
+    local at = tonumber(string.match(e, '^%["(%d+)%.'))
+    if at and at < now - 10000 then
+      out[#out + 1] = e
+    end
+  end
+  for _, e in ipairs(mine) do
+    out[#out + 1] = e
+  end
+  return {flags, out}
 end
 return flags

@@ -123,6 +123,7 @@ pub(crate) async fn run_subscriptions(
     mut ops: mpsc::UnboundedReceiver<SubOp>,
     rooms: Arc<Rooms>,
     keys: Keys,
+    retry: mpsc::UnboundedSender<SubOp>,
 ) {
     let mut counts: HashMap<String, usize> = HashMap::new();
     while let Some(op) = ops.recv().await {
@@ -147,11 +148,22 @@ pub(crate) async fn run_subscriptions(
             SubOp::Restore(channel) => {
                 if counts.contains_key(&channel) {
                     tracing::info!(channel, "subscription dropped by Redis; restoring");
-                    if let Err(e) = conn.subscribe_room(&channel).await {
-                        tracing::warn!(channel, error = %e, "restoring a subscription failed");
-                    }
-                    if let Some(room) = keys.room_of_channel(&channel) {
-                        rooms.resync(room);
+                    match conn.subscribe_room(&channel).await {
+                        Ok(()) => {
+                            if let Some(room) = keys.room_of_channel(&channel) {
+                                rooms.resync(room);
+                            }
+                        }
+                        Err(e) => {
+                            // redis-rs forgot the channel with the server's
+                            // unsubscribe: keep trying until it is back.
+                            tracing::warn!(channel, error = %e, "restoring a subscription failed; retrying");
+                            let again = retry.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                                let _ = again.send(SubOp::Restore(channel));
+                            });
+                        }
                     }
                 }
             }

@@ -191,6 +191,7 @@ async fn push_work_left_in_an_outbox_by_a_crash_is_queued_by_the_next_batch() {
     let k = stack.keys();
     let mut r = stack.redis().await;
     let left = serde_json::json!([
+        "1.0",
         "x",
         "zed",
         "ob",
