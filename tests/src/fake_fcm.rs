@@ -41,6 +41,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::fake_server::ShutdownListener;
+use crate::google_api::{
+    JsonViolation, check_known, field, google_error, has_media_type, object, shown, string,
+};
 use tokio_util::sync::CancellationToken;
 
 /// The OAuth2 scope an assertion must ask for.
@@ -633,31 +636,6 @@ impl OAuthError {
     }
 }
 
-/// Google's status name for an HTTP status (the canonical gRPC mapping).
-fn google_status(code: StatusCode) -> &'static str {
-    match code.as_u16() {
-        400 => "INVALID_ARGUMENT",
-        401 => "UNAUTHENTICATED",
-        403 => "PERMISSION_DENIED",
-        404 => "NOT_FOUND",
-        429 => "RESOURCE_EXHAUSTED",
-        503 => "UNAVAILABLE",
-        _ => "INTERNAL",
-    }
-}
-
-fn google_error(code: StatusCode, message: &str, details: Vec<Value>) -> Response {
-    let mut error = json!({
-        "code": code.as_u16(),
-        "message": message,
-        "status": google_status(code),
-    });
-    if !details.is_empty() {
-        error["details"] = Value::Array(details);
-    }
-    (code, Json(json!({ "error": error }))).into_response()
-}
-
 fn fcm_error(code: StatusCode, message: &str, error_code: &str) -> Response {
     google_error(code, message, vec![fcm_error_detail(error_code)])
 }
@@ -724,6 +702,20 @@ enum Rejection {
     },
     /// The registration token is not valid.
     Token,
+}
+
+impl From<JsonViolation> for Rejection {
+    fn from(v: JsonViolation) -> Self {
+        Rejection::Json {
+            field: v.field,
+            message: v.message,
+        }
+    }
+}
+
+/// A value of the wrong type.
+fn type_error(path: &str, type_name: &str, value: &Value) -> Rejection {
+    crate::google_api::type_error(path, type_name, value).into()
 }
 
 impl Rejection {
@@ -965,36 +957,6 @@ fn validate_apns(v: &Value) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// The first of `names` present in `map` with a non-null value (proto JSON
-/// treats `null` as unset, and accepts both snake and camel case names).
-fn field<'a>(map: &'a Map<String, Value>, names: &[&str]) -> Option<&'a Value> {
-    names
-        .iter()
-        .filter_map(|n| map.get(*n))
-        .find(|v| !v.is_null())
-}
-
-fn object<'a>(
-    v: &'a Value,
-    path: &str,
-    type_name: &str,
-) -> Result<&'a Map<String, Value>, Rejection> {
-    v.as_object().ok_or_else(|| type_error(path, type_name, v))
-}
-
-/// An optional string field.
-fn string<'a>(
-    map: &'a Map<String, Value>,
-    names: &[&str],
-    path: &str,
-) -> Result<Option<&'a str>, Rejection> {
-    match field(map, names) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(v) => Err(type_error(path, "TYPE_STRING", v)),
-    }
-}
-
 /// A `map<string, string>` field; `message.data[i].value` names a bad value.
 fn string_map<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, Rejection> {
     let Some(map) = v.as_object() else {
@@ -1014,44 +976,6 @@ fn string_map<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, Re
         }
     }
     Ok(map)
-}
-
-fn check_known(map: &Map<String, Value>, parent: &str, known: &[&str]) -> Result<(), Rejection> {
-    let Some(name) = map.keys().find(|k| !known.contains(&k.as_str())) else {
-        return Ok(());
-    };
-    Err(if parent.is_empty() {
-        Rejection::Json {
-            field: None,
-            message: format!(
-                "Invalid JSON payload received. Unknown name \"{name}\": Cannot find field."
-            ),
-        }
-    } else {
-        Rejection::Json {
-            field: Some(format!("{parent}.{name}")),
-            message: format!(
-                "Invalid JSON payload received. Unknown name \"{name}\" at '{parent}': \
-                 Cannot find field."
-            ),
-        }
-    })
-}
-
-fn type_error(path: &str, type_name: &str, value: &Value) -> Rejection {
-    Rejection::Json {
-        field: Some(path.to_owned()),
-        message: format!("Invalid value at '{path}' ({type_name}), {}", shown(value)),
-    }
-}
-
-/// A value as Google shows it in "Invalid value" messages.
-fn shown(value: &Value) -> String {
-    match value {
-        Value::Object(_) => "Starting an object on a scalar field".to_owned(),
-        Value::Array(_) => "Starting an array on a scalar field".to_owned(),
-        other => other.to_string(),
-    }
 }
 
 fn is_reserved_data_key(key: &str) -> bool {
@@ -1097,15 +1021,6 @@ fn random_hex(len: usize) -> String {
     (0..len)
         .map(|_| char::from(b"0123456789abcdef"[rng.random_range(0..16)]))
         .collect()
-}
-
-/// Whether the `Content-Type` header's media type is `media_type`.
-fn has_media_type(headers: &HeaderMap, media_type: &str) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case(media_type))
 }
 
 /// Parses an `application/x-www-form-urlencoded` body; a repeated name is

@@ -43,6 +43,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::fake_server::ShutdownListener;
+use crate::google_api::{
+    JsonViolation, check_known, field, google_error, google_status, has_media_type, object, string,
+};
 use tokio_util::sync::CancellationToken;
 
 /// The header that must carry the API key.
@@ -814,45 +817,27 @@ fn status_response(code: u16, model: &str) -> Response {
 // ---------------------------------------------------------------------------
 // Errors
 
-/// Google's status name for an HTTP status (the canonical gRPC mapping).
-fn google_status(code: StatusCode) -> &'static str {
-    match code.as_u16() {
-        400 => "INVALID_ARGUMENT",
-        401 => "UNAUTHENTICATED",
-        403 => "PERMISSION_DENIED",
-        404 => "NOT_FOUND",
-        409 => "ABORTED",
-        429 => "RESOURCE_EXHAUSTED",
-        499 => "CANCELLED",
-        500 => "INTERNAL",
-        501 => "UNIMPLEMENTED",
-        503 => "UNAVAILABLE",
-        504 => "DEADLINE_EXCEEDED",
-        _ => "UNKNOWN",
-    }
-}
-
-fn google_error(code: StatusCode, message: &str, details: Vec<Value>) -> Response {
-    (code, Json(error_body(code, message, details))).into_response()
-}
-
-fn error_body(code: StatusCode, message: &str, details: Vec<Value>) -> Value {
-    let mut error = json!({
-        "code": code.as_u16(),
-        "message": message,
-        "status": google_status(code),
-    });
-    if !details.is_empty() {
-        error["details"] = Value::Array(details);
-    }
-    json!({ "error": error })
-}
-
 /// Why a request is not a call.
 struct Refusal {
     code: StatusCode,
     message: String,
     details: Vec<Value>,
+}
+
+impl From<JsonViolation> for Refusal {
+    fn from(v: JsonViolation) -> Self {
+        let message = if v.invalid_value {
+            format!("Invalid JSON payload received. {}", v.message)
+        } else {
+            v.message
+        };
+        Refusal::json(v.field.as_deref(), &message)
+    }
+}
+
+/// A value of the wrong type.
+fn type_error(path: &str, type_name: &str, value: &Value) -> Refusal {
+    crate::google_api::type_error(path, type_name, value).into()
 }
 
 impl Refusal {
@@ -1189,36 +1174,6 @@ fn validate_safety_settings(v: &Value) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The first of `names` present in `map` with a non-null value (proto JSON
-/// treats `null` as unset, and accepts both camel and snake case names).
-fn field<'a>(map: &'a Map<String, Value>, names: &[&str]) -> Option<&'a Value> {
-    names
-        .iter()
-        .filter_map(|n| map.get(*n))
-        .find(|v| !v.is_null())
-}
-
-fn object<'a>(
-    v: &'a Value,
-    path: &str,
-    type_name: &str,
-) -> Result<&'a Map<String, Value>, Refusal> {
-    v.as_object().ok_or_else(|| type_error(path, type_name, v))
-}
-
-/// An optional string field.
-fn string<'a>(
-    map: &'a Map<String, Value>,
-    names: &[&str],
-    path: &str,
-) -> Result<Option<&'a str>, Refusal> {
-    match field(map, names) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(v) => Err(type_error(path, "TYPE_STRING", v)),
-    }
-}
-
 /// An optional list of strings.
 fn string_list(map: &Map<String, Value>, names: &[&str], path: &str) -> Result<(), Refusal> {
     match field(map, names) {
@@ -1253,54 +1208,6 @@ fn int32(map: &Map<String, Value>, names: &[&str], path: &str) -> Result<Option<
             _ => Err(type_error(path, "TYPE_INT32", v)),
         },
     }
-}
-
-fn check_known(map: &Map<String, Value>, parent: &str, known: &[&str]) -> Result<(), Refusal> {
-    let Some(name) = map.keys().find(|k| !known.contains(&k.as_str())) else {
-        return Ok(());
-    };
-    Err(if parent.is_empty() {
-        Refusal::json(
-            None,
-            &format!("Invalid JSON payload received. Unknown name \"{name}\": Cannot find field."),
-        )
-    } else {
-        Refusal::json(
-            Some(&format!("{parent}.{name}")),
-            &format!(
-                "Invalid JSON payload received. Unknown name \"{name}\" at '{parent}': \
-                 Cannot find field."
-            ),
-        )
-    })
-}
-
-fn type_error(path: &str, type_name: &str, value: &Value) -> Refusal {
-    Refusal::json(
-        Some(path),
-        &format!(
-            "Invalid JSON payload received. Invalid value at '{path}' ({type_name}), {}",
-            shown(value)
-        ),
-    )
-}
-
-/// A value as Google shows it in "Invalid value" messages.
-fn shown(value: &Value) -> String {
-    match value {
-        Value::Object(_) => "Starting an object on a scalar field".to_owned(),
-        Value::Array(_) => "Starting an array on a scalar field".to_owned(),
-        other => other.to_string(),
-    }
-}
-
-/// Whether the `Content-Type` header's media type is `media_type`.
-fn has_media_type(headers: &HeaderMap, media_type: &str) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case(media_type))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod fake_fcm;
 pub mod fake_gemini;
 pub mod fake_server;
+pub mod google_api;
 
 use chat_core::config::StreamsConfig;
 use chat_core::redis_server::{RedisCluster, RedisServer};
