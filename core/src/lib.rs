@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod entry;
+pub mod google;
 pub mod group;
 pub mod jwt;
 pub mod keys;

@@ -131,12 +131,7 @@ fn names_the_token(body: &Value) -> bool {
 fn classify(status: u16, text: &str, retry_after: Option<Duration>) -> Classified {
     let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
     let code = error_code(&body).unwrap_or("");
-    let message: String = body["error"]["message"]
-        .as_str()
-        .unwrap_or(text)
-        .chars()
-        .take(200)
-        .collect();
+    let message = chat_core::google::error_message(&body, text);
     let done = Classified::Done;
     match status {
         200..=299 => done(SendResult::Sent),

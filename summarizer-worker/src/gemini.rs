@@ -157,12 +157,7 @@ fn parse_delay(s: &str) -> Option<Duration> {
 
 fn classify(status: u16, text: &str) -> Result<Generated, GeminiError> {
     let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-    let message: String = body["error"]["message"]
-        .as_str()
-        .unwrap_or(text)
-        .chars()
-        .take(200)
-        .collect();
+    let message = chat_core::google::error_message(&body, text);
     match status {
         // A 200 that is not JSON (a proxy, a cut connection) is worth another try.
         200 if body.is_null() => Err(GeminiError::Transient {
