@@ -12,7 +12,7 @@ set -euo pipefail
 ulimit -n 65536 2>/dev/null || true
 cd "$(dirname "$0")/.."
 scripts/ensure-redis
-cargo build --release -q -p ingress -p fanout-worker -p chatctl
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p ingress -p fanout-worker -p chatctl
 OUT=${OUT:-bench/results}
 DURATION=${DURATION:-20s}
 mkdir -p "$OUT"
@@ -32,12 +32,16 @@ export CHAT_JWT_SECRET="bench-secret-$(date +%s%N)"
 export CHAT_API_KEYS="bench-api-key-0123456789"
 export CHAT_RATE_PER_SEC=1000 CHAT_RATE_BURST=1000
 export RUST_LOG=warn
-CHAT_LISTEN="127.0.0.1:$P1" CHAT_NODE_ID=n1 target/release/ingress > "$WORK/i1.log" 2>&1 & I1=$!; PIDS+=("$I1")
-CHAT_LISTEN="127.0.0.1:$P2" CHAT_NODE_ID=n2 target/release/ingress > "$WORK/i2.log" 2>&1 & I2=$!; PIDS+=("$I2")
+# SERVICE_THREADS sets the services' tokio worker threads (default: one per core).
+# (`env` execs, so $! stays the service's own PID.)
+THREADS=()
+[ -n "${SERVICE_THREADS:-}" ] && THREADS=("TOKIO_WORKER_THREADS=$SERVICE_THREADS")
+CHAT_LISTEN="127.0.0.1:$P1" CHAT_NODE_ID=n1 env "${THREADS[@]}" target/release/ingress > "$WORK/i1.log" 2>&1 & I1=$!; PIDS+=("$I1")
+CHAT_LISTEN="127.0.0.1:$P2" CHAT_NODE_ID=n2 env "${THREADS[@]}" target/release/ingress > "$WORK/i2.log" 2>&1 & I2=$!; PIDS+=("$I2")
 # FANOUT (default 2) fanout workers share the `fanout` group.
 PIDARG_F=""
 for n in $(seq 1 "${FANOUT:-2}"); do
-  target/release/fanout-worker > "$WORK/f$n.log" 2>&1 & F=$!; PIDS+=("$F")
+  env "${THREADS[@]}" target/release/fanout-worker > "$WORK/f$n.log" 2>&1 & F=$!; PIDS+=("$F")
   PIDARG_F="$PIDARG_F,fanout$n=$F"
 done
 for p in $P1 $P2; do until curl -sf "http://127.0.0.1:$p/readyz" >/dev/null; do sleep 0.1; done; done
@@ -47,6 +51,8 @@ bench() { timeout 600 target/release/chatctl bench --urls "$URLS" --pids "$PIDAR
 
 for shape in "${@:-a b c d}"; do
   for s in $shape; do
+    # Redis commands per shape (`INFO commandstats`), beside its JSON.
+    redis-cli -p "$RPORT" config resetstat >/dev/null
     case "$s" in
       a) bench --rooms 100 --members 10 --rate 2000 --duration "$DURATION" > "$OUT/a-100x10-r2000.json" ;;
       b) bench --rooms 10 --members 100 --rate 300 --duration "$DURATION" > "$OUT/b-10x100-r300.json" ;;
@@ -54,6 +60,7 @@ for shape in "${@:-a b c d}"; do
       d) timeout 600 target/release/chatctl bench --urls "ws://127.0.0.1:$P1/v1/ws" --connections 10000 --pids "ingress1=$I1" > "$OUT/d-10000-idle.json" ;;
       *) echo "unknown shape $s" >&2; exit 2 ;;
     esac
+    redis-cli -p "$RPORT" info commandstats | tr -d '\r' | grep '^cmdstat' > "$OUT/$s-commandstats.txt"
     echo "shape $s: $(cat "$OUT"/"$s"-*.json | head -c 400)"
   done
 done

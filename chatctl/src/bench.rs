@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub struct Args {
     pub urls: Vec<String>,
@@ -41,8 +42,57 @@ struct Tally {
     offset_gaps: AtomicU64,
     acked: AtomicU64,
     errors: Mutex<HashMap<String, u64>>,
-    latency: Mutex<Option<Histogram<u64>>>,
-    ack_latency: Mutex<Option<Histogram<u64>>>,
+    latency: Shards,
+    ack_latency: Shards,
+}
+
+/// Histograms in shards by client, so a thousand readers on a few threads
+/// rarely wait on one lock; merged when the run reports.
+struct Shards(Vec<Mutex<Option<Histogram<u64>>>>);
+
+const SHARDS: usize = 16;
+
+impl Default for Shards {
+    fn default() -> Self {
+        Self((0..SHARDS).map(|_| Mutex::new(None)).collect())
+    }
+}
+
+impl Shards {
+    fn record(&self, client: usize, us: u64) {
+        let mut g = self.0[client % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let _ = g.get_or_insert_with(hist).record(us.max(1));
+    }
+
+    fn merged(&self) -> Option<Histogram<u64>> {
+        let mut all: Option<Histogram<u64>> = None;
+        for shard in &self.0 {
+            let g = shard.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(h) = g.as_ref() {
+                let _ = all.get_or_insert_with(hist).add(h);
+            }
+        }
+        all
+    }
+}
+
+/// The fields of a server frame the load generator reads, borrowed from
+/// the frame (the reader parses every delivery; a `Value` per frame would
+/// cost the box more than the servers it measures).
+#[derive(serde::Deserialize)]
+struct Incoming<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    offset: u64,
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, rename = "ref")]
+    reference: Option<Value>,
+    #[serde(default, borrow)]
+    code: Option<std::borrow::Cow<'a, str>>,
 }
 
 fn hist() -> Histogram<u64> {
@@ -81,6 +131,7 @@ struct Run {
 async fn client(
     url: &str,
     run: Arc<Run>,
+    index: usize,
     user: String,
     room: String,
     members: usize,
@@ -91,7 +142,10 @@ async fn client(
         "Authorization",
         format!("Bearer {}", token(secret, &user)?).parse()?,
     );
-    let (ws, _) = tokio_tungstenite::connect_async(req)
+    // A small read buffer: tungstenite zero-fills the whole buffer before
+    // each read, and its 128 KiB default made that the reader's top cost.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
         .await
         .context("connect")?;
     let (mut sink, mut stream) = ws.split();
@@ -150,14 +204,14 @@ async fn client(
                 }
                 continue;
             };
-            let Ok(f) = serde_json::from_str::<Value>(&t) else {
+            let Ok(f) = serde_json::from_str::<Incoming<'_>>(&t) else {
                 continue;
             };
             let now = now_us(t0);
-            match f["type"].as_str() {
-                Some("message") => {
+            match &*f.kind {
+                "message" => {
                     // text = "<t0 us> <sender> <seq> <padding>"
-                    let text = f["text"].as_str().unwrap_or("");
+                    let text = f.text.as_deref().unwrap_or("");
                     let mut it = text.split(' ');
                     let (Some(sent), Some(sender), Some(seq)) = (
                         it.next().and_then(|s| s.parse::<u64>().ok()),
@@ -166,7 +220,7 @@ async fn client(
                     ) else {
                         continue;
                     };
-                    let offset = f["offset"].as_u64().unwrap_or(0);
+                    let offset = f.offset;
                     if offset != last_offset + 1 {
                         tally
                             .offset_gaps
@@ -186,21 +240,19 @@ async fn client(
                     }
                     seen.insert(sender, seq);
                     if sent >= measure_from.load(Ordering::Relaxed) {
-                        // A short lock per delivery: cheaper than timers, and
-                        // nothing is left unmerged when the run ends.
-                        record(&tally.latency, now.saturating_sub(sent));
+                        tally.latency.record(index, now.saturating_sub(sent));
                         tally.delivered.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Some("ack") => {
-                    let sent = f["ref"].as_u64().unwrap_or(0);
+                "ack" => {
+                    let sent = f.reference.as_ref().and_then(Value::as_u64).unwrap_or(0);
                     if sent >= measure_from.load(Ordering::Relaxed) {
-                        record(&tally.ack_latency, now.saturating_sub(sent));
+                        tally.ack_latency.record(index, now.saturating_sub(sent));
                         tally.acked.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Some("error") => {
-                    let code = f["code"].as_str().unwrap_or("?").to_owned();
+                "error" => {
+                    let code = f.code.as_deref().unwrap_or("?").to_owned();
                     *tally
                         .errors
                         .lock()
@@ -213,11 +265,6 @@ async fn client(
         }
     });
     Ok(Client { tx })
-}
-
-fn record(h: &Mutex<Option<Histogram<u64>>>, us: u64) {
-    let mut g = h.lock().unwrap_or_else(|p| p.into_inner());
-    let _ = g.get_or_insert_with(hist).record(us.max(1));
 }
 
 fn quantiles(h: &Option<Histogram<u64>>) -> Value {
@@ -279,7 +326,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
             let room = format!("bench:{}", i / args.members);
             let members = args.members;
             pending.push(tokio::spawn(async move {
-                client(&url, run, format!("bench-{i}"), room, members).await
+                client(&url, run, i, format!("bench-{i}"), room, members).await
             }));
         }
         for p in pending {
@@ -287,8 +334,10 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         }
     }
     let connect_s = connect_start.elapsed().as_secs_f64();
-    let cpu_before: Vec<Option<(f64, u64)>> =
-        args.pids.iter().map(|(_, p)| proc_stats(*p)).collect();
+    // Taken when the measured window opens: the warmup's CPU is not
+    // charged to the window's deliveries.
+    let mut cpu_before: Vec<Option<(f64, u64)>> = Vec::new();
+    let mut own_before = None;
     // Open loop: message k at t_start + k / rate, whatever the server does.
     let interval_ns = 1_000_000_000u64 / args.rate.max(1);
     let start = Instant::now();
@@ -307,6 +356,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         if !measuring && now >= measure_start {
             measuring = true;
             measure_from.store(now_us(t0), Ordering::Relaxed);
+            cpu_before = args.pids.iter().map(|(_, p)| proc_stats(*p)).collect();
+            own_before = proc_stats(std::process::id());
         }
         let due = (now.duration_since(start).as_nanos() as u64) / interval_ns;
         if due > k + args.rate / 20 {
@@ -337,6 +388,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
     let window = args.duration.as_secs_f64();
     let cpu_after: Vec<Option<(f64, u64)>> =
         args.pids.iter().map(|(_, p)| proc_stats(*p)).collect();
+    let own_after = proc_stats(std::process::id());
     let expected = sent * args.members as u64;
     let drain_start = Instant::now();
     while drain_start.elapsed() < args.drain
@@ -357,7 +409,14 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
             cpu.insert(name.clone(), json!({"seconds": secs, "pct_of_core": (secs / window * 100.0).round(), "peak_rss_kib": hwm}));
         }
     }
+    // The generator shares the machine: a busy one says so, since then the
+    // box, not the servers, may be what limits the rate.
+    let own_pct = match (own_before, own_after) {
+        (Some((b, _)), Some((a, _))) => ((a - b) / window * 100.0).round(),
+        _ => 0.0,
+    };
     Ok(json!({
+        "loadgen": {"pct_of_core": own_pct},
         "shape": {"rooms": args.rooms, "members": args.members, "rate": args.rate, "duration": window,
                   "warmup": args.warmup.as_secs_f64(), "text_bytes": args.text_bytes, "nodes": args.urls.len(), "clients": n},
         "sent": sent, "skipped": skipped,
@@ -368,8 +427,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         "out_of_order": tally.out_of_order.load(Ordering::Relaxed),
         "offset_gaps": tally.offset_gaps.load(Ordering::Relaxed),
         "deliveries_per_s": (delivered as f64 / window).round(),
-        "latency_ms": quantiles(&tally.latency.lock().unwrap_or_else(|p| p.into_inner())),
-        "ack_latency_ms": quantiles(&tally.ack_latency.lock().unwrap_or_else(|p| p.into_inner())),
+        "latency_ms": quantiles(&tally.latency.merged()),
+        "ack_latency_ms": quantiles(&tally.ack_latency.merged()),
         "cpu": cpu,
         "cpu_us_per_delivery": if delivered > 0 { total_cpu * 1e6 / delivered as f64 } else { 0.0 },
         "errors": *tally.errors.lock().unwrap_or_else(|p| p.into_inner()),
@@ -386,6 +445,7 @@ pub async fn find_max(
     max: u64,
 ) -> anyhow::Result<Value> {
     let mut best: Option<Value> = None;
+    let mut failed: Option<Value> = None;
     let mut rate = start;
     while rate <= max {
         args.rate = rate;
@@ -402,12 +462,15 @@ pub async fn find_max(
             if ok { "held" } else { "did not hold" }
         );
         if !ok {
+            // The step that did not hold is reported too: why it failed
+            // (latency, loss, a saturated generator) is the finding.
+            failed = Some(r);
             break;
         }
         best = Some(r);
         rate += step;
     }
-    Ok(json!({"find_max": true, "p99_limit_ms": p99_limit_ms, "best": best}))
+    Ok(json!({"find_max": true, "p99_limit_ms": p99_limit_ms, "best": best, "failed": failed}))
 }
 
 /// Opens `n` idle authenticated sockets, each joined to a room, and reports
@@ -436,6 +499,7 @@ pub async fn connections(
                 client(
                     &url,
                     run,
+                    i,
                     format!("idle-{i}"),
                     format!("bench:idle-{}", i / 10),
                     10,

@@ -39,20 +39,30 @@ pub async fn run(state: Shared, mut sink: Sink, mut rx: mpsc::Receiver<Out>, clo
     // After a failed replay nothing queued behind it may go out: the client
     // would see a jump in offsets. It re-joins with `since` instead.
     let mut flush_queued = true;
+    // Registered once: a fresh wait per turn would lock the token's waiter
+    // list for every frame.
+    let closed = closer.closed();
+    tokio::pin!(closed);
     loop {
         tokio::select! {
             biased;
-            _ = closer.closed() => break,
+            _ = &mut closed => break,
             m = rx.recv() => {
                 let Some(first) = m else { break };
-                // The write races the closer and a stall deadline, so a peer
-                // that stops reading cannot hold this task forever.
-                let written = tokio::select! {
-                    biased;
-                    _ = closer.closed() => break,
-                    w = tokio::time::timeout(WRITE_STALL, write_batch(&state, &mut sink, &mut rx, first)) => {
-                        w.unwrap_or(Err(WriteError::Socket))
-                    }
+                let mut write = std::pin::pin!(write_batch(&state, &mut sink, &mut rx, first));
+                // Most writes finish at once (the kernel takes the bytes);
+                // only one that has to wait races the closer and a stall
+                // deadline, so a peer that stops reading cannot hold this
+                // task, and the common case arms no timer.
+                let written = match poll_once(&mut write).await {
+                    Some(w) => w,
+                    None => tokio::select! {
+                        biased;
+                        _ = &mut closed => break,
+                        w = tokio::time::timeout(WRITE_STALL, write) => {
+                            w.unwrap_or(Err(WriteError::Socket))
+                        }
+                    },
                 };
                 match written {
                     Ok(()) => {}
@@ -100,6 +110,15 @@ pub async fn run(state: Shared, mut sink: Sink, mut rx: mpsc::Receiver<Out>, clo
         let _ = sink.close().await;
     })
     .await;
+}
+
+/// Polls a future once: its output if it is ready, `None` if it would wait.
+async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut *f).poll(cx) {
+        std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
 }
 
 async fn write_batch(
