@@ -1,5 +1,6 @@
-//! The one-command local stack: Redis (given or a child), ingress and
-//! fanout in one process, a dev secret printed so a newcomer can chat at once.
+//! The one-command local stack: Redis (given or a child), ingress, fanout,
+//! notifier, summarizer and (with `CHAT_MONGODB_URL`) the archive in one
+//! process, a dev secret printed so a newcomer can chat at once.
 
 use anyhow::Context;
 use chat_core::redis_server::RedisServer;
@@ -37,6 +38,17 @@ pub async fn run() -> anyhow::Result<()> {
     let notifier_settings = notifier_worker::settings::NotifierSettings::from_strings(&strings)?;
     let summarizer_settings =
         summarizer_worker::settings::SummarizerSettings::from_strings(&strings)?;
+    // The archive runs when it has a MongoDB to write to.
+    let archive_settings = if strings
+        .get("CHAT_MONGODB_URL")
+        .is_some_and(|u| !u.is_empty())
+    {
+        Some(archive_worker::settings::ArchiveSettings::from_strings(
+            &strings,
+        )?)
+    } else {
+        None
+    };
 
     let shutdown = CancellationToken::new();
     chat_core::shutdown::cancel_on_signal(shutdown.clone());
@@ -45,6 +57,10 @@ pub async fn run() -> anyhow::Result<()> {
     let worker = fanout_worker::Fanout::build(fanout_settings).await?;
     let notifier = notifier_worker::Notifier::build(notifier_settings).await?;
     let summarizer = summarizer_worker::Summarizer::build(summarizer_settings).await?;
+    let archive = match archive_settings {
+        Some(s) => Some(archive_worker::Archive::build(s).await?),
+        None => None,
+    };
 
     println!();
     println!("  chat stack running");
@@ -53,6 +69,14 @@ pub async fn run() -> anyhow::Result<()> {
     println!("  dev JWT secret: {secret}");
     println!("  admin API key:  {}", strings["CHAT_API_KEYS"]);
     println!(
+        "  archive:        {}",
+        if archive.is_some() {
+            "on (MongoDB at CHAT_MONGODB_URL)"
+        } else {
+            "off (set CHAT_MONGODB_URL to keep history in MongoDB)"
+        }
+    );
+    println!(
         "  mint a token:   cargo run -q -p chatctl -- token --sub alice --room '*' --secret {secret}"
     );
     println!();
@@ -60,11 +84,15 @@ pub async fn run() -> anyhow::Result<()> {
     let fanout = tokio::spawn(worker.run(shutdown.clone()));
     let notify = tokio::spawn(notifier.run(shutdown.clone(), std::time::Duration::from_secs(5)));
     let summaries = tokio::spawn(summarizer.run(shutdown.clone()));
+    let archived = archive.map(|a| tokio::spawn(a.run(shutdown.clone())));
     let served = node.run().await;
     shutdown.cancel();
     let _ = fanout.await;
     let _ = notify.await;
     let _ = summaries.await;
+    if let Some(a) = archived {
+        let _ = a.await;
+    }
     served?;
     Ok(())
 }

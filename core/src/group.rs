@@ -85,6 +85,16 @@ pub fn pending_counts(v: &Value) -> Result<Vec<(String, u64)>, ReplyError> {
         .collect()
 }
 
+/// Adds one `XACK` per stream of a batch (its replies ignored).
+pub fn ack(pipe: &mut redis::Pipeline, batch: &[(String, Vec<Entry>)], group: &str) {
+    for (stream, entries) in batch {
+        if !entries.is_empty() {
+            let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+            pipe.cmd("XACK").arg(stream).arg(group).arg(ids).ignore();
+        }
+    }
+}
+
 /// Adds an entry to the dead-letter stream with where it came from and why.
 pub fn dead_letter(
     pipe: &mut redis::Pipeline,
@@ -172,7 +182,7 @@ pub async fn delivery_counts(
 }
 
 /// Sets the `chat_group_lag` and `chat_group_pending` gauges of a group,
-/// summed over its streams (`XINFO GROUPS`).
+/// summed over its streams, and `chat_group_shard_lag` per stream (`XINFO GROUPS`).
 pub async fn report_gauges(conn: &mut crate::redis_conn::Conn, streams: &[String], group: &str) {
     let mut pipe = redis::pipe();
     for s in streams {
@@ -185,10 +195,13 @@ pub async fn report_gauges(conn: &mut crate::redis_conn::Conn, streams: &[String
         return;
     };
     let (mut lag, mut pending) = (0u64, 0u64);
-    for r in &replies {
+    for (s, r) in streams.iter().zip(&replies) {
         for g in r.groups.iter().filter(|g| g.name == group) {
             lag += g.lag.unwrap_or(0) as u64;
             pending += g.pending as u64;
+            // Per shard too: one slow shard hides in a sum.
+            metrics::gauge!("chat_group_shard_lag", "group" => group.to_owned(), "stream" => s.clone())
+                .set(g.lag.unwrap_or(0) as f64);
         }
     }
     metrics::gauge!("chat_group_lag", "group" => group.to_owned()).set(lag as f64);

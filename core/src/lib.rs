@@ -3,12 +3,14 @@
 //! test support that starts a real `redis-server`.
 
 pub mod config;
+pub mod consumer;
 pub mod entry;
 pub mod google;
 pub mod group;
 pub mod jwt;
 pub mod keys;
 pub mod metrics;
+pub mod mongo_server;
 pub mod outbox;
 pub mod pattern;
 pub mod protocol;

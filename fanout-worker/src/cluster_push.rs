@@ -7,7 +7,7 @@ use chat_core::entry::{self, ReplyError};
 use chat_core::keys::Keys;
 use chat_core::outbox::{self, Outbox};
 use chat_core::redis_conn::Conn;
-use chat_core::scripts::{ScriptError, Scripts};
+use chat_core::scripts::Scripts;
 use futures_util::future::join_all;
 use redis::{ScriptInvocation, Value};
 
@@ -48,18 +48,11 @@ pub async fn run(
         );
         outboxes.push(Outbox {
             room: c.room.to_owned(),
-            entries: outbox::entries(entries).map_err(from_script)?,
+            entries: outbox::entries(entries).map_err(FanoutError::from)?,
         });
     }
     outbox::apply(conn, &scripts.due, keys, notify_maxlen, &outboxes)
         .await
-        .map_err(from_script)?;
+        .map_err(FanoutError::from)?;
     Ok(flags)
-}
-
-fn from_script(e: ScriptError) -> FanoutError {
-    match e {
-        ScriptError::Redis(r) => FanoutError::Redis(r),
-        ScriptError::Reply(r) => FanoutError::Reply(r),
-    }
 }

@@ -5,9 +5,9 @@
 
 mod cluster_push;
 pub mod settings;
-mod shard_reader;
 
-use chat_core::entry::{Entry, shard_message};
+use chat_core::consumer::{Batch, BatchHandler, ConsumerSpec, ShardConsumer};
+use chat_core::entry::shard_message;
 use chat_core::group;
 use chat_core::keys::Keys;
 use chat_core::protocol::ServerFrame;
@@ -15,19 +15,14 @@ use chat_core::redis_conn;
 use chat_core::redis_conn::Conn;
 use settings::FanoutSettings;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-#[derive(Debug, thiserror::Error)]
-pub enum FanoutError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error(transparent)]
-    Reply(#[from] chat_core::entry::ReplyError),
-}
+/// The fanout worker's errors are the consumer group's.
+pub type FanoutError = chat_core::consumer::GroupError;
 
-/// What one step did.
+/// What one batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct StepOutcome {
     pub published: usize,
@@ -35,37 +30,24 @@ pub struct StepOutcome {
 }
 
 pub struct Fanout {
+    consumer: ShardConsumer,
+    handler: Publisher,
+}
+
+/// Publishes what the consumer reads.
+struct Publisher {
     settings: FanoutSettings,
     keys: Keys,
-    streams: Vec<String>,
     /// Publishes and acks (multiplexed).
     conn: Conn,
-    /// Blocking reads, on their own socket(s).
-    reader: Reader,
-    last_claim: Instant,
-    last_cleanup: Instant,
     scripts: chat_core::scripts::Scripts,
     /// Set when `summarize.every_messages` is on: rooms due for a summary go to
     /// a task of their own, so the job queue never holds up delivery.
     summaries: Option<tokio::sync::mpsc::Sender<String>>,
 }
 
-/// Where new entries come from.
-enum Reader {
-    /// One `XREADGROUP` over every shard stream (standalone Redis).
-    Streams(Conn),
-    /// A reader per shard (Redis Cluster).
-    Shards(shard_reader::ShardFeed),
-}
-
-/// How long a worker waits after a small batch before reading again.
-const LINGER: Duration = Duration::from_millis(2);
-
 /// Preview bytes kept in push work (the notifier trims further by characters).
 const PREVIEW_BYTES: u64 = 512;
-
-/// Consumers idle this long with nothing pending are removed from the group.
-const DEAD_CONSUMER_IDLE: Duration = Duration::from_secs(3600);
 
 /// The pub/sub payload of a stored message: `m<offset> <epoch> <ts>\n<message frame>`.
 /// Serialized once here; every ingress node forwards the frame bytes as they are.
@@ -84,23 +66,16 @@ impl Fanout {
         let keys = settings.common.keys();
         let url = settings.common.redis_url.clone();
         let mut conn = redis_conn::manager(&url).await?;
-        let streams = keys.all_shard_streams();
-        group::ensure_groups(&mut conn, &streams, &settings.common.streams.fanout.group).await?;
-        // Readers start once their groups exist.
-        let reader = if conn.is_cluster() {
-            Reader::Shards(shard_reader::ShardFeed::spawn(
-                shard_reader::ReadSpec {
-                    url: url.clone(),
-                    group: settings.common.streams.fanout.group.clone(),
-                    consumer: settings.consumer.clone(),
-                    count: settings.common.streams.fanout.batch,
-                    block: settings.block,
-                },
-                &streams,
-            ))
-        } else {
-            Reader::Streams(redis_conn::blocking(&url, settings.block).await?)
+        let policy = &settings.common.streams.fanout;
+        let spec = ConsumerSpec {
+            url: url.clone(),
+            group: policy.group.clone(),
+            consumer: settings.consumer.clone(),
+            batch: policy.batch,
+            block: settings.block,
+            claim_idle: policy.claim_idle,
         };
+        let consumer = ShardConsumer::connect(spec, conn.clone(), keys.all_shard_streams()).await?;
         let summaries = if settings.common.streams.summarize.every_messages > 0 {
             let jobs = summarizer_worker::jobs::Jobs::connect(
                 keys.clone(),
@@ -133,207 +108,42 @@ impl Fanout {
             .prepare_invoke()
             .load_async(&mut conn)
             .await?;
-        info!(consumer = %settings.consumer, shards = streams.len(), "fanout worker ready");
+        info!(consumer = %settings.consumer, shards = consumer.streams().len(), "fanout worker ready");
         Ok(Self {
-            settings,
-            keys,
-            streams,
-            conn,
-            reader,
-            last_claim: Instant::now(),
-            last_cleanup: Instant::now(),
-            scripts,
-            summaries,
+            consumer,
+            handler: Publisher {
+                settings,
+                keys,
+                conn,
+                scripts,
+                summaries,
+            },
         })
-    }
-
-    fn group(&self) -> &str {
-        &self.settings.common.streams.fanout.group
     }
 
     /// Runs until `shutdown`; the batch in hand is finished and acknowledged first.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), FanoutError> {
-        let claim_every = self.settings.common.streams.fanout.claim_idle / 2;
-        let mut backoff = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            let result = if self.last_claim.elapsed() >= claim_every {
-                self.last_claim = Instant::now();
-                if self.last_cleanup.elapsed() >= Duration::from_secs(60) {
-                    self.last_cleanup = Instant::now();
-                    if let Err(e) = self.remove_dead_consumers(DEAD_CONSUMER_IDLE).await {
-                        warn!(error = %e, "consumer cleanup failed");
-                    }
-                }
-                self.claim().await
-            } else {
-                self.step().await
-            };
-            // A read that came back with a handful of entries means messages
-            // trickle in: wait a moment so the next read (and its pipeline,
-            // notify scripts and acks) carries more of them. Costs at most
-            // LINGER of latency, saves a round of Redis work per message.
-            if let Ok(o) = &result
-                && o.published > 0
-                && o.published < self.settings.common.streams.fanout.batch / 4
-            {
-                tokio::time::sleep(LINGER).await;
-            }
-            match result {
-                Ok(_) => backoff = Duration::from_millis(100),
-                Err(FanoutError::Redis(e)) if e.code() == Some("NOGROUP") => {
-                    // The streams vanished (Redis restarted empty, or were
-                    // deleted): recreate the groups, from whatever path saw it.
-                    warn!("consumer group missing; recreating");
-                    let group = self.group().to_owned();
-                    if let Err(e) =
-                        group::ensure_groups(&mut self.conn, &self.streams, &group).await
-                    {
-                        warn!(error = %e, "recreating consumer groups failed");
-                    }
-                }
-                Err(e) => {
-                    warn!(error = %e, "fanout step failed; backing off");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        if let Reader::Shards(feed) = &mut self.reader {
-            // Entries the shard readers took before the stop are finished here.
-            for batch in feed.close().await {
-                if let Err(e) = self.handle(batch, &HashMap::new()).await {
-                    warn!(error = %e, "final batch failed; another worker takes it over");
-                }
-            }
-        }
-        info!(consumer = %self.settings.consumer, "fanout worker stopped");
-        Ok(())
+        self.consumer.run(&mut self.handler, shutdown).await
     }
 
-    /// Reads one batch of new entries (blocking up to `block`) and handles it.
-    pub async fn step(&mut self) -> Result<StepOutcome, FanoutError> {
-        let policy = &self.settings.common.streams.fanout;
-        let reader = match &mut self.reader {
-            Reader::Streams(c) => c,
-            Reader::Shards(feed) => {
-                let batches = feed.next(self.settings.block).await?;
-                return self.handle(batches, &HashMap::new()).await;
-            }
-        };
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&policy.group)
-            .arg(&self.settings.consumer)
-            .arg("COUNT")
-            .arg(policy.batch)
-            .arg("BLOCK")
-            .arg(self.settings.block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.streams);
-        for _ in &self.streams {
-            cmd.arg(">");
-        }
-        let reply: redis::Value = cmd.query_async(reader).await?;
-        let batches = group::read_reply(&reply)?;
-        self.handle(batches, &HashMap::new()).await
-    }
-
-    /// Takes over entries idle longer than `claim_idle` from any consumer.
-    pub async fn claim(&mut self) -> Result<StepOutcome, FanoutError> {
-        let policy = self.settings.common.streams.fanout.clone();
-        group::report_gauges(&mut self.conn, &self.streams, &policy.group).await;
-        let mut total = StepOutcome::default();
-        for stream in self.streams.clone() {
-            let mut cursor = "0-0".to_owned();
-            for _ in 0..100 {
-                let reply: redis::Value = redis::cmd("XAUTOCLAIM")
-                    .arg(&stream)
-                    .arg(&policy.group)
-                    .arg(&self.settings.consumer)
-                    .arg(policy.claim_idle.as_millis() as u64)
-                    .arg(&cursor)
-                    .arg("COUNT")
-                    .arg(policy.batch)
-                    .query_async(&mut self.conn)
-                    .await?;
-                let (next, entries, deleted) = group::autoclaim_reply(&reply)?;
-                if !deleted.is_empty() {
-                    // Trimmed while pending: nothing left to deliver.
-                    let _: () = redis::cmd("XACK")
-                        .arg(&stream)
-                        .arg(&policy.group)
-                        .arg(&deleted)
-                        .query_async(&mut self.conn)
-                        .await?;
-                }
-                if !entries.is_empty() {
-                    info!(stream = %stream, n = entries.len(), "took over idle entries");
-                    let counts = self.delivery_counts(&stream, &entries).await?;
-                    let o = self
-                        .handle(vec![(stream.clone(), entries)], &counts)
-                        .await?;
-                    total.published += o.published;
-                    total.dead_lettered += o.dead_lettered;
-                }
-                if next == "0-0" {
-                    break;
-                }
-                cursor = next;
-            }
-        }
-        Ok(total)
-    }
-
-    /// Removes consumers left by stopped workers (nothing pending, idle for
-    /// `idle`), so the group does not grow with every restart. Returns how many.
+    /// Removes consumers left by stopped workers; see [`ShardConsumer`].
     pub async fn remove_dead_consumers(&mut self, idle: Duration) -> Result<usize, FanoutError> {
-        let group = self.group().to_owned();
-        let mut removed = 0;
-        for stream in self.streams.clone() {
-            let reply: redis::Value = redis::cmd("XINFO")
-                .arg("CONSUMERS")
-                .arg(&stream)
-                .arg(&group)
-                .query_async(&mut self.conn)
-                .await?;
-            for name in group::idle_consumers(&reply, idle.as_millis() as i64)? {
-                if name == self.settings.consumer {
-                    continue;
-                }
-                let _: i64 = redis::cmd("XGROUP")
-                    .arg("DELCONSUMER")
-                    .arg(&stream)
-                    .arg(&group)
-                    .arg(&name)
-                    .query_async(&mut self.conn)
-                    .await?;
-                removed += 1;
-            }
-        }
-        if removed > 0 {
-            info!(removed, "removed dead consumers");
-        }
-        Ok(removed)
+        self.consumer.remove_dead_consumers(idle).await
     }
+}
 
-    async fn delivery_counts(
+impl BatchHandler for Publisher {
+    async fn handle(
         &mut self,
-        stream: &str,
-        entries: &[Entry],
-    ) -> Result<HashMap<String, u64>, FanoutError> {
-        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-        let group = self.group().to_owned();
-        group::delivery_counts(&mut self.conn, stream, &group, &ids)
-            .await
-            .map_err(|e| match e {
-                chat_core::scripts::ScriptError::Redis(r) => FanoutError::Redis(r),
-                chat_core::scripts::ScriptError::Reply(r) => FanoutError::Reply(r),
-            })
+        batch: Batch,
+        deliveries: &HashMap<String, u64>,
+    ) -> Result<usize, FanoutError> {
+        let o = self.publish(batch, deliveries).await?;
+        Ok(o.published + o.dead_lettered)
     }
+}
 
+impl Publisher {
     /// Queues the summaries of rooms whose message count just crossed a
     /// multiple of `summarize.every_messages` (one pending job per room).
     async fn trigger_summaries(&self, rooms: &[&str]) {
@@ -352,9 +162,9 @@ impl Fanout {
 
     /// Publishes every good entry, dead-letters the bad or over-delivered
     /// ones, and acknowledges the whole batch: one pipeline, one round trip.
-    async fn handle(
+    async fn publish(
         &mut self,
-        batches: Vec<(String, Vec<Entry>)>,
+        batches: Batch,
         deliveries: &HashMap<String, u64>,
     ) -> Result<StepOutcome, FanoutError> {
         let policy = &self.settings.common.streams.fanout;
@@ -470,16 +280,7 @@ impl Fanout {
         // counts nothing twice). In a cluster the pipeline is split by slot
         // and its parts run concurrently, so the acks go in a later pipeline.
         let mut acks = redis::pipe();
-        for (stream, entries) in &batches {
-            if !entries.is_empty() {
-                let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-                acks.cmd("XACK")
-                    .arg(stream)
-                    .arg(&policy.group)
-                    .arg(ids)
-                    .ignore();
-            }
-        }
+        group::ack(&mut acks, &batches, &policy.group);
         if !cluster {
             for cmd in acks.cmd_iter() {
                 pipe.add_command(cmd.clone()).ignore();

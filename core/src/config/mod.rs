@@ -32,6 +32,19 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (expected e.g. \"90s\", \"24h\")"))
 }
 
+/// Where the archive lives and how writes to it are acknowledged.
+#[derive(Clone, Debug)]
+pub struct MongoSettings {
+    pub url: String,
+    pub database: String,
+    /// Write concern `w`: "majority" or a number of nodes.
+    pub w: String,
+    /// Write concern `j`: acknowledged only once in the journal.
+    pub journal: bool,
+    /// Server selection, connect, and write-concern timeout.
+    pub timeout: std::time::Duration,
+}
+
 /// Settings every service shares: where Redis is, the key prefix, the policy.
 #[derive(Clone, Debug)]
 pub struct Common {
@@ -101,6 +114,49 @@ impl Common {
             s.error(format!("CHAT_JOBS_REDIS_URL={url:?}: {e}"));
         }
         url
+    }
+
+    /// The archive's MongoDB (`CHAT_MONGODB_URL` and friends); `None` when
+    /// the URL is unset (the archive is off) unless `required`.
+    pub fn read_mongodb(&self, s: &mut Settings<'_>, required: bool) -> Option<MongoSettings> {
+        let Some(url) = s.opt("CHAT_MONGODB_URL").filter(|u| !u.is_empty()) else {
+            if required {
+                s.error("CHAT_MONGODB_URL: required (mongodb://host:port/...)");
+            }
+            return None;
+        };
+        if !(url.starts_with("mongodb://") || url.starts_with("mongodb+srv://")) {
+            s.error("CHAT_MONGODB_URL: must start with mongodb:// or mongodb+srv://");
+        }
+        let database = s.string("CHAT_MONGODB_DB", "chat");
+        if database.is_empty()
+            || database.len() > 63
+            || !database
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            s.error(format!(
+                "CHAT_MONGODB_DB={database:?}: must be 1-63 of [A-Za-z0-9_-]"
+            ));
+        }
+        let w = s.string("CHAT_MONGODB_W", "majority");
+        if w.is_empty() || (w != "majority" && w.parse::<u32>().is_err()) {
+            s.error(format!(
+                "CHAT_MONGODB_W={w:?}: \"majority\" or a number of nodes"
+            ));
+        }
+        let journal = s.bool("CHAT_MONGODB_JOURNAL", true);
+        let timeout = s.duration("CHAT_MONGODB_TIMEOUT", std::time::Duration::from_secs(10));
+        if timeout.is_zero() {
+            s.error("CHAT_MONGODB_TIMEOUT: must be more than zero");
+        }
+        Some(MongoSettings {
+            url,
+            database,
+            w,
+            journal,
+            timeout,
+        })
     }
 
     pub fn keys(&self) -> crate::keys::Keys {

@@ -16,6 +16,7 @@ pub struct StreamsConfig {
     pub dedup: DedupPolicy,
     pub notify: NotifyPolicy,
     pub summarize: SummarizePolicy,
+    pub archive: ArchivePolicy,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -26,6 +27,9 @@ pub struct RetentionPolicy {
     pub max_age: Option<Duration>,
     /// An idle room's keys expire after this; each append refreshes it.
     pub ttl: Duration,
+    /// How long the archive keeps a message (from its timestamp); `None`
+    /// keeps it forever.
+    pub archive_for: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -73,6 +77,18 @@ pub struct NotifyPolicy {
 }
 
 #[derive(Clone, Debug)]
+pub struct ArchivePolicy {
+    pub group: String,
+    /// Entries per read, and so the most documents per MongoDB write.
+    pub batch: usize,
+    /// The MongoDB collection of archived messages.
+    pub collection: String,
+    pub claim_idle: Duration,
+    /// Then the entry goes to the dead-letter stream.
+    pub max_deliveries: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub struct SummarizePolicy {
     /// Enqueue a summary every this many messages in a room; 0 is off.
     pub every_messages: u64,
@@ -85,6 +101,7 @@ impl Default for StreamsConfig {
                 maxlen: 10_000,
                 max_age: Some(Duration::from_secs(7 * 86_400)),
                 ttl: Duration::from_secs(7 * 86_400),
+                archive_for: None,
             },
             rooms: Vec::new(),
             fanout: FanoutPolicy {
@@ -109,6 +126,13 @@ impl Default for StreamsConfig {
                 outbox_maxlen: 10_000,
             },
             summarize: SummarizePolicy { every_messages: 0 },
+            archive: ArchivePolicy {
+                group: "archive".into(),
+                batch: 500,
+                collection: "messages".into(),
+                claim_idle: Duration::from_secs(30),
+                max_deliveries: 5,
+            },
         }
     }
 }
@@ -243,6 +267,39 @@ impl StreamsConfig {
         let summarize = SummarizePolicy {
             every_messages: s.every_messages.unwrap_or(d.summarize.every_messages),
         };
+        let a = raw.archive.unwrap_or_default();
+        let archive = ArchivePolicy {
+            group: name(a.group, &d.archive.group, "archive.group", &mut errors),
+            batch: range(
+                a.batch,
+                d.archive.batch as u32,
+                1,
+                10_000,
+                "archive.batch",
+                &mut errors,
+            ) as usize,
+            collection: name(
+                a.collection,
+                &d.archive.collection,
+                "archive.collection",
+                &mut errors,
+            ),
+            claim_idle: dur(
+                a.claim_idle,
+                d.archive.claim_idle,
+                "archive.claim_idle",
+                &mut errors,
+            ),
+            max_deliveries: positive(
+                a.max_deliveries,
+                d.archive.max_deliveries,
+                "archive.max_deliveries",
+                &mut errors,
+            ),
+        };
+        if archive.group == fanout.group {
+            errors.push("archive.group: must differ from fanout.group".into());
+        }
         if errors.is_empty() {
             Ok(Self {
                 defaults,
@@ -251,6 +308,7 @@ impl StreamsConfig {
                 dedup,
                 notify,
                 summarize,
+                archive,
             })
         } else {
             Err(errors.join("; "))
@@ -330,6 +388,7 @@ struct RawFile {
     dedup: Option<RawDedup>,
     notify: Option<RawNotify>,
     summarize: Option<RawSummarize>,
+    archive: Option<RawArchive>,
 }
 
 #[derive(Deserialize, Default)]
@@ -339,6 +398,8 @@ struct RawRetention {
     /// `"7d"`, or `"off"` to keep by count only.
     max_age: Option<String>,
     ttl: Option<String>,
+    /// `"forever"` or a duration.
+    archive_for: Option<String>,
 }
 
 impl RawRetention {
@@ -363,10 +424,27 @@ impl RawRetention {
         if ttl < Duration::from_secs(1) {
             errors.push(format!("{field}.ttl: must be at least 1s"));
         }
+        let archive_for = match self.archive_for.as_deref() {
+            None => base.archive_for,
+            Some("forever") => None,
+            Some(s) => {
+                let d = dur(
+                    Some(s.to_owned()),
+                    Duration::ZERO,
+                    &format!("{field}.archive_for"),
+                    errors,
+                );
+                if d < Duration::from_secs(1) {
+                    errors.push(format!("{field}.archive_for: \"forever\" or at least 1s"));
+                }
+                Some(d)
+            }
+        };
         RetentionPolicy {
             maxlen,
             max_age,
             ttl,
+            archive_for,
         }
     }
 }
@@ -407,6 +485,16 @@ struct RawNotify {
     claim_idle: Option<String>,
     max_deliveries: Option<u64>,
     outbox_maxlen: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawArchive {
+    group: Option<String>,
+    batch: Option<u32>,
+    collection: Option<String>,
+    claim_idle: Option<String>,
+    max_deliveries: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -484,5 +572,33 @@ mod tests {
     fn max_age_can_be_turned_off() {
         let cfg = StreamsConfig::parse("[defaults]\nmax_age = \"off\"\n").expect("valid");
         assert_eq!(cfg.defaults.max_age, None);
+    }
+
+    #[test]
+    fn archive_retention_and_policy() {
+        let cfg = StreamsConfig::parse(
+            "[defaults]\narchive_for = \"30d\"\n\n[[rooms]]\npattern = \"keep:*\"\narchive_for = \"forever\"\n\n[archive]\nbatch = 50\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            cfg.retention("a").archive_for,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(cfg.retention("keep:x").archive_for, None);
+        assert_eq!(cfg.archive.batch, 50);
+        assert_eq!(cfg.archive.group, "archive");
+        assert_eq!(StreamsConfig::default().defaults.archive_for, None);
+        let err = StreamsConfig::parse(
+            "[defaults]\narchive_for = \"0s\"\n\n[archive]\nbatch = 0\ngroup = \"fanout\"\ncollection = \"a b\"\n",
+        )
+        .expect_err("invalid");
+        for field in [
+            "defaults.archive_for",
+            "archive.batch",
+            "archive.group",
+            "archive.collection",
+        ] {
+            assert!(err.contains(field), "{field} not named in {err}");
+        }
     }
 }

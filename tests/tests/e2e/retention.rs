@@ -18,6 +18,7 @@ fn policy(
             maxlen,
             max_age,
             ttl,
+            archive_for: None,
         },
     }
 }

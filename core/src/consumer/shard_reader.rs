@@ -3,20 +3,17 @@
 //! so each shard gets a task with its own blocking connection; their batches
 //! meet in one channel that the worker drains.
 
-use crate::FanoutError;
-use chat_core::entry::Entry;
-use chat_core::group;
-use chat_core::redis_conn::{self, Conn};
+use super::{Batch, GroupError};
+use crate::group;
+use crate::redis_conn::{self, Conn};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::warn;
 
-pub type Batch = Vec<(String, Vec<Entry>)>;
-
 /// The batches of every shard reader.
 pub struct ShardFeed {
-    rx: mpsc::Receiver<Result<Batch, FanoutError>>,
+    rx: mpsc::Receiver<Result<Batch, GroupError>>,
     stop: CancellationToken,
     _guard: DropGuard,
 }
@@ -53,7 +50,7 @@ impl ShardFeed {
     }
 
     /// Waits up to `wait` for a batch, then takes whatever else is ready.
-    pub async fn next(&mut self, wait: Duration) -> Result<Batch, FanoutError> {
+    pub async fn next(&mut self, wait: Duration) -> Result<Batch, GroupError> {
         let first = match tokio::time::timeout(wait, self.rx.recv()).await {
             Ok(Some(b)) => b?,
             Ok(None) | Err(_) => return Ok(Vec::new()),
@@ -86,7 +83,7 @@ impl ShardFeed {
 async fn read_shard(
     spec: ReadSpec,
     stream: String,
-    tx: mpsc::Sender<Result<Batch, FanoutError>>,
+    tx: mpsc::Sender<Result<Batch, GroupError>>,
     stop: CancellationToken,
 ) {
     let mut conn: Option<Conn> = None;
@@ -124,7 +121,7 @@ async fn read_shard(
     }
 }
 
-async fn read_once(conn: &mut Conn, spec: &ReadSpec, stream: &str) -> Result<Batch, FanoutError> {
+async fn read_once(conn: &mut Conn, spec: &ReadSpec, stream: &str) -> Result<Batch, GroupError> {
     let reply: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg(&spec.group)

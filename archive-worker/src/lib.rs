@@ -1,0 +1,211 @@
+//! archive-worker: consumer group `archive` over the fanout shard streams,
+//! independent of the fanout group. Each batch is upserted into MongoDB in
+//! one unordered write and acknowledged only after MongoDB acknowledged it
+//! with the configured write concern. A redelivered batch upserts nothing
+//! new; a crashed worker's entries are taken over with `XAUTOCLAIM`; an entry
+//! MongoDB refuses for good, or one delivered too often, goes to the
+//! dead-letter stream with the reason. While MongoDB is down the worker
+//! reads nothing more: it probes until MongoDB answers, and the pending list
+//! and the stream hold the messages meanwhile.
+
+pub mod settings;
+pub mod store;
+
+use chat_core::consumer::{Batch, BatchHandler, ConsumerSpec, GroupError, ShardConsumer};
+use chat_core::entry::shard_message;
+use chat_core::group;
+use chat_core::keys::Keys;
+use chat_core::redis_conn::{self, Conn};
+use settings::ArchiveSettings;
+use std::collections::HashMap;
+use store::Store;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub struct Archive {
+    consumer: ShardConsumer,
+    handler: Archiver,
+}
+
+struct Archiver {
+    settings: ArchiveSettings,
+    keys: Keys,
+    /// Dead letters and acks (multiplexed).
+    conn: Conn,
+    store: Store,
+    /// False until the indexes exist, and after a failed write until
+    /// MongoDB answers again.
+    healthy: bool,
+}
+
+impl Archive {
+    pub async fn build(settings: ArchiveSettings) -> Result<Self, GroupError> {
+        let keys = settings.common.keys();
+        let url = settings.common.redis_url.clone();
+        let conn = redis_conn::manager(&url).await?;
+        let policy = &settings.common.streams.archive;
+        let store = Store::connect(&settings.mongodb, &policy.collection)
+            .await
+            .map_err(|e| GroupError::Sink(e.to_string()))?;
+        let spec = ConsumerSpec {
+            url,
+            group: policy.group.clone(),
+            consumer: settings.consumer.clone(),
+            batch: policy.batch,
+            block: settings.block,
+            claim_idle: policy.claim_idle,
+        };
+        let consumer = ShardConsumer::connect(spec, conn.clone(), keys.all_shard_streams()).await?;
+        info!(consumer = %settings.consumer, shards = consumer.streams().len(), "archive worker ready");
+        Ok(Self {
+            consumer,
+            handler: Archiver {
+                settings,
+                keys,
+                conn,
+                store,
+                healthy: false,
+            },
+        })
+    }
+
+    /// Runs until `shutdown`; the batch in hand is written and acknowledged first.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), GroupError> {
+        self.consumer.run(&mut self.handler, shutdown).await
+    }
+}
+
+impl BatchHandler for Archiver {
+    async fn ready(&mut self) -> Result<(), GroupError> {
+        if self.healthy {
+            return Ok(());
+        }
+        let probe = async {
+            self.store.ping().await?;
+            self.store.ensure_indexes().await
+        };
+        match probe.await {
+            Ok(()) => {
+                info!("mongodb reachable; archiving");
+                self.healthy = true;
+                Ok(())
+            }
+            Err(e) => {
+                metrics::counter!("chat_mongodb_errors_total", "op" => "probe").increment(1);
+                Err(GroupError::Sink(e.to_string()))
+            }
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        batch: Batch,
+        deliveries: &HashMap<String, u64>,
+    ) -> Result<usize, GroupError> {
+        self.archive(batch, deliveries).await
+    }
+}
+
+impl Archiver {
+    async fn one_by_one(
+        &mut self,
+        docs: &[mongodb::bson::Document],
+    ) -> Result<Vec<store::Refused>, GroupError> {
+        let mut refused = Vec::new();
+        for (index, d) in docs.iter().enumerate() {
+            match self.store.upsert(std::slice::from_ref(d)).await {
+                Ok(r) => refused.extend(r.into_iter().map(|r| store::Refused { index, ..r })),
+                Err(e) => {
+                    if self.store.ping().await.is_err() {
+                        self.healthy = false;
+                        return Err(GroupError::Sink(e.to_string()));
+                    }
+                    refused.push(store::Refused {
+                        index,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(refused)
+    }
+
+    /// Writes the batch's messages, dead-letters what cannot be archived,
+    /// then acknowledges every entry of the batch.
+    async fn archive(
+        &mut self,
+        batch: Batch,
+        deliveries: &HashMap<String, u64>,
+    ) -> Result<usize, GroupError> {
+        // The policy is shared (an Arc): held apart from `self`.
+        let streams = self.settings.common.streams.clone();
+        let policy = &streams.archive;
+        let dlq = self.keys.dead_letter(&policy.group);
+        let maxlen = streams.fanout.dead_letter_maxlen;
+        let mut pipe = redis::pipe();
+        let mut docs = Vec::new();
+        // (stream, entry index) of each document, to name a refused one.
+        let mut origin = Vec::new();
+        let mut total = 0;
+        for (si, (stream, entries)) in batch.iter().enumerate() {
+            for (ei, e) in entries.iter().enumerate() {
+                total += 1;
+                if deliveries
+                    .get(&e.id)
+                    .is_some_and(|&n| n > policy.max_deliveries)
+                {
+                    warn!(stream = %stream, id = %e.id, "delivered too often; dead-lettered");
+                    group::dead_letter(&mut pipe, &dlq, maxlen, stream, e, "max_deliveries");
+                    continue;
+                }
+                match shard_message(e) {
+                    Ok(m) => {
+                        let keep = streams.retention(&m.room).archive_for;
+                        docs.push(store::document(&m, keep));
+                        origin.push((si, ei));
+                    }
+                    Err(err) => {
+                        warn!(stream = %stream, id = %e.id, error = %err, "malformed shard entry; dead-lettered");
+                        group::dead_letter(&mut pipe, &dlq, maxlen, stream, e, "malformed");
+                    }
+                }
+            }
+        }
+        if total == 0 {
+            return Ok(0);
+        }
+        let refused = match self.store.upsert(&docs).await {
+            Ok(r) => r,
+            Err(e) => {
+                metrics::counter!("chat_mongodb_errors_total", "op" => "write").increment(1);
+                if self.store.ping().await.is_err() {
+                    // Down: nothing is acknowledged; the entries stay pending
+                    // and are written again once MongoDB answers.
+                    self.healthy = false;
+                    return Err(GroupError::Sink(e.to_string()));
+                }
+                // Up, yet the batch failed: one document may be what it
+                // cannot take (the driver refuses an oversized command before
+                // sending it). One by one, so only that one is dead-lettered.
+                self.one_by_one(&docs).await?
+            }
+        };
+        for r in &refused {
+            let (si, ei) = origin[r.index];
+            let (stream, entries) = &batch[si];
+            warn!(stream = %stream, id = %entries[ei].id, reason = %r.reason, "mongodb refused a message; dead-lettered");
+            group::dead_letter(&mut pipe, &dlq, maxlen, stream, &entries[ei], &r.reason);
+        }
+        group::ack(&mut pipe, &batch, &policy.group);
+        let _: () = pipe.query_async(&mut self.conn).await?;
+        let archived = docs.len() - refused.len();
+        let dead = total - archived;
+        metrics::counter!("chat_archived_total").increment(archived as u64);
+        metrics::histogram!("chat_archive_batch_size").record(docs.len() as f64);
+        if dead > 0 {
+            metrics::counter!("chat_dead_lettered_total", "group" => policy.group.clone())
+                .increment(dead as u64);
+        }
+        Ok(total)
+    }
+}

@@ -1,0 +1,25 @@
+//! archive-worker as its own process.
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    chat_core::telemetry::init("info");
+    let strings = chat_core::config::load_strings()?;
+    let settings = archive_worker::settings::ArchiveSettings::from_strings(&strings)?;
+    let shutdown = CancellationToken::new();
+    chat_core::shutdown::cancel_on_signal(shutdown.clone());
+    // Prometheus at CHAT_METRICS_LISTEN (e.g. 0.0.0.0:9100), when set.
+    chat_core::metrics::serve_configured(&strings, shutdown.clone()).await?;
+    let grace = settings.common.shutdown_grace;
+    let worker = archive_worker::Archive::build(settings)
+        .await
+        .context("starting archive worker")?;
+    if let Some(r) =
+        chat_core::shutdown::with_grace(worker.run(shutdown.clone()), shutdown, grace).await
+    {
+        r?;
+    }
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! The archive in MongoDB: one document per message, unique by
+//! (room, epoch, offset). Writes are unordered upserts with `$setOnInsert`,
+//! so a batch written twice (a redelivery, a takeover) changes nothing.
+
+use chat_core::config::MongoSettings;
+use chat_core::protocol::Message;
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, Database, IndexModel};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// MongoDB could not be reached or did not acknowledge the write as
+    /// configured: retry later, nothing is lost.
+    #[error("mongodb unavailable: {0}")]
+    Unavailable(String),
+    /// A reply this code cannot read.
+    #[error("mongodb reply: {0}")]
+    Reply(String),
+}
+
+impl From<mongodb::error::Error> for StoreError {
+    fn from(e: mongodb::error::Error) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+/// A message MongoDB refused for what it is (not for being unreachable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Index in the batch given to `upsert`.
+    pub index: usize,
+    pub reason: String,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Database,
+    collection: String,
+    write_concern: Document,
+}
+
+/// Error codes that say a document itself is bad, so writing it again can
+/// never succeed: dead-lettered instead of retried.
+const PERMANENT: &[i32] = &[
+    2,     // BadValue
+    9,     // FailedToParse
+    14,    // TypeMismatch
+    52,    // DollarPrefixedFieldName
+    55,    // InvalidDBRef
+    121,   // DocumentValidationFailure
+    10334, // BSONObjectTooLarge
+    17280, // KeyTooLong
+    17419, // document too large
+];
+
+/// The duplicate-key error: another writer inserted it first, which is what
+/// an upsert racing a takeover looks like. The message is archived.
+const DUPLICATE_KEY: i32 = 11000;
+
+impl Store {
+    pub async fn connect(settings: &MongoSettings, collection: &str) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(&settings.url).await?;
+        options.app_name = Some("chat-archive".into());
+        // An outage shows as a failed write in seconds, not the driver's 30 s.
+        options.server_selection_timeout = Some(settings.timeout);
+        options.connect_timeout = Some(settings.timeout);
+        let client = Client::with_options(options)?;
+        let w = match settings.w.parse::<i64>() {
+            Ok(n) => Bson::Int64(n),
+            Err(_) => Bson::String(settings.w.clone()),
+        };
+        Ok(Self {
+            db: client.database(&settings.database),
+            collection: collection.to_owned(),
+            write_concern: doc! {
+                "w": w,
+                "j": settings.journal,
+                "wtimeout": settings.timeout.as_millis() as i64,
+            },
+        })
+    }
+
+    pub fn messages(&self) -> Collection<Document> {
+        self.db.collection(&self.collection)
+    }
+
+    /// The unique index the upserts rely on, and the TTL index that expires
+    /// documents at their `expire_at` (set for rooms kept for a duration).
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let c = self.messages();
+        c.create_index(
+            IndexModel::builder()
+                .keys(doc! {"room": 1, "epoch": 1, "offset": 1})
+                .options(
+                    IndexOptions::builder()
+                        .unique(true)
+                        .name("room_epoch_offset".to_owned())
+                        .build(),
+                )
+                .build(),
+        )
+        .await?;
+        c.create_index(
+            IndexModel::builder()
+                .keys(doc! {"expire_at": 1})
+                .options(
+                    IndexOptions::builder()
+                        .expire_after(Duration::ZERO)
+                        .name("expire_at_ttl".to_owned())
+                        .build(),
+                )
+                .build(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.run_command(doc! {"ping": 1}).await?;
+        Ok(())
+    }
+
+    /// Upserts every message (unordered, one command). Returns the ones
+    /// MongoDB refused for good; any other failure, or a write concern not
+    /// met, is an error and the whole batch is to be retried.
+    pub async fn upsert(&self, docs: &[Document]) -> Result<Vec<Refused>, StoreError> {
+        if docs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let updates: Vec<Document> = docs
+            .iter()
+            .map(|d| {
+                doc! {
+                    "q": {
+                        "room": d.get("room").cloned().unwrap_or(Bson::Null),
+                        "epoch": d.get("epoch").cloned().unwrap_or(Bson::Null),
+                        "offset": d.get("offset").cloned().unwrap_or(Bson::Null),
+                    },
+                    "u": {"$setOnInsert": d.clone()},
+                    "upsert": true,
+                }
+            })
+            .collect();
+        let reply = self
+            .db
+            .run_command(doc! {
+                "update": &self.collection,
+                "updates": updates,
+                "ordered": false,
+                "writeConcern": self.write_concern.clone(),
+            })
+            .await?;
+        if let Ok(wce) = reply.get_document("writeConcernError") {
+            return Err(StoreError::Unavailable(format!(
+                "write concern not met: {wce}"
+            )));
+        }
+        let mut refused = Vec::new();
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            for e in errors {
+                let Some(e) = e.as_document() else {
+                    return Err(StoreError::Reply(format!("writeErrors entry {e}")));
+                };
+                let (Some(index), Some(code)) = (int(e.get("index")), int(e.get("code"))) else {
+                    return Err(StoreError::Reply(format!("writeErrors entry {e}")));
+                };
+                let code = code as i32;
+                let message = e.get_str("errmsg").unwrap_or("").to_owned();
+                if code == DUPLICATE_KEY {
+                    continue;
+                }
+                if !PERMANENT.contains(&code) {
+                    // Transient (a failover, an interrupted write): retry all.
+                    return Err(StoreError::Unavailable(format!(
+                        "write error {code}: {message}"
+                    )));
+                }
+                let index = usize::try_from(index)
+                    .ok()
+                    .filter(|i| *i < docs.len())
+                    .ok_or_else(|| StoreError::Reply(format!("writeErrors index {index}")))?;
+                refused.push(Refused {
+                    index,
+                    reason: format!("mongodb {code}: {message}"),
+                });
+            }
+        }
+        Ok(refused)
+    }
+}
+
+/// The archived document of a message. `keep_for`: the room's archive
+/// retention (`None` keeps it forever).
+pub fn document(m: &Message, keep_for: Option<Duration>) -> Document {
+    let mut d = doc! {
+        "room": &m.room,
+        "epoch": &m.epoch,
+        "offset": m.offset as i64,
+        "id": &m.id,
+        "user": &m.user,
+        "text": &m.text,
+        "client_id": &m.client_id,
+        "kind": m.kind.as_str(),
+        "ts": m.ts as i64,
+    };
+    if let Some(keep) = keep_for {
+        let at = (m.ts as i64).saturating_add(keep.as_millis() as i64);
+        d.insert("expire_at", mongodb::bson::DateTime::from_millis(at));
+    }
+    d
+}
+
+/// Numbers as MongoDB (or a server speaking its protocol) may send them:
+/// Int32, Int64 or a whole Double.
+pub fn int(v: Option<&Bson>) -> Option<i64> {
+    match v? {
+        Bson::Int32(n) => Some(i64::from(*n)),
+        Bson::Int64(n) => Some(*n),
+        Bson::Double(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(*f as i64),
+        _ => None,
+    }
+}

@@ -1,0 +1,316 @@
+//! A consumer in a group over the fanout shard streams, shared by the
+//! workers that read them (fanout, archive): reading new entries (one
+//! `XREADGROUP` over every shard on a standalone Redis, a reader per shard in
+//! Redis Cluster), taking over a crashed consumer's entries with
+//! `XAUTOCLAIM`, removing consumers that stopped, and the loop that drives a
+//! [`BatchHandler`] until shutdown.
+
+mod shard_reader;
+
+use crate::entry::{Entry, ReplyError};
+use crate::group;
+use crate::redis_conn::{self, Conn};
+use shard_reader::{ReadSpec, ShardFeed};
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Entries by stream, as one read returned them.
+pub type Batch = Vec<(String, Vec<Entry>)>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Reply(#[from] ReplyError),
+    /// The handler's own destination failed (e.g. MongoDB): nothing of the
+    /// batch was acknowledged, so it is retried after a backoff.
+    #[error("{0}")]
+    Sink(String),
+}
+
+impl From<crate::scripts::ScriptError> for GroupError {
+    fn from(e: crate::scripts::ScriptError) -> Self {
+        match e {
+            crate::scripts::ScriptError::Redis(r) => Self::Redis(r),
+            crate::scripts::ScriptError::Reply(r) => Self::Reply(r),
+        }
+    }
+}
+
+/// What a consumer is and how it reads.
+#[derive(Clone, Debug)]
+pub struct ConsumerSpec {
+    pub url: String,
+    pub group: String,
+    /// Unique per process.
+    pub consumer: String,
+    /// Entries per read.
+    pub batch: usize,
+    /// How long one read blocks; also bounds how fast a shutdown is noticed.
+    pub block: Duration,
+    /// Pending entries idle this long are taken over.
+    pub claim_idle: Duration,
+}
+
+/// Handles what the consumer reads. `deliveries` has the delivery counts of
+/// entries taken over from another consumer (empty for new entries), so an
+/// entry that keeps failing can be dead-lettered. The handler acknowledges
+/// what it finished; it returns how many entries it handled.
+pub trait BatchHandler {
+    /// Whether the handler can work now. While it says no (its destination
+    /// is down), the consumer neither reads nor takes over entries: their
+    /// delivery counts must not climb towards the dead-letter limit for an
+    /// outage that is not theirs.
+    fn ready(&mut self) -> impl Future<Output = Result<(), GroupError>> + Send {
+        async { Ok(()) }
+    }
+
+    fn handle(
+        &mut self,
+        batch: Batch,
+        deliveries: &HashMap<String, u64>,
+    ) -> impl Future<Output = Result<usize, GroupError>> + Send;
+}
+
+enum Reader {
+    /// One `XREADGROUP` over every shard stream (standalone Redis).
+    Streams(Conn),
+    /// A reader per shard (Redis Cluster).
+    Shards(ShardFeed),
+}
+
+pub struct ShardConsumer {
+    spec: ConsumerSpec,
+    streams: Vec<String>,
+    /// Claims and group administration (multiplexed).
+    conn: Conn,
+    /// Blocking reads, on their own socket(s).
+    reader: Reader,
+}
+
+/// Consumers idle this long with nothing pending are removed from the group.
+const DEAD_CONSUMER_IDLE: Duration = Duration::from_secs(3600);
+
+/// How long a worker waits after a small batch before reading again.
+const LINGER: Duration = Duration::from_millis(2);
+
+/// Most `XAUTOCLAIM` pages per stream in one claim pass.
+const CLAIM_PAGES: usize = 100;
+
+impl ShardConsumer {
+    /// Creates the group on every stream (if missing) and starts reading.
+    pub async fn connect(
+        spec: ConsumerSpec,
+        mut conn: Conn,
+        streams: Vec<String>,
+    ) -> Result<Self, GroupError> {
+        group::ensure_groups(&mut conn, &streams, &spec.group).await?;
+        // Readers start once their groups exist.
+        let reader = if conn.is_cluster() {
+            Reader::Shards(ShardFeed::spawn(
+                ReadSpec {
+                    url: spec.url.clone(),
+                    group: spec.group.clone(),
+                    consumer: spec.consumer.clone(),
+                    count: spec.batch,
+                    block: spec.block,
+                },
+                &streams,
+            ))
+        } else {
+            Reader::Streams(redis_conn::blocking(&spec.url, spec.block).await?)
+        };
+        Ok(Self {
+            spec,
+            streams,
+            conn,
+            reader,
+        })
+    }
+
+    pub fn spec(&self) -> &ConsumerSpec {
+        &self.spec
+    }
+
+    pub fn streams(&self) -> &[String] {
+        &self.streams
+    }
+
+    /// New entries, blocking up to `block`.
+    pub async fn read(&mut self) -> Result<Batch, GroupError> {
+        let reader = match &mut self.reader {
+            Reader::Streams(c) => c,
+            Reader::Shards(feed) => return feed.next(self.spec.block).await,
+        };
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.spec.group)
+            .arg(&self.spec.consumer)
+            .arg("COUNT")
+            .arg(self.spec.batch)
+            .arg("BLOCK")
+            .arg(self.spec.block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.streams);
+        for _ in &self.streams {
+            cmd.arg(">");
+        }
+        let reply: redis::Value = cmd.query_async(reader).await?;
+        Ok(group::read_reply(&reply)?)
+    }
+
+    /// Takes over entries idle longer than `claim_idle` from any consumer and
+    /// hands them to `handler` page by page, with their delivery counts.
+    pub async fn claim<H: BatchHandler>(&mut self, handler: &mut H) -> Result<usize, GroupError> {
+        group::report_gauges(&mut self.conn, &self.streams, &self.spec.group).await;
+        let mut total = 0;
+        for stream in self.streams.clone() {
+            let mut cursor = "0-0".to_owned();
+            for _ in 0..CLAIM_PAGES {
+                let reply: redis::Value = redis::cmd("XAUTOCLAIM")
+                    .arg(&stream)
+                    .arg(&self.spec.group)
+                    .arg(&self.spec.consumer)
+                    .arg(self.spec.claim_idle.as_millis() as u64)
+                    .arg(&cursor)
+                    .arg("COUNT")
+                    .arg(self.spec.batch)
+                    .query_async(&mut self.conn)
+                    .await?;
+                let (next, entries, deleted) = group::autoclaim_reply(&reply)?;
+                if !deleted.is_empty() {
+                    // Trimmed while pending: nothing left to handle.
+                    let _: () = redis::cmd("XACK")
+                        .arg(&stream)
+                        .arg(&self.spec.group)
+                        .arg(&deleted)
+                        .query_async(&mut self.conn)
+                        .await?;
+                }
+                if !entries.is_empty() {
+                    info!(stream = %stream, group = %self.spec.group, n = entries.len(), "took over idle entries");
+                    let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+                    let counts =
+                        group::delivery_counts(&mut self.conn, &stream, &self.spec.group, &ids)
+                            .await?;
+                    total += handler
+                        .handle(vec![(stream.clone(), entries)], &counts)
+                        .await?;
+                }
+                if next == "0-0" {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Removes consumers left by stopped workers (nothing pending, idle for
+    /// `idle`), so the group does not grow with every restart. Returns how many.
+    pub async fn remove_dead_consumers(&mut self, idle: Duration) -> Result<usize, GroupError> {
+        let mut removed = 0;
+        for stream in self.streams.clone() {
+            let reply: redis::Value = redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&stream)
+                .arg(&self.spec.group)
+                .query_async(&mut self.conn)
+                .await?;
+            for name in group::idle_consumers(&reply, idle.as_millis() as i64)? {
+                if name == self.spec.consumer {
+                    continue;
+                }
+                let _: i64 = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(&stream)
+                    .arg(&self.spec.group)
+                    .arg(&name)
+                    .query_async(&mut self.conn)
+                    .await?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            info!(removed, group = %self.spec.group, "removed dead consumers");
+        }
+        Ok(removed)
+    }
+
+    /// Runs until `shutdown`: reads and handles batches, takes over idle
+    /// entries every `claim_idle / 2`, and backs off while Redis (or the
+    /// handler's destination) fails. The batch in hand is finished first.
+    pub async fn run<H: BatchHandler>(
+        &mut self,
+        handler: &mut H,
+        shutdown: CancellationToken,
+    ) -> Result<(), GroupError> {
+        let claim_every = self.spec.claim_idle / 2;
+        let mut last_claim = Instant::now();
+        let mut last_cleanup = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let result = if let Err(e) = handler.ready().await {
+                Err(e)
+            } else if last_claim.elapsed() >= claim_every {
+                last_claim = Instant::now();
+                if last_cleanup.elapsed() >= Duration::from_secs(60) {
+                    last_cleanup = Instant::now();
+                    if let Err(e) = self.remove_dead_consumers(DEAD_CONSUMER_IDLE).await {
+                        warn!(error = %e, "consumer cleanup failed");
+                    }
+                }
+                self.claim(handler).await
+            } else {
+                match self.read().await {
+                    Ok(batch) => handler.handle(batch, &HashMap::new()).await,
+                    Err(e) => Err(e),
+                }
+            };
+            // A read that came back with a handful of entries means they
+            // trickle in: wait a moment so the next read (and its round trips)
+            // carries more of them. Costs at most LINGER of latency.
+            if let Ok(n) = &result
+                && *n > 0
+                && *n < self.spec.batch / 4
+            {
+                tokio::time::sleep(LINGER).await;
+            }
+            match result {
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(GroupError::Redis(e)) if e.code() == Some("NOGROUP") => {
+                    // The streams vanished (Redis restarted empty, or were
+                    // deleted): recreate the groups, from whatever path saw it.
+                    warn!(group = %self.spec.group, "consumer group missing; recreating");
+                    if let Err(e) =
+                        group::ensure_groups(&mut self.conn, &self.streams, &self.spec.group).await
+                    {
+                        warn!(error = %e, "recreating consumer groups failed");
+                    }
+                }
+                Err(e) => {
+                    warn!(group = %self.spec.group, error = %e, "step failed; backing off");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        if let Reader::Shards(feed) = &mut self.reader {
+            // Entries the shard readers took before the stop are finished here.
+            for batch in feed.close().await {
+                if let Err(e) = handler.handle(batch, &HashMap::new()).await {
+                    warn!(error = %e, "final batch failed; another worker takes it over");
+                }
+            }
+        }
+        info!(consumer = %self.spec.consumer, group = %self.spec.group, "consumer stopped");
+        Ok(())
+    }
+}
