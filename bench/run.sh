@@ -7,12 +7,13 @@
 #   bench/run.sh            # shapes a, b, c, d
 #   bench/run.sh a b        # some of them
 #   FANOUT=1 bench/run.sh c # shape c with one fanout worker instead of two
+#   ARCHIVE=1 bench/run.sh a # also an archive worker into nx-27017, and its lag
 set -euo pipefail
 # 10,000 idle sockets need as many descriptors on each side.
 ulimit -n 65536 2>/dev/null || true
 cd "$(dirname "$0")/.."
 scripts/ensure-redis
-[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p ingress -p fanout-worker -p chatctl
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p ingress -p fanout-worker -p archive-worker -p chatctl
 OUT=${OUT:-bench/results}
 DURATION=${DURATION:-20s}
 mkdir -p "$OUT"
@@ -21,7 +22,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 RPORT=$(free_port); P1=$(free_port); P2=$(free_port)
 redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" --logfile "$WORK/redis.log" &
 RPID=$!; PIDS+=("$RPID")
@@ -32,6 +33,10 @@ export CHAT_JWT_SECRET="bench-secret-$(date +%s%N)"
 export CHAT_API_KEYS="bench-api-key-0123456789"
 export CHAT_RATE_PER_SEC=1000 CHAT_RATE_BURST=1000
 export RUST_LOG=warn
+if [ -n "${ARCHIVE:-}" ]; then
+  start_mongo "$WORK"
+  PIDS+=("$MPID")
+fi
 # SERVICE_THREADS sets the services' tokio worker threads (default: one per core).
 # (`env` execs, so $! stays the service's own PID.)
 THREADS=()
@@ -44,6 +49,9 @@ for n in $(seq 1 "${FANOUT:-2}"); do
   env "${THREADS[@]}" target/release/fanout-worker > "$WORK/f$n.log" 2>&1 & F=$!; PIDS+=("$F")
   PIDARG_F="$PIDARG_F,fanout$n=$F"
 done
+if [ -n "${ARCHIVE:-}" ]; then
+  env "${THREADS[@]}" target/release/archive-worker > "$WORK/archive.log" 2>&1 & AW=$!; PIDS+=("$AW")
+fi
 for p in $P1 $P2; do until curl -sf "http://127.0.0.1:$p/readyz" >/dev/null; do sleep 0.1; done; done
 URLS="ws://127.0.0.1:$P1/v1/ws,ws://127.0.0.1:$P2/v1/ws"
 PIDARG="ingress1=$I1,ingress2=$I2$PIDARG_F,redis=$RPID"
@@ -53,6 +61,13 @@ for shape in "${@:-a b c d}"; do
   for s in $shape; do
     # Redis commands per shape (`INFO commandstats`), beside its JSON.
     redis-cli -p "$RPORT" config resetstat >/dev/null
+    if [ -n "${ARCHIVE:-}" ]; then
+      # The archive group's backlog (entries not yet written) every 0.5 s
+      # (each sample is eight redis-cli calls: sampling faster costs the box).
+      ( while :; do echo "$(date +%s.%N) $(group_backlog "$RPORT" archive 8)"; sleep 0.5; done ) > "$WORK/$s-backlog.txt" &
+      SAMPLER=$!
+      A_CPU0=$(awk '{print $14 + $15}' "/proc/$AW/stat")
+    fi
     case "$s" in
       a) bench --rooms 100 --members 10 --rate 2000 --duration "$DURATION" > "$OUT/a-100x10-r2000.json" ;;
       b) bench --rooms 10 --members 100 --rate 300 --duration "$DURATION" > "$OUT/b-10x100-r300.json" ;;
@@ -60,6 +75,33 @@ for shape in "${@:-a b c d}"; do
       d) timeout 600 target/release/chatctl bench --urls "ws://127.0.0.1:$P1/v1/ws" --connections 10000 --pids "ingress1=$I1" > "$OUT/d-10000-idle.json" ;;
       *) echo "unknown shape $s" >&2; exit 2 ;;
     esac
+    if [ -n "${ARCHIVE:-}" ]; then
+      t0=$(date +%s.%N)
+      while [ "$(group_backlog "$RPORT" archive 8)" -gt 0 ]; do sleep 0.1; done
+      catchup=$(python3 -c "print(round($(date +%s.%N) - $t0, 2))")
+      kill "$SAMPLER" 2>/dev/null || true
+      A_CPU1=$(awk '{print $14 + $15}' "/proc/$AW/stat")
+      RUNJSON=$(ls "$OUT"/"$s"-*.json | grep -v archive | head -1)
+      python3 - "$WORK/$s-backlog.txt" "$RUNJSON" "$A_CPU0" "$A_CPU1" "$catchup" > "$OUT/$s-archive.json" <<'PY'
+import json, sys
+samples = [int(l.split()[1]) for l in open(sys.argv[1]) if len(l.split()) == 2]
+try:
+    run = json.load(open(sys.argv[2]))
+    rate, window = run["shape"]["rate"], run["shape"]["duration"] + run["shape"]["warmup"]
+except (OSError, KeyError, ValueError):
+    rate, window = 0, 0
+print(json.dumps({
+    "samples": len(samples),
+    "backlog_max": max(samples, default=0),
+    "backlog_mean": round(sum(samples) / len(samples), 1) if samples else 0,
+    # At the shape's send rate, entries behind are this many seconds behind.
+    "lag_max_s": round(max(samples, default=0) / rate, 3) if rate else None,
+    "lag_mean_s": round(sum(samples) / len(samples) / rate, 3) if rate and samples else None,
+    "catch_up_after_run_s": float(sys.argv[5]),
+    "archive_worker_cpu_pct_of_core": round((int(sys.argv[4]) - int(sys.argv[3])) / 100 / window * 100) if window else None,
+}))
+PY
+    fi
     redis-cli -p "$RPORT" info commandstats | tr -d '\r' | grep '^cmdstat' > "$OUT/$s-commandstats.txt"
     echo "shape $s: $(cat "$OUT"/"$s"-*.json | head -c 400)"
   done

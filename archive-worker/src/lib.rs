@@ -107,6 +107,54 @@ impl BatchHandler for Archiver {
 }
 
 impl Archiver {
+    /// Drops the documents of rooms deleted after they were stored: a
+    /// deletion removes the archived messages, and must not see them come
+    /// back from entries still pending (one round trip per batch).
+    async fn skip_deleted(
+        &mut self,
+        docs: &mut Vec<mongodb::bson::Document>,
+        origin: &mut Vec<(usize, usize)>,
+    ) -> Result<(), GroupError> {
+        let mut rooms: Vec<&str> = docs.iter().filter_map(|d| d.get_str("room").ok()).collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for room in &rooms {
+            pipe.get(self.keys.room_deleted(room));
+        }
+        let deleted: Vec<Option<u64>> = pipe.query_async(&mut self.conn).await?;
+        let cutoff: HashMap<String, u64> = rooms
+            .iter()
+            .zip(deleted)
+            .filter_map(|(r, d)| d.map(|d| ((*r).to_owned(), d)))
+            .collect();
+        if cutoff.is_empty() {
+            return Ok(());
+        }
+        let mut keep = Vec::with_capacity(docs.len());
+        let mut keep_origin = Vec::with_capacity(docs.len());
+        for (d, o) in docs.drain(..).zip(origin.drain(..)) {
+            let gone = d
+                .get_str("room")
+                .ok()
+                .and_then(|r| cutoff.get(r))
+                .is_some_and(|&at| {
+                    store::int(d.get("ts"))
+                        .is_some_and(|ts| u64::try_from(ts).is_ok_and(|ts| ts <= at))
+                });
+            if !gone {
+                keep.push(d);
+                keep_origin.push(o);
+            }
+        }
+        *docs = keep;
+        *origin = keep_origin;
+        Ok(())
+    }
+
     async fn one_by_one(
         &mut self,
         docs: &[mongodb::bson::Document],
@@ -174,6 +222,9 @@ impl Archiver {
         if total == 0 {
             return Ok(0);
         }
+        let before_skip = docs.len();
+        self.skip_deleted(&mut docs, &mut origin).await?;
+        let skipped = before_skip - docs.len();
         let refused = match self.store.upsert(&docs).await {
             Ok(r) => r,
             Err(e) => {
@@ -199,7 +250,7 @@ impl Archiver {
         group::ack(&mut pipe, &batch, &policy.group);
         let _: () = pipe.query_async(&mut self.conn).await?;
         let archived = docs.len() - refused.len();
-        let dead = total - archived;
+        let dead = total - docs.len() - skipped + refused.len();
         metrics::counter!("chat_archived_total").increment(archived as u64);
         metrics::histogram!("chat_archive_batch_size").record(docs.len() as f64);
         if dead > 0 {

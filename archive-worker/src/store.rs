@@ -3,7 +3,8 @@
 //! so a batch written twice (a redelivery, a takeover) changes nothing.
 
 use chat_core::config::MongoSettings;
-use chat_core::protocol::Message;
+use chat_core::protocol::{Kind, Message};
+use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
@@ -102,6 +103,14 @@ impl Store {
                 .build(),
         )
         .await?;
+        // History's step to the previous epoch, and the export's order.
+        c.create_index(
+            IndexModel::builder()
+                .keys(doc! {"room": 1, "ts": 1})
+                .options(IndexOptions::builder().name("room_ts".to_owned()).build())
+                .build(),
+        )
+        .await?;
         c.create_index(
             IndexModel::builder()
                 .keys(doc! {"expire_at": 1})
@@ -133,11 +142,9 @@ impl Store {
             .iter()
             .map(|d| {
                 doc! {
-                    "q": {
-                        "room": d.get("room").cloned().unwrap_or(Bson::Null),
-                        "epoch": d.get("epoch").cloned().unwrap_or(Bson::Null),
-                        "offset": d.get("offset").cloned().unwrap_or(Bson::Null),
-                    },
+                    // By `_id`: the primary index, the cheapest lookup a
+                    // server has (nx-27017 scans for any other filter).
+                    "q": {"_id": d.get("_id").cloned().unwrap_or(Bson::Null)},
                     "u": {"$setOnInsert": d.clone()},
                     "upsert": true,
                 }
@@ -191,10 +198,121 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The newest `limit` archived messages of one epoch below `before`,
+    /// oldest first.
+    pub async fn older(
+        &self,
+        room: &str,
+        epoch: &str,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        let mut cursor = self
+            .messages()
+            .find(doc! {"room": room, "epoch": epoch, "offset": {"$lt": clamp(before)}})
+            .sort(doc! {"offset": -1})
+            .limit(i64::from(limit))
+            .await?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await? {
+            out.push(message(&d)?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The epoch the room had before `epoch` (whose oldest known message was
+    /// stored at `first_ts`), with its last archived offset.
+    pub async fn previous_epoch(
+        &self,
+        room: &str,
+        epoch: &str,
+        first_ts: u64,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        let found = self
+            .messages()
+            .find_one(doc! {"room": room, "epoch": {"$ne": epoch}, "ts": {"$lte": clamp(first_ts)}})
+            .sort(doc! {"ts": -1, "offset": -1})
+            .await?;
+        found
+            .map(|d| {
+                let m = message(&d)?;
+                Ok((m.epoch, m.offset))
+            })
+            .transpose()
+    }
+
+    /// The oldest archived message of an epoch, if any.
+    pub async fn first_of_epoch(
+        &self,
+        room: &str,
+        epoch: &str,
+    ) -> Result<Option<Message>, StoreError> {
+        let found = self
+            .messages()
+            .find_one(doc! {"room": room, "epoch": epoch})
+            .sort(doc! {"offset": 1})
+            .await?;
+        found.map(|d| message(&d)).transpose()
+    }
+
+    /// Every archived message of a room, oldest first, as a cursor: the
+    /// caller streams it without holding the room in memory.
+    pub async fn room_cursor(&self, room: &str) -> Result<mongodb::Cursor<Document>, StoreError> {
+        Ok(self
+            .messages()
+            .find(doc! {"room": room})
+            .sort(doc! {"ts": 1, "offset": 1})
+            .await?)
+    }
+
+    /// Removes every archived message of a room; returns how many.
+    pub async fn delete_room(&self, room: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .messages()
+            .delete_many(doc! {"room": room})
+            .await?
+            .deleted_count)
+    }
+}
+
+/// BSON has signed 64-bit integers.
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A message from its archived document; numbers are read tolerantly.
+pub fn message(d: &Document) -> Result<Message, StoreError> {
+    let text = |k: &str| {
+        d.get_str(k)
+            .map(str::to_owned)
+            .map_err(|_| StoreError::Reply(format!("archived document without {k}")))
+    };
+    let number = |k: &str| {
+        int(d.get(k))
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| StoreError::Reply(format!("archived document without {k}")))
+    };
+    Ok(Message {
+        room: text("room")?,
+        offset: number("offset")?,
+        id: text("id")?,
+        epoch: text("epoch")?,
+        user: text("user")?,
+        text: text("text")?,
+        ts: number("ts")?,
+        client_id: text("client_id")?,
+        kind: Kind::parse(&text("kind")?)
+            .ok_or_else(|| StoreError::Reply("archived document with a bad kind".into()))?,
+    })
+}
+
 /// The archived document of a message. `keep_for`: the room's archive
 /// retention (`None` keeps it forever).
 pub fn document(m: &Message, keep_for: Option<Duration>) -> Document {
     let mut d = doc! {
+        "_id": document_id(&m.room, &m.epoch, m.offset),
         "room": &m.room,
         "epoch": &m.epoch,
         "offset": m.offset as i64,
@@ -210,6 +328,13 @@ pub fn document(m: &Message, keep_for: Option<Duration>) -> Document {
         d.insert("expire_at", mongodb::bson::DateTime::from_millis(at));
     }
     d
+}
+
+/// `<room>|<epoch>|<offset, 20 digits>`: unique per message like the
+/// (room, epoch, offset) index (neither names nor epochs contain `|`), and
+/// in offset order within an epoch.
+pub fn document_id(room: &str, epoch: &str, offset: u64) -> String {
+    format!("{room}|{epoch}|{offset:020}")
 }
 
 /// Numbers as MongoDB (or a server speaking its protocol) may send them:

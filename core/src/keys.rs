@@ -144,6 +144,29 @@ impl Keys {
         format!("{}:room:{{{room}}}:summary", self.prefix)
     }
 
+    /// When the room was deleted (ms): the archive skips entries of the room
+    /// stored until then that it had not written yet.
+    pub fn room_deleted(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:deleted", self.prefix)
+    }
+
+    /// Every key of a room that deleting it removes (dedup records and
+    /// per-user push state expire on their own).
+    pub fn room_keys(&self, room: &str) -> Vec<String> {
+        vec![
+            self.room_meta(room),
+            self.room_stream(room),
+            self.room_members(room),
+            self.room_reads(room),
+            self.room_presence(room),
+            self.room_joined(room),
+            self.room_push_outbox(room),
+            self.room_summary_job(room),
+            self.room_summary_count(room),
+            self.room_summary(room),
+        ]
+    }
+
     /// Pub/sub channel carrying the room's live messages and ephemeral events.
     pub fn room_channel(&self, room: &str) -> String {
         format!("{}:room:{{{room}}}:live", self.prefix)

@@ -101,6 +101,14 @@ pub struct Message {
     pub kind: Kind,
 }
 
+/// A `history` page's way to the next older one: `before` (exclusive) in
+/// `epoch`, which may be an earlier epoch of the room than the page's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryCursor {
+    pub epoch: String,
+    pub before: u64,
+}
+
 /// `since` of a `join`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Since {
@@ -122,6 +130,7 @@ pub struct RawClientFrame {
     pub client_id: Option<Value>,
     pub since: Option<Value>,
     pub before: Option<Value>,
+    pub epoch: Option<Value>,
     pub limit: Option<Value>,
     pub offset: Option<Value>,
 }
@@ -147,6 +156,9 @@ pub enum ClientFrame {
     History {
         room: String,
         before: Option<u64>,
+        /// The epoch `before` counts in (a `next` cursor's); the room's
+        /// current epoch when absent.
+        epoch: Option<String>,
         limit: u32,
     },
     Typing {
@@ -258,6 +270,10 @@ impl ClientFrame {
             "history" => Self::History {
                 room: room(&raw.room)?,
                 before: optional_u64(&raw.before, "before")?,
+                epoch: match &raw.epoch {
+                    None | Some(Value::Null) => None,
+                    Some(_) => Some(epoch(&raw.epoch)?),
+                },
                 limit: match optional_u64(&raw.limit, "limit")? {
                     None => 50,
                     Some(n @ 1..=100) => n as u32,
@@ -312,6 +328,22 @@ fn room(v: &Option<Value>) -> Result<String, FrameError> {
     }
 }
 
+/// Epochs are what the server made them: short tokens of `[A-Za-z0-9_-]`.
+pub fn valid_epoch(e: &str) -> bool {
+    (1..=64).contains(&e.len())
+        && e.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn epoch(v: &Option<Value>) -> Result<String, FrameError> {
+    let e = string(v, "epoch")?;
+    if valid_epoch(&e) {
+        Ok(e)
+    } else {
+        Err(bad(None, "epoch must match ^[A-Za-z0-9_-]{1,64}$".into()))
+    }
+}
+
 fn optional_u64(v: &Option<Value>, field: &str) -> Result<Option<u64>, FrameError> {
     match v {
         None | Some(Value::Null) => Ok(None),
@@ -348,6 +380,8 @@ pub enum ServerFrame<'a> {
         room: &'a str,
         epoch: &'a str,
         messages: &'a [Message],
+        /// Where the next older page starts; null when nothing older exists.
+        next: Option<&'a HistoryCursor>,
     },
     Typing {
         room: &'a str,
@@ -437,7 +471,17 @@ mod tests {
                 ClientFrame::History {
                     room: "r".into(),
                     before: None,
+                    epoch: None,
                     limit: 50,
+                },
+            ),
+            (
+                r#"{"type":"history","room":"r","before":7,"epoch":"ab-1","limit":3}"#,
+                ClientFrame::History {
+                    room: "r".into(),
+                    before: Some(7),
+                    epoch: Some("ab-1".into()),
+                    limit: 3,
                 },
             ),
             (

@@ -1,8 +1,8 @@
-//! The store side shared by the WebSocket and HTTP paths: append and history.
+//! The append shared by the WebSocket and HTTP paths.
 
 use crate::hub::script_error_code;
 use crate::state::AppState;
-use chat_core::protocol::{Ack, ErrorCode, Kind, Message};
+use chat_core::protocol::{Ack, ErrorCode, Kind};
 use chat_core::scripts::AppendRequest;
 
 pub async fn append(
@@ -37,21 +37,4 @@ pub async fn append(
         metrics::counter!("chat_redis_errors_total", "service" => "ingress").increment(1);
         script_error_code(&e)
     })
-}
-
-pub async fn history(
-    state: &AppState,
-    room: &str,
-    before: Option<u64>,
-    limit: u32,
-) -> Result<(String, Vec<Message>), ErrorCode> {
-    let mut conn = state.redis.clone();
-    state
-        .scripts
-        .history(&mut conn, &state.keys, room, before, limit)
-        .await
-        .map_err(|e| {
-            tracing::warn!(room, error = %e, "history failed");
-            script_error_code(&e)
-        })
 }

@@ -13,13 +13,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Control messages: `s<sid>` (session deleted), `k<room>\n<user>` (membership withdrawn).
+/// Control messages: `s<sid>` (session deleted), `k<room>\n<user>`
+/// (membership withdrawn), `x<room>\n<offset>` (room deleted; `offset` is
+/// the system message saying so).
 pub fn revoke_session_payload(sid: &str) -> String {
     format!("s{sid}")
 }
 
 pub fn withdraw_payload(room: &str, user: &str) -> String {
     format!("k{room}\n{user}")
+}
+
+pub fn delete_room_payload(room: &str, offset: u64) -> String {
+    format!("x{room}\n{offset}")
 }
 
 /// Builds the callback that receives every push on the pub/sub connection.
@@ -41,7 +47,7 @@ pub fn push_handler(
                         return Ok(());
                     };
                     if channel == control {
-                        on_control(&sockets, payload);
+                        on_control(&sockets, &rooms, payload);
                     } else if let Some(room) = keys.room_of_channel(channel) {
                         rooms.dispatch(room, Bytes::copy_from_slice(payload));
                     }
@@ -108,7 +114,7 @@ pub async fn supervise_pubsub(
     }
 }
 
-fn on_control(sockets: &SocketRegistry, payload: &[u8]) {
+fn on_control(sockets: &SocketRegistry, rooms: &Rooms, payload: &[u8]) {
     let Ok(text) = std::str::from_utf8(payload) else {
         return;
     };
@@ -118,6 +124,11 @@ fn on_control(sockets: &SocketRegistry, payload: &[u8]) {
     } else if let Some((room, user)) = text.strip_prefix('k').and_then(|t| t.split_once('\n')) {
         let n = sockets.withdraw(room, user);
         tracing::info!(room, user, sockets = n, "membership withdrawn");
+    } else if let Some((room, offset)) = text.strip_prefix('x').and_then(|t| t.split_once('\n'))
+        && let Ok(offset) = offset.parse::<u64>()
+    {
+        tracing::info!(room, "room deleted; removing its sockets");
+        rooms.delete(room, offset);
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod access;
 mod append;
 pub mod control;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod presence;
@@ -42,6 +43,8 @@ pub enum IngressError {
     Io(#[from] std::io::Error),
     #[error("summary jobs: {0}")]
     Jobs(#[from] summarizer_worker::jobs::JobsError),
+    #[error("archive: {0}")]
+    Archive(#[from] archive_worker::store::StoreError),
 }
 
 /// A bound, ready ingress node; `run` serves until `shutdown` is cancelled.
@@ -112,6 +115,18 @@ impl Ingress {
             &settings.jobs_redis_url,
         )
         .await?;
+        // Connecting does not reach MongoDB yet: a node starts while the
+        // archive is down, and history says `unavailable` for what is only there.
+        let archive = match &settings.mongodb {
+            Some(m) => Some(
+                archive_worker::store::Store::connect(
+                    m,
+                    &settings.common.streams.archive.collection,
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(settings.listen).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(AppState {
@@ -127,6 +142,7 @@ impl Ingress {
             tracker: TaskTracker::new(),
             next_socket: AtomicU64::new(1),
             jobs,
+            archive,
         });
         tokio::spawn(control::sweep_sessions(
             keys,

@@ -52,6 +52,8 @@ pub struct IngressSettings {
     pub jobs_redis_url: String,
     /// Serve `POST /dev/token` (the one-command local stack only).
     pub dev_token_secret: Option<Vec<u8>>,
+    /// The archive (MongoDB) history reads continue in; `None`: Redis only.
+    pub mongodb: Option<chat_core::config::MongoSettings>,
 }
 
 impl IngressSettings {
@@ -97,6 +99,7 @@ impl IngressSettings {
             s.error("CHAT_PING_INTERVAL / CHAT_AUTH_TIMEOUT / CHAT_HEAD_TIMEOUT: must be more than zero");
         }
         let jobs_redis_url = common.read_jobs_url(&mut s, false);
+        let mongodb = common.read_mongodb(&mut s, false);
         let shutdown_grace = common.shutdown_grace;
         let session_sweep = s.duration("CHAT_SESSION_SWEEP", Duration::from_millis(500));
         if session_sweep.is_zero() {
@@ -115,6 +118,7 @@ impl IngressSettings {
             jobs_redis_url,
             shutdown_grace,
             dev_token_secret: None,
+            mongodb,
         };
         s.finish()?;
         Ok(settings)

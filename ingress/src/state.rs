@@ -30,6 +30,8 @@ pub struct AppState {
     pub next_socket: AtomicU64,
     /// Summary jobs: submission and status.
     pub jobs: summarizer_worker::jobs::Jobs,
+    /// The archive, when `CHAT_MONGODB_URL` is set: history older than Redis holds.
+    pub archive: Option<archive_worker::store::Store>,
 }
 
 pub type Shared = Arc<AppState>;

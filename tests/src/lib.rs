@@ -54,6 +54,9 @@ pub struct Stack {
     pub workers: Vec<Worker>,
     pub notifiers: Vec<Worker>,
     pub summarizers: Vec<Worker>,
+    /// The archive's MongoDB-wire-protocol server (nx-27017), when asked for.
+    pub mongo: Option<chat_core::mongo_server::MongoServer>,
+    pub archivers: Vec<Worker>,
     pub env: HashMap<String, String>,
     pub streams: Arc<StreamsConfig>,
 }
@@ -67,6 +70,7 @@ pub struct StackBuilder {
     streams: StreamsConfig,
     env: HashMap<String, String>,
     cluster: bool,
+    archive: bool,
 }
 
 impl Default for StackBuilder {
@@ -83,6 +87,7 @@ impl Default for StackBuilder {
             env: HashMap::new(),
             // `CHAT_TEST_REDIS=cluster` runs the same tests on a Redis Cluster.
             cluster: std::env::var("CHAT_TEST_REDIS").is_ok_and(|v| v == "cluster"),
+            archive: false,
         }
     }
 }
@@ -120,6 +125,13 @@ impl StackBuilder {
         self
     }
 
+    /// An nx-27017 server, `CHAT_MONGODB_URL` for every service, and one
+    /// archive worker.
+    pub fn archive(mut self) -> Self {
+        self.archive = true;
+        self
+    }
+
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.insert(k.to_owned(), v.to_owned());
         self
@@ -146,6 +158,14 @@ impl StackBuilder {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        let mongo = self.archive.then(|| {
+            chat_core::mongo_server::MongoServer::start()
+                .expect("nx-27017 starts (scripts/ensure-mongo installs it)")
+        });
+        if let Some(m) = &mongo {
+            env.insert("CHAT_MONGODB_URL".into(), m.url());
+            env.insert("CHAT_MONGODB_TIMEOUT".into(), "2s".into());
+        }
         env.extend(self.env);
         let mut stack = Stack {
             redis,
@@ -154,6 +174,8 @@ impl StackBuilder {
             workers: Vec::new(),
             notifiers: Vec::new(),
             summarizers: Vec::new(),
+            mongo,
+            archivers: Vec::new(),
             env,
             streams: Arc::new(self.streams),
         };
@@ -168,6 +190,9 @@ impl StackBuilder {
         }
         for _ in 0..self.summarizers {
             stack.add_summarizer().await;
+        }
+        if self.archive {
+            stack.add_archiver().await;
         }
         stack
     }
@@ -215,6 +240,33 @@ impl Stack {
         });
         self.workers.push(Worker { shutdown, handle });
         self.workers.len() - 1
+    }
+
+    pub async fn add_archiver(&mut self) -> usize {
+        let mut settings = archive_worker::settings::ArchiveSettings::from_strings(&self.env)
+            .expect("archive settings");
+        settings.common.streams = self.streams.clone();
+        settings.block = Duration::from_millis(200);
+        let shutdown = CancellationToken::new();
+        let worker = archive_worker::Archive::build(settings)
+            .await
+            .expect("archive starts");
+        let s = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            worker.run(s).await.expect("archive runs");
+        });
+        self.archivers.push(Worker { shutdown, handle });
+        self.archivers.len() - 1
+    }
+
+    /// The archive's collection of messages (the stack must have `archive()`).
+    pub async fn archived(&self) -> mongodb::Collection<mongodb::bson::Document> {
+        let url = self.mongo.as_ref().expect("stack with archive()").url();
+        mongodb::Client::with_uri_str(url)
+            .await
+            .expect("mongo client")
+            .database("chat")
+            .collection("messages")
     }
 
     /// Starts a notifier with short backoffs (FCM settings from `env`).

@@ -163,3 +163,60 @@ impl Common {
         crate::keys::Keys::new(self.prefix.clone(), self.streams.fanout.shards)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn read(pairs: &[(&str, &str)], required: bool) -> (Option<MongoSettings>, Vec<String>) {
+        let src: HashMap<&str, &str> = pairs.iter().copied().collect();
+        let mut s = Settings::new(&src);
+        let common = Common::read(&mut s);
+        let m = common.read_mongodb(&mut s, required);
+        let errors = match s.finish() {
+            Ok(()) => Vec::new(),
+            Err(ConfigError::Invalid(e)) => e,
+            Err(e) => vec![e.to_string()],
+        };
+        (m, errors)
+    }
+
+    #[test]
+    fn mongodb_settings() {
+        let (m, errors) = read(&[], false);
+        assert!(
+            m.is_none() && errors.is_empty(),
+            "unset: the archive is off"
+        );
+        let (_, errors) = read(&[], true);
+        assert!(errors.iter().any(|e| e.starts_with("CHAT_MONGODB_URL")));
+        let (m, errors) = read(&[("CHAT_MONGODB_URL", "mongodb://db:27017/")], false);
+        let m = m.expect("settings");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            (m.database.as_str(), m.w.as_str(), m.journal),
+            ("chat", "majority", true)
+        );
+        let (_, errors) = read(
+            &[
+                ("CHAT_MONGODB_URL", "http://db"),
+                ("CHAT_MONGODB_DB", "a b"),
+                ("CHAT_MONGODB_W", "most"),
+                ("CHAT_MONGODB_TIMEOUT", "0s"),
+            ],
+            false,
+        );
+        for var in [
+            "CHAT_MONGODB_URL",
+            "CHAT_MONGODB_DB",
+            "CHAT_MONGODB_W",
+            "CHAT_MONGODB_TIMEOUT",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(var)),
+                "{var}: {errors:?}"
+            );
+        }
+    }
+}

@@ -254,7 +254,13 @@ impl ShardConsumer {
         let mut last_cleanup = Instant::now();
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
-            let result = if let Err(e) = handler.ready().await {
+            // A probe of a destination that is down may take its timeout:
+            // a shutdown does not wait for it.
+            let ready = tokio::select! {
+                r = handler.ready() => r,
+                _ = shutdown.cancelled() => break,
+            };
+            let result = if let Err(e) = ready {
                 Err(e)
             } else if last_claim.elapsed() >= claim_every {
                 last_claim = Instant::now();

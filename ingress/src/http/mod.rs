@@ -4,6 +4,7 @@ mod caller;
 pub mod demo;
 mod devices;
 mod error;
+mod export;
 mod health;
 mod rooms;
 mod sessions;
@@ -30,6 +31,8 @@ pub fn router(state: Shared) -> Router {
             put(rooms::put_member).delete(rooms::delete_member),
         )
         .route("/v1/rooms/{room}/presence", get(rooms::presence))
+        .route("/v1/rooms/{room}/export", get(export::export))
+        .route("/v1/rooms/{room}", delete(rooms::delete_room))
         .route(
             "/v1/sessions/{sid}",
             put(sessions::put).delete(sessions::delete),

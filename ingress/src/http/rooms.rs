@@ -2,19 +2,20 @@
 
 use super::caller::{admin, admin_or_member};
 use super::error::{ApiError, ApiResult};
-use crate::append::{append, history};
-use crate::control::withdraw_payload;
+use crate::append::append;
+use crate::control::{delete_room_payload, withdraw_payload};
 use crate::state::Shared;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use chat_core::pattern::valid_room;
-use chat_core::protocol::{Ack, Kind, Message, valid_client_id};
+use chat_core::protocol::{Ack, HistoryCursor, Kind, Message, valid_client_id, valid_epoch};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
-fn room_name(room: &str) -> ApiResult<()> {
+pub(super) fn room_name(room: &str) -> ApiResult<()> {
     if valid_room(room) {
         Ok(())
     } else {
@@ -76,6 +77,8 @@ pub async fn publish(
 #[derive(Deserialize)]
 pub struct HistoryQuery {
     before: Option<u64>,
+    /// The epoch `before` counts in (from a `next` cursor).
+    epoch: Option<String>,
     limit: Option<u32>,
 }
 
@@ -84,6 +87,7 @@ pub struct HistoryBody {
     room: String,
     epoch: String,
     messages: Vec<Message>,
+    next: Option<HistoryCursor>,
 }
 
 pub async fn get_history(
@@ -99,11 +103,97 @@ pub async fn get_history(
         return Err(ApiError::bad("limit must be 1 to 100"));
     }
     admin_or_member(&state, &headers, &room).await?;
-    let (epoch, messages) = history(&state, &room, q.before, limit).await?;
+    if q.epoch.as_deref().is_some_and(|e| !valid_epoch(e)) {
+        return Err(ApiError::bad("epoch must match ^[A-Za-z0-9_-]{1,64}$"));
+    }
+    let page = crate::history::page(&state, &room, q.epoch.as_deref(), q.before, limit).await?;
     Ok(Json(HistoryBody {
         room,
-        epoch,
-        messages,
+        epoch: page.epoch,
+        messages: page.messages,
+        next: page.next,
+    }))
+}
+
+#[derive(Serialize)]
+pub struct DeletedBody {
+    room: String,
+    /// Archived messages removed (0 without the archive).
+    archived_messages_deleted: u64,
+}
+
+/// `DELETE /v1/rooms/{room}` (admin): the room goes everywhere. Its sockets
+/// get a `system` message saying so, then `left`; its Redis keys, archived
+/// messages and summaries are removed. A later `send` starts a new room.
+pub async fn delete_room(
+    State(state): State<Shared>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<DeletedBody>> {
+    admin(&state, &headers)?;
+    room_name(&room)?;
+    // Stored like any message, so every node delivers it in offset order.
+    let notice = append(
+        &state,
+        &room,
+        "system",
+        "this room was deleted",
+        &format!("room-deleted-{:016x}", rand::random::<u64>()),
+        Kind::System,
+    )
+    .await?;
+    let mut conn = state.redis.clone();
+    // The tombstone first: from now on the archive skips what it still has
+    // pending of this room up to the notice.
+    let _: () = redis::pipe()
+        .set_ex(state.keys.room_deleted(&room), notice.ts, 30 * 86_400)
+        .ignore()
+        .publish(
+            state.keys.control_channel(),
+            delete_room_payload(&room, notice.offset),
+        )
+        .ignore()
+        .query_async(&mut conn)
+        .await?;
+    let archived = match &state.archive {
+        Some(a) => {
+            let n = a.delete_room(&room).await.map_err(|e| {
+                tracing::warn!(room, error = %e, "deleting archived messages failed");
+                ApiError::from(chat_core::protocol::ErrorCode::Unavailable)
+            })?;
+            // A worker that read the tombstone just before it was set may
+            // still be writing: a second sweep once such a write has
+            // finished or timed out.
+            let (a, r) = (a.clone(), room.clone());
+            let wait = state
+                .settings
+                .mongodb
+                .as_ref()
+                .map_or(Duration::from_secs(10), |m| m.timeout)
+                + Duration::from_secs(5);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                match a.delete_room(&r).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        room = r,
+                        n,
+                        "late archived messages of a deleted room removed"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(room = r, error = %e, "second sweep of a deleted room failed")
+                    }
+                }
+            });
+            n
+        }
+        None => 0,
+    };
+    let _: () = conn.del(state.keys.room_keys(&room)).await?;
+    tracing::info!(room, archived, "room deleted");
+    Ok(Json(DeletedBody {
+        room,
+        archived_messages_deleted: archived,
     }))
 }
 

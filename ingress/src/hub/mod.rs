@@ -46,6 +46,11 @@ pub(crate) enum Ctl {
         socket_id: u64,
     },
     Resync,
+    /// The room was deleted: deliver up to `upto` (the system message
+    /// saying so), then remove every socket with `left`.
+    Delete {
+        upto: u64,
+    },
     Shutdown,
 }
 
@@ -84,6 +89,13 @@ impl Rooms {
     pub fn resync(&self, room: &str) {
         if let Some(e) = self.lock().get(room) {
             request_resync(e);
+        }
+    }
+
+    /// The room was deleted; see [`Ctl::Delete`].
+    pub fn delete(&self, room: &str, upto: u64) {
+        if let Some(e) = self.lock().get(room) {
+            let _ = e.ctl.send(Ctl::Delete { upto });
         }
     }
 

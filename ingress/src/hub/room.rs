@@ -37,7 +37,13 @@ pub(super) struct RoomHub {
     resync_flag: Arc<AtomicBool>,
     /// A heal or resync failed (Redis unreachable): retry on a timer.
     resync_pending: bool,
+    /// The room was deleted: remove every socket once this offset is
+    /// delivered, or at the deadline.
+    closing: Option<(u64, tokio::time::Instant)>,
 }
+
+/// How long a deleted room's hub waits for its last message.
+const DELETE_WAIT: Duration = Duration::from_secs(5);
 
 impl RoomHub {
     pub(super) fn new(
@@ -56,6 +62,7 @@ impl RoomHub {
             subs: Vec::new(),
             resync_flag,
             resync_pending: false,
+            closing: None,
         }
     }
 
@@ -81,11 +88,23 @@ impl RoomHub {
                         self.resync_flag.store(false, Ordering::Release);
                         self.resync().await;
                     }
+                    Some(Ctl::Delete { upto }) => {
+                        self.closing = Some((upto, tokio::time::Instant::now() + DELETE_WAIT));
+                        self.close_if_done();
+                    }
                     Some(Ctl::Shutdown) | None => break,
                 },
-                Some(payload) = live.recv() => self.on_live(payload).await,
+                Some(payload) = live.recv() => {
+                    self.on_live(payload).await;
+                    self.close_if_done();
+                }
                 _ = retry.tick(), if self.resync_pending => {
                     self.resync().await;
+                    self.close_if_done();
+                }
+                _ = tokio::time::sleep_until(self.closing.map_or_else(tokio::time::Instant::now, |(_, at)| at)), if self.closing.is_some() => {
+                    warn!(room = %self.room, "deleted room's last message not seen in time; removing sockets");
+                    self.remove_all();
                 }
             }
         }
@@ -189,6 +208,24 @@ impl RoomHub {
             });
         }
         let _ = reply.send(Ok(joined.epoch));
+    }
+
+    fn close_if_done(&mut self) {
+        if self.closing.is_some_and(|(upto, _)| self.last >= upto) {
+            self.remove_all();
+        }
+    }
+
+    /// Every socket leaves the deleted room: `left`, and the shared flag
+    /// cleared so its reader forgets the room too.
+    fn remove_all(&mut self) {
+        let left: Utf8Bytes = ServerFrame::Left { room: &self.room }.to_json(None).into();
+        for s in self.subs.drain(..) {
+            if s.joined.swap(false, Ordering::AcqRel) {
+                s.socket.push(left.clone());
+            }
+        }
+        self.closing = None;
     }
 
     fn switch_epoch(&mut self, epoch: String) {

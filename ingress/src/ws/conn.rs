@@ -49,6 +49,26 @@ impl Conn {
     pub fn error(&self, code: ErrorCode, message: &str, reference: Option<&Value>) {
         self.reply(&ServerFrame::Error { code, message }, reference);
     }
+
+    /// Forgets rooms a hub removed this socket from (a deleted room): the hub
+    /// has sent `left` and cleared the shared flag; the rest is done here,
+    /// before the next frame is handled.
+    pub async fn drop_removed_rooms(&mut self) {
+        let gone: Vec<String> = self
+            .joined
+            .iter()
+            .filter(|(_, j)| !j.active.load(Ordering::Acquire))
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in gone {
+            self.joined.remove(&room);
+            self.state.hubs.leave(&room, self.socket.id);
+            self.state
+                .sockets
+                .set_member_room(self.socket.id, &room, false);
+            self.state.presence.left(&room, &self.socket.user).await;
+        }
+    }
 }
 
 pub fn now_secs() -> u64 {

@@ -1,6 +1,7 @@
 //! End-to-end tests: every service against a real `redis-server`.
 //! One binary with many modules so the link step happens once.
 
+mod archive;
 mod auth;
 mod cluster;
 mod delivery;

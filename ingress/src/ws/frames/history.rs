@@ -1,4 +1,5 @@
-//! `history`: the `limit` messages just below `before`, oldest first.
+//! `history`: the `limit` messages just below `before`, oldest first, from
+//! Redis and then the archive (see `crate::history`).
 
 use crate::access::{Access, authorize};
 use crate::ws::conn::Conn;
@@ -9,6 +10,7 @@ pub async fn handle(
     conn: &mut Conn,
     room: &str,
     before: Option<u64>,
+    epoch: Option<&str>,
     limit: u32,
     r: Option<&Value>,
 ) {
@@ -21,12 +23,13 @@ pub async fn handle(
             Err(code) => return conn.error(code, "could not check membership", r),
         }
     }
-    match crate::append::history(&conn.state, room, before, limit).await {
-        Ok((epoch, messages)) => conn.reply(
+    match crate::history::page(&conn.state, room, epoch, before, limit).await {
+        Ok(page) => conn.reply(
             &ServerFrame::History {
                 room,
-                epoch: &epoch,
-                messages: &messages,
+                epoch: &page.epoch,
+                messages: &page.messages,
+                next: page.next.as_ref(),
             },
             r,
         ),

@@ -29,6 +29,7 @@ fn kind(frame: &ClientFrame) -> &'static str {
 
 pub async fn handle(conn: &mut Conn, frame: ClientFrame, reference: Option<Value>) {
     metrics::counter!("chat_frames_in_total", "type" => kind(&frame)).increment(1);
+    conn.drop_removed_rooms().await;
     let r = reference.as_ref();
     match frame {
         ClientFrame::Auth { .. } => conn.error(ErrorCode::BadRequest, "already authenticated", r),
@@ -42,8 +43,9 @@ pub async fn handle(conn: &mut Conn, frame: ClientFrame, reference: Option<Value
         ClientFrame::History {
             room,
             before,
+            epoch,
             limit,
-        } => history::handle(conn, &room, before, limit, r).await,
+        } => history::handle(conn, &room, before, epoch.as_deref(), limit, r).await,
         ClientFrame::Typing { room } => typing::handle(conn, &room, r).await,
         ClientFrame::Read { room, offset } => read::handle(conn, &room, offset, r).await,
         ClientFrame::Refresh { token } => refresh::handle(conn, &token, r).await,

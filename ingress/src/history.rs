@@ -1,0 +1,130 @@
+//! History across both tiers, shared by the WebSocket `history` frame and
+//! `GET /v1/rooms/{room}/messages`. Redis holds the tail of the room's
+//! current epoch; the archive (MongoDB, when configured) holds everything,
+//! earlier epochs included. A page is read from Redis first and completed
+//! from the archive below the oldest offset Redis returned, so the boundary
+//! has neither a gap nor a duplicate; a page never mixes epochs, and its
+//! `next` cursor leads to the next older page, into the previous epoch
+//! once this one is exhausted.
+
+use crate::hub::script_error_code;
+use crate::state::AppState;
+use archive_worker::store::StoreError;
+use chat_core::protocol::{ErrorCode, HistoryCursor, Message};
+
+pub struct Page {
+    /// The epoch the messages belong to ("" for a room Redis does not know
+    /// and the archive has nothing of).
+    pub epoch: String,
+    /// Oldest first.
+    pub messages: Vec<Message>,
+    pub next: Option<HistoryCursor>,
+}
+
+/// The `limit` messages just below `before` in `epoch` (the current epoch
+/// when `None`; the newest when `before` is `None`).
+pub async fn page(
+    state: &AppState,
+    room: &str,
+    epoch: Option<&str>,
+    before: Option<u64>,
+    limit: u32,
+) -> Result<Page, ErrorCode> {
+    let mut conn = state.redis.clone();
+    let (current, mut messages) = state
+        .scripts
+        .history(&mut conn, &state.keys, room, before, limit)
+        .await
+        .map_err(|e| {
+            tracing::warn!(room, error = %e, "history failed");
+            script_error_code(&e)
+        })?;
+    let epoch = match epoch {
+        Some(e) if e != current => {
+            // An earlier epoch: only the archive has it.
+            messages.clear();
+            e.to_owned()
+        }
+        _ => current,
+    };
+    let Some(archive) = &state.archive else {
+        // Redis alone: a full page may have older messages below it.
+        let next = match messages.first() {
+            Some(m) if messages.len() as u32 == limit && m.offset > 1 => Some(HistoryCursor {
+                epoch: epoch.clone(),
+                before: m.offset,
+            }),
+            _ => None,
+        };
+        return Ok(Page {
+            epoch,
+            messages,
+            next,
+        });
+    };
+    archived_page(archive, room, epoch, before, limit, messages)
+        .await
+        .map_err(|e| {
+            tracing::warn!(room, error = %e, "archive history failed");
+            ErrorCode::Unavailable
+        })
+}
+
+/// Completes a page from the archive and finds where the next one starts.
+async fn archived_page(
+    archive: &archive_worker::store::Store,
+    room: &str,
+    epoch: String,
+    before: Option<u64>,
+    limit: u32,
+    mut messages: Vec<Message>,
+) -> Result<Page, StoreError> {
+    // Below what Redis returned (or below `before`): Redis has nothing
+    // older than its oldest entry, so the archive continues exactly there.
+    let below = messages
+        .first()
+        .map(|m| m.offset)
+        .or(before)
+        .unwrap_or(u64::MAX);
+    let missing = limit.saturating_sub(messages.len() as u32);
+    let mut exhausted = false;
+    if missing > 0 && below > 1 && !epoch.is_empty() {
+        let older = archive.older(room, &epoch, below, missing).await?;
+        exhausted = (older.len() as u32) < missing;
+        messages.splice(0..0, older);
+    } else if missing > 0 {
+        exhausted = true;
+    }
+    let lowest = messages.first().map(|m| m.offset).unwrap_or(below);
+    if lowest > 1 && !exhausted {
+        return Ok(Page {
+            next: Some(HistoryCursor {
+                epoch: epoch.clone(),
+                before: lowest,
+            }),
+            epoch,
+            messages,
+        });
+    }
+    // This epoch is done: the next page is the newest of the one before it.
+    let first_ts = match messages.first() {
+        Some(m) => m.ts,
+        None if epoch.is_empty() => u64::MAX,
+        None => archive
+            .first_of_epoch(room, &epoch)
+            .await?
+            .map_or(u64::MAX, |m| m.ts),
+    };
+    let next = archive
+        .previous_epoch(room, &epoch, first_ts)
+        .await?
+        .map(|(e, last)| HistoryCursor {
+            epoch: e,
+            before: last + 1,
+        });
+    Ok(Page {
+        epoch,
+        messages,
+        next,
+    })
+}

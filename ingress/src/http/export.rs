@@ -1,0 +1,45 @@
+//! `GET /v1/rooms/{room}/export` (admin): the whole archived room as NDJSON,
+//! one `message` object (without `type`) per line, oldest first. Streamed
+//! from a MongoDB cursor, so the room is never held in memory.
+
+use super::caller::admin;
+use super::error::{ApiError, ApiResult};
+use crate::state::Shared;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use chat_core::protocol::ErrorCode;
+use futures_util::StreamExt;
+
+pub async fn export(
+    State(state): State<Shared>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    admin(&state, &headers)?;
+    super::rooms::room_name(&room)?;
+    let Some(archive) = &state.archive else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "the archive is off (CHAT_MONGODB_URL is not set)",
+        ));
+    };
+    let cursor = archive.room_cursor(&room).await.map_err(|e| {
+        tracing::warn!(room, error = %e, "export failed");
+        ApiError::from(ErrorCode::Unavailable)
+    })?;
+    let lines = cursor.map(move |d| {
+        let d = d.map_err(|e| std::io::Error::other(e.to_string()))?;
+        let m =
+            archive_worker::store::message(&d).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut line = serde_json::to_vec(&m).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        Ok::<Bytes, std::io::Error>(Bytes::from(line))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
