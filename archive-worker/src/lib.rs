@@ -18,7 +18,7 @@ use chat_core::keys::Keys;
 use chat_core::redis_conn::{self, Conn};
 use settings::ArchiveSettings;
 use std::collections::HashMap;
-use store::Store;
+use store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -125,11 +125,16 @@ impl Archiver {
         for room in &rooms {
             pipe.get(self.keys.room_deleted(room));
         }
-        let deleted: Vec<Option<u64>> = pipe.query_async(&mut self.conn).await?;
-        let cutoff: HashMap<String, u64> = rooms
+        // `<ms> <epoch>`: the deletion notice's time and the epoch deleted.
+        let deleted: Vec<Option<String>> = pipe.query_async(&mut self.conn).await?;
+        let cutoff: HashMap<String, (u64, String)> = rooms
             .iter()
             .zip(deleted)
-            .filter_map(|(r, d)| d.map(|d| ((*r).to_owned(), d)))
+            .filter_map(|(r, d)| {
+                let d = d?;
+                let (at, epoch) = d.split_once(' ')?;
+                Some(((*r).to_owned(), (at.parse().ok()?, epoch.to_owned())))
+            })
             .collect();
         if cutoff.is_empty() {
             return Ok(());
@@ -141,9 +146,12 @@ impl Archiver {
                 .get_str("room")
                 .ok()
                 .and_then(|r| cutoff.get(r))
-                .is_some_and(|&at| {
-                    store::int(d.get("ts"))
-                        .is_some_and(|ts| u64::try_from(ts).is_ok_and(|ts| ts <= at))
+                // Stored before the deletion, or in the deleted epoch
+                // (appended between the notice and the removal of the keys).
+                .is_some_and(|(at, epoch)| {
+                    d.get_str("epoch").is_ok_and(|e| e == epoch)
+                        || store::int(d.get("ts"))
+                            .is_some_and(|ts| u64::try_from(ts).is_ok_and(|ts| ts <= *at))
                 });
             if !gone {
                 keep.push(d);
@@ -163,15 +171,15 @@ impl Archiver {
         for (index, d) in docs.iter().enumerate() {
             match self.store.upsert(std::slice::from_ref(d)).await {
                 Ok(r) => refused.extend(r.into_iter().map(|r| store::Refused { index, ..r })),
+                // Only a refusal of this document dead-letters it.
+                Err(StoreError::Refused(reason)) => refused.push(store::Refused { index, reason }),
+                // Anything else (a write concern not met, a failover, a
+                // timeout) is retried later with the whole batch.
                 Err(e) => {
                     if self.store.ping().await.is_err() {
                         self.healthy = false;
-                        return Err(GroupError::Sink(e.to_string()));
                     }
-                    refused.push(store::Refused {
-                        index,
-                        reason: e.to_string(),
-                    });
+                    return Err(GroupError::Sink(e.to_string()));
                 }
             }
         }
@@ -247,8 +255,15 @@ impl Archiver {
             warn!(stream = %stream, id = %entries[ei].id, reason = %r.reason, "mongodb refused a message; dead-lettered");
             group::dead_letter(&mut pipe, &dlq, maxlen, stream, &entries[ei], &r.reason);
         }
-        group::ack(&mut pipe, &batch, &policy.group);
-        let _: () = pipe.query_async(&mut self.conn).await?;
+        // Dead letters are written (and checked) before any ack: a cluster
+        // runs a pipeline's slots concurrently, and a refused XADD must not
+        // leave its entry acknowledged.
+        if pipe.cmd_iter().next().is_some() {
+            let _: () = pipe.query_async(&mut self.conn).await?;
+        }
+        let mut acks = redis::pipe();
+        group::ack(&mut acks, &batch, &policy.group);
+        let _: () = acks.query_async(&mut self.conn).await?;
         let archived = docs.len() - refused.len();
         let dead = total - docs.len() - skipped + refused.len();
         metrics::counter!("chat_archived_total").increment(archived as u64);

@@ -16,6 +16,10 @@ pub enum StoreError {
     /// configured: retry later, nothing is lost.
     #[error("mongodb unavailable: {0}")]
     Unavailable(String),
+    /// MongoDB answered, and the answer is no for what was sent (a
+    /// document too large or invalid): writing it again cannot succeed.
+    #[error("mongodb refused: {0}")]
+    Refused(String),
     /// A reply this code cannot read.
     #[error("mongodb reply: {0}")]
     Reply(String),
@@ -23,7 +27,18 @@ pub enum StoreError {
 
 impl From<mongodb::error::Error> for StoreError {
     fn from(e: mongodb::error::Error) -> Self {
-        Self::Unavailable(e.to_string())
+        use mongodb::error::ErrorKind;
+        match &*e.kind {
+            ErrorKind::Command(c) if PERMANENT.contains(&c.code) => Self::Refused(e.to_string()),
+            // The input itself, or a server that answered with a refusal
+            // shaped unlike MongoDB's (nx-27017 sends no code).
+            ErrorKind::InvalidArgument { .. }
+            | ErrorKind::BsonSerialization(_)
+            | ErrorKind::InvalidResponse { .. } => Self::Refused(e.to_string()),
+            // Unreachable, timed out, a failover, a write concern not met:
+            // the same write can succeed later.
+            _ => Self::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -106,8 +121,12 @@ impl Store {
         // History's step to the previous epoch, and the export's order.
         c.create_index(
             IndexModel::builder()
-                .keys(doc! {"room": 1, "ts": 1})
-                .options(IndexOptions::builder().name("room_ts".to_owned()).build())
+                .keys(doc! {"room": 1, "ts": 1, "offset": 1})
+                .options(
+                    IndexOptions::builder()
+                        .name("room_ts_offset".to_owned())
+                        .build(),
+                )
                 .build(),
         )
         .await?;
@@ -188,6 +207,9 @@ impl Store {
                     .ok()
                     .filter(|i| *i < docs.len())
                     .ok_or_else(|| StoreError::Reply(format!("writeErrors index {index}")))?;
+                if refused.iter().any(|r: &Refused| r.index == index) {
+                    continue;
+                }
                 refused.push(Refused {
                     index,
                     reason: format!("mongodb {code}: {message}"),
@@ -235,12 +257,21 @@ impl Store {
             .find_one(doc! {"room": room, "epoch": {"$ne": epoch}, "ts": {"$lte": clamp(first_ts)}})
             .sort(doc! {"ts": -1, "offset": -1})
             .await?;
-        found
-            .map(|d| {
-                let m = message(&d)?;
-                Ok((m.epoch, m.offset))
-            })
-            .transpose()
+        let Some(d) = found else {
+            return Ok(None);
+        };
+        let epoch = message(&d)?.epoch;
+        // Its highest offset, not that of its newest message by time: a
+        // clock that stepped back must not hide the epoch's tail.
+        let last = self
+            .messages()
+            .find_one(doc! {"room": room, "epoch": &epoch})
+            .sort(doc! {"offset": -1})
+            .await?
+            .map(|d| message(&d))
+            .transpose()?
+            .map_or(0, |m| m.offset);
+        Ok(Some((epoch, last)))
     }
 
     /// The oldest archived message of an epoch, if any.

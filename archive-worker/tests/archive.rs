@@ -352,6 +352,7 @@ async fn a_document_mongodb_refuses_is_dead_lettered_and_its_batch_archived() {
         .await
         .expect("xrange");
     let reason: String = entries.ids[0].get("reason").expect("reason");
+    eprintln!("dead-letter reason: {reason}");
     assert!(!reason.is_empty() && reason != "max_deliveries", "{reason}");
     assert_eq!(env.archived().await, 4);
     assert_eq!(env.pending().await, 0);

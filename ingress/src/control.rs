@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Control messages: `s<sid>` (session deleted), `k<room>\n<user>`
-/// (membership withdrawn), `x<room>\n<offset>` (room deleted; `offset` is
-/// the system message saying so).
+/// (membership withdrawn), `x<room>\n<offset>\n<epoch>` (room deleted;
+/// `offset` in `epoch` is the system message saying so).
 pub fn revoke_session_payload(sid: &str) -> String {
     format!("s{sid}")
 }
@@ -24,8 +24,8 @@ pub fn withdraw_payload(room: &str, user: &str) -> String {
     format!("k{room}\n{user}")
 }
 
-pub fn delete_room_payload(room: &str, offset: u64) -> String {
-    format!("x{room}\n{offset}")
+pub fn delete_room_payload(room: &str, offset: u64, epoch: &str) -> String {
+    format!("x{room}\n{offset}\n{epoch}")
 }
 
 /// Builds the callback that receives every push on the pub/sub connection.
@@ -124,11 +124,12 @@ fn on_control(sockets: &SocketRegistry, rooms: &Rooms, payload: &[u8]) {
     } else if let Some((room, user)) = text.strip_prefix('k').and_then(|t| t.split_once('\n')) {
         let n = sockets.withdraw(room, user);
         tracing::info!(room, user, sockets = n, "membership withdrawn");
-    } else if let Some((room, offset)) = text.strip_prefix('x').and_then(|t| t.split_once('\n'))
+    } else if let Some((room, rest)) = text.strip_prefix('x').and_then(|t| t.split_once('\n'))
+        && let Some((offset, epoch)) = rest.split_once('\n')
         && let Ok(offset) = offset.parse::<u64>()
     {
         tracing::info!(room, "room deleted; removing its sockets");
-        rooms.delete(room, offset);
+        rooms.delete(room, offset, epoch);
     }
 }
 

@@ -39,13 +39,13 @@ pub async fn page(
             tracing::warn!(room, error = %e, "history failed");
             script_error_code(&e)
         })?;
-    let epoch = match epoch {
+    let (epoch, in_redis) = match epoch {
         Some(e) if e != current => {
             // An earlier epoch: only the archive has it.
             messages.clear();
-            e.to_owned()
+            (e.to_owned(), false)
         }
-        _ => current,
+        _ => (current, true),
     };
     let Some(archive) = &state.archive else {
         // Redis alone: a full page may have older messages below it.
@@ -62,7 +62,7 @@ pub async fn page(
             next,
         });
     };
-    archived_page(archive, room, epoch, before, limit, messages)
+    archived_page(archive, room, epoch, in_redis, before, limit, messages)
         .await
         .map_err(|e| {
             tracing::warn!(room, error = %e, "archive history failed");
@@ -75,6 +75,7 @@ async fn archived_page(
     archive: &archive_worker::store::Store,
     room: &str,
     epoch: String,
+    in_redis: bool,
     before: Option<u64>,
     limit: u32,
     mut messages: Vec<Message>,
@@ -110,10 +111,20 @@ async fn archived_page(
     let first_ts = match messages.first() {
         Some(m) => m.ts,
         None if epoch.is_empty() => u64::MAX,
-        None => archive
-            .first_of_epoch(room, &epoch)
-            .await?
-            .map_or(u64::MAX, |m| m.ts),
+        None => match archive.first_of_epoch(room, &epoch).await? {
+            Some(m) => m.ts,
+            // The current epoch with nothing archived yet: everything
+            // archived is older.
+            None if in_redis => u64::MAX,
+            // An epoch this room never had: nowhere to go from it.
+            None => {
+                return Ok(Page {
+                    epoch,
+                    messages,
+                    next: None,
+                });
+            }
+        },
     };
     let next = archive
         .previous_epoch(room, &epoch, first_ts)

@@ -118,8 +118,9 @@ pub async fn get_history(
 #[derive(Serialize)]
 pub struct DeletedBody {
     room: String,
-    /// Archived messages removed (0 without the archive).
-    archived_messages_deleted: u64,
+    /// Archived messages removed (0 without the archive); null when the
+    /// archive could not be reached: they are removed in the background.
+    archived_messages_deleted: Option<u64>,
 }
 
 /// `DELETE /v1/rooms/{room}` (admin): the room goes everywhere. Its sockets
@@ -146,24 +147,29 @@ pub async fn delete_room(
     // The tombstone first: from now on the archive skips what it still has
     // pending of this room up to the notice.
     let _: () = redis::pipe()
-        .set_ex(state.keys.room_deleted(&room), notice.ts, 30 * 86_400)
+        .set_ex(
+            state.keys.room_deleted(&room),
+            format!("{} {}", notice.ts, notice.epoch),
+            30 * 86_400,
+        )
         .ignore()
         .publish(
             state.keys.control_channel(),
-            delete_room_payload(&room, notice.offset),
+            delete_room_payload(&room, notice.offset, &notice.epoch),
         )
         .ignore()
         .query_async(&mut conn)
         .await?;
+    let _: () = conn.del(state.keys.room_keys(&room)).await?;
     let archived = match &state.archive {
         Some(a) => {
-            let n = a.delete_room(&room).await.map_err(|e| {
-                tracing::warn!(room, error = %e, "deleting archived messages failed");
-                ApiError::from(chat_core::protocol::ErrorCode::Unavailable)
-            })?;
-            // A worker that read the tombstone just before it was set may
-            // still be writing: a second sweep once such a write has
-            // finished or timed out.
+            let first = a.delete_room(&room).await;
+            if let Err(e) = &first {
+                tracing::warn!(room, error = %e, "deleting archived messages failed; retrying in the background");
+            }
+            // Again once a worker that read no tombstone just before it was
+            // set has finished its write (or timed out), and until a delete
+            // succeeds if the first one failed.
             let (a, r) = (a.clone(), room.clone());
             let wait = state
                 .settings
@@ -172,24 +178,29 @@ pub async fn delete_room(
                 .map_or(Duration::from_secs(10), |m| m.timeout)
                 + Duration::from_secs(5);
             tokio::spawn(async move {
-                tokio::time::sleep(wait).await;
-                match a.delete_room(&r).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(
-                        room = r,
-                        n,
-                        "late archived messages of a deleted room removed"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(room = r, error = %e, "second sweep of a deleted room failed")
+                for _ in 0..30 {
+                    tokio::time::sleep(wait).await;
+                    match a.delete_room(&r).await {
+                        Ok(n) => {
+                            if n > 0 {
+                                tracing::info!(
+                                    room = r,
+                                    n,
+                                    "archived messages of a deleted room removed"
+                                );
+                            }
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(room = r, error = %e, "deleting a deleted room's archive failed; retrying")
+                        }
                     }
                 }
             });
-            n
+            first.ok()
         }
-        None => 0,
+        None => Some(0),
     };
-    let _: () = conn.del(state.keys.room_keys(&room)).await?;
     tracing::info!(room, archived, "room deleted");
     Ok(Json(DeletedBody {
         room,

@@ -50,6 +50,7 @@ pub(crate) enum Ctl {
     /// saying so), then remove every socket with `left`.
     Delete {
         upto: u64,
+        epoch: String,
     },
     Shutdown,
 }
@@ -93,9 +94,12 @@ impl Rooms {
     }
 
     /// The room was deleted; see [`Ctl::Delete`].
-    pub fn delete(&self, room: &str, upto: u64) {
+    pub fn delete(&self, room: &str, upto: u64, epoch: &str) {
         if let Some(e) = self.lock().get(room) {
-            let _ = e.ctl.send(Ctl::Delete { upto });
+            let _ = e.ctl.send(Ctl::Delete {
+                upto,
+                epoch: epoch.to_owned(),
+            });
         }
     }
 

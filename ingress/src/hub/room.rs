@@ -37,9 +37,19 @@ pub(super) struct RoomHub {
     resync_flag: Arc<AtomicBool>,
     /// A heal or resync failed (Redis unreachable): retry on a timer.
     resync_pending: bool,
-    /// The room was deleted: remove every socket once this offset is
-    /// delivered, or at the deadline.
-    closing: Option<(u64, tokio::time::Instant)>,
+    /// The room was deleted: its sockets leave once the notice is delivered.
+    closing: Option<Closing>,
+}
+
+/// A deletion in progress on this node.
+struct Closing {
+    /// The deletion notice, in `epoch`.
+    upto: u64,
+    epoch: String,
+    deadline: tokio::time::Instant,
+    /// The sockets joined when the deletion arrived; later joins are to
+    /// the room started afresh and stay.
+    sockets: Vec<u64>,
 }
 
 /// How long a deleted room's hub waits for its last message.
@@ -88,8 +98,13 @@ impl RoomHub {
                         self.resync_flag.store(false, Ordering::Release);
                         self.resync().await;
                     }
-                    Some(Ctl::Delete { upto }) => {
-                        self.closing = Some((upto, tokio::time::Instant::now() + DELETE_WAIT));
+                    Some(Ctl::Delete { upto, epoch }) => {
+                        self.closing = Some(Closing {
+                            upto,
+                            epoch,
+                            deadline: tokio::time::Instant::now() + DELETE_WAIT,
+                            sockets: self.subs.iter().map(|s| s.socket.id).collect(),
+                        });
                         self.close_if_done();
                     }
                     Some(Ctl::Shutdown) | None => break,
@@ -102,9 +117,9 @@ impl RoomHub {
                     self.resync().await;
                     self.close_if_done();
                 }
-                _ = tokio::time::sleep_until(self.closing.map_or_else(tokio::time::Instant::now, |(_, at)| at)), if self.closing.is_some() => {
-                    warn!(room = %self.room, "deleted room's last message not seen in time; removing sockets");
-                    self.remove_all();
+                _ = tokio::time::sleep_until(self.closing.as_ref().map_or_else(tokio::time::Instant::now, |c| c.deadline)), if self.closing.is_some() => {
+                    warn!(room = %self.room, "deleted room's notice not seen in time; removing its sockets");
+                    self.remove_deleted();
                 }
             }
         }
@@ -210,25 +225,41 @@ impl RoomHub {
         let _ = reply.send(Ok(joined.epoch));
     }
 
+    /// After the notice is delivered (or once the room moved on to another
+    /// epoch), the deleted room's sockets leave.
     fn close_if_done(&mut self) {
-        if self.closing.is_some_and(|(upto, _)| self.last >= upto) {
-            self.remove_all();
+        if let Some(c) = &self.closing
+            && (self.epoch.as_deref() != Some(c.epoch.as_str()) || self.last >= c.upto)
+        {
+            self.remove_deleted();
         }
     }
 
-    /// Every socket leaves the deleted room: `left`, and the shared flag
-    /// cleared so its reader forgets the room too.
-    fn remove_all(&mut self) {
+    /// The deleted room's sockets leave it: `left`, the shared flag cleared,
+    /// and their readers woken to forget the room.
+    fn remove_deleted(&mut self) {
+        let Some(c) = self.closing.take() else {
+            return;
+        };
         let left: Utf8Bytes = ServerFrame::Left { room: &self.room }.to_json(None).into();
-        for s in self.subs.drain(..) {
+        self.subs.retain(|s| {
+            if !c.sockets.contains(&s.socket.id) {
+                return true;
+            }
             if s.joined.swap(false, Ordering::AcqRel) {
                 s.socket.push(left.clone());
+                s.socket.removed.notify_one();
             }
-        }
-        self.closing = None;
+            false
+        });
     }
 
     fn switch_epoch(&mut self, epoch: String) {
+        // A deleted room came back: its old sockets leave before the new
+        // epoch's messages could reach them.
+        if self.closing.is_some() {
+            self.remove_deleted();
+        }
         self.epoch = Some(epoch);
         self.last = 0;
         for s in &mut self.subs {

@@ -225,6 +225,7 @@ async fn reader_loop(conn: &mut Conn, stream: &mut SplitStream<WebSocket>) {
     let mut liveness = tokio::time::interval(limits.ping_interval);
     liveness.reset();
     let closer = conn.socket.closer.clone();
+    let removed = conn.socket.removed.clone();
     loop {
         let timer = expiry_deadline(conn, limits.expiring_notice);
         tokio::select! {
@@ -243,6 +244,7 @@ async fn reader_loop(conn: &mut Conn, stream: &mut SplitStream<WebSocket>) {
                 conn.expiring_sent = true;
                 conn.reply(&ServerFrame::Expiring { exp: conn.exp }, None);
             }
+            _ = removed.notified() => conn.drop_removed_rooms().await,
             _ = liveness.tick() => {
                 if last_seen.elapsed() > limits.ping_interval * 2 {
                     tracing::info!("no pong for two ping intervals, closing");

@@ -89,6 +89,8 @@ pub struct SocketHandle {
     pub closer: Closer,
     /// Set by any client frame; read (and cleared) by the session sweeper.
     pub active: Arc<AtomicBool>,
+    /// A hub removed this socket from a room (deleted): the reader forgets it.
+    pub removed: Arc<tokio::sync::Notify>,
 }
 
 impl SocketHandle {
@@ -99,6 +101,7 @@ impl SocketHandle {
             tx,
             closer,
             active: Arc::new(AtomicBool::new(true)),
+            removed: Arc::new(tokio::sync::Notify::new()),
         }
     }
 

@@ -277,6 +277,16 @@ async fn deleting_a_room_removes_every_trace_and_the_export_is_the_archive() {
         let left = c.recv_type("left").await;
         assert_eq!(left["room"], room);
     }
+    // Without sending anything, the sockets' readers forget the room: no
+    // node keeps a hub (or a subscription) for it.
+    for node in &stack.nodes {
+        e2e::wait_until(
+            Duration::from_secs(5),
+            "the deleted room's hubs gone",
+            || async { node.state.hubs.rooms().is_empty().then_some(()) },
+        )
+        .await;
+    }
     a.send_json(json!({"type": "send", "room": room, "text": "hi", "client_id": "late"}))
         .await;
     assert_eq!(a.recv_type("error").await["code"], "not_joined");
