@@ -274,6 +274,13 @@ async fn a_mongodb_outage_loses_nothing_and_the_lag_drains() {
     let mut env = Env::start().await;
     let (stop, task) = env.worker("w").await;
     let mut sent = 0usize;
+    // Archiving works before the outage (however slow the machine is).
+    for r in 0..ROOMS {
+        env.send(&format!("o{r}"), sent).await;
+        sent += 1;
+    }
+    env.wait_archived(sent as u64, Duration::from_secs(60))
+        .await;
     let started = Instant::now();
     let mut stopped_at = None;
     // Steady sending for about 14 s; MongoDB is down from 2 s to 12 s.
@@ -284,7 +291,6 @@ async fn a_mongodb_outage_loses_nothing_and_the_lag_drains() {
         }
         let t = started.elapsed();
         if stopped_at.is_none() && t >= Duration::from_secs(2) {
-            assert!(env.archived().await > 0, "archiving before the outage");
             env.mongo.stop();
             stopped_at = Some(sent);
         }
