@@ -8,10 +8,8 @@ use archive_worker::store;
 use chat_core::config::StreamsConfig;
 use chat_core::keys::Keys;
 use chat_core::mongo_server::MongoServer;
-use chat_core::protocol::Kind;
 use chat_core::redis_conn::{self, Conn};
 use chat_core::redis_server::RedisServer;
-use chat_core::scripts::{AppendRequest, Scripts};
 use mongodb::bson::{Document, doc};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -19,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-const STREAMS_TOML: &str = "[fanout]\nshards = 4\n\n[archive]\nbatch = 100\nclaim_idle = \"1s\"\n";
+const STREAMS_TOML: &str = "[fanout]\nshards = 4\n\n[[rooms]]\npattern = \"ttl:*\"\narchive_for = \"1h\"\n\n[archive]\nbatch = 100\nclaim_idle = \"1s\"\n";
 
 struct Env {
     redis: RedisServer,
@@ -34,6 +32,8 @@ struct Env {
 
 impl Env {
     async fn start() -> Self {
+        // The workers run in this process: their metrics land here.
+        chat_core::metrics::install();
         let redis = RedisServer::start().expect("redis-server");
         let mongo = MongoServer::start().expect("nx-27017 (scripts/ensure-mongo installs it)");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -103,21 +103,7 @@ impl Env {
     /// Appends through the real append script; returns the message's offset.
     async fn send(&self, room: &str, i: usize) -> u64 {
         let mut conn = self.conn.clone();
-        let req = AppendRequest {
-            room,
-            user: "w",
-            text: &format!("message {i}"),
-            client_id: &format!("c{i}"),
-            kind: Kind::User,
-            retention: self.streams.retention(room),
-            dedup_window: self.streams.dedup.window,
-            shard_maxlen: self.streams.fanout.shard_maxlen,
-        };
-        Scripts::default()
-            .append(&mut conn, &self.keys, &req)
-            .await
-            .expect("append")
-            .offset
+        chat_core::testing::append(&mut conn, &self.keys, &self.streams, room, i).await
     }
 
     async fn archived(&self) -> u64 {
@@ -224,34 +210,16 @@ async fn every_message_is_archived_exactly_once_across_a_sigkill() {
     let env = Env::start().await;
     let mut a = env.process("a");
     let b = env.process("b");
-    let writer = {
-        let env_conn = env.conn.clone();
-        let (keys, streams) = (env.keys.clone(), env.streams.clone());
-        tokio::spawn(async move {
-            let scripts = Scripts::default();
-            let mut conn = env_conn;
-            for i in 0..MESSAGES {
-                let room = format!("a{}", i % ROOMS);
-                let req = AppendRequest {
-                    room: &room,
-                    user: "w",
-                    text: &format!("message {i}"),
-                    client_id: &format!("c{i}"),
-                    kind: Kind::User,
-                    retention: streams.retention(&room),
-                    dedup_window: streams.dedup.window,
-                    shard_maxlen: streams.fanout.shard_maxlen,
-                };
-                scripts
-                    .append(&mut conn, &keys, &req)
-                    .await
-                    .expect("append");
-                if i % 100 == 0 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        })
-    };
+    let writer = tokio::spawn(chat_core::testing::append_many(
+        env.conn.clone(),
+        env.keys.clone(),
+        env.streams.clone(),
+        "a",
+        ROOMS,
+        MESSAGES,
+        100,
+        Duration::from_millis(5),
+    ));
     // Both are busy before one dies mid-batch.
     let deadline = Instant::now() + Duration::from_secs(60);
     while env.archived().await < 1_000 {
@@ -312,6 +280,14 @@ async fn a_mongodb_outage_loses_nothing_and_the_lag_drains() {
         0,
         "an outage dead-letters nothing"
     );
+    let metrics = chat_core::metrics::render();
+    for name in [
+        "chat_mongodb_errors_total",
+        "chat_archived_total",
+        "chat_archive_batch_size",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from\n{metrics}");
+    }
     stop.cancel();
     task.await.expect("worker stops");
 }
@@ -414,6 +390,40 @@ async fn a_replayed_group_archives_nothing_twice() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     env.assert_rooms_complete(4, 10).await;
+    stop.cancel();
+    task.await.expect("worker stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_pattern_kept_for_a_while_gets_expire_at_and_forever_gets_none() {
+    let env = Env::start().await;
+    env.send("ttl:1", 0).await;
+    env.send("keep", 1).await;
+    let (stop, task) = env.worker("w").await;
+    env.wait_archived(2, Duration::from_secs(30)).await;
+    let kept_for = env
+        .messages
+        .find_one(doc! {"room": "ttl:1"})
+        .await
+        .expect("find")
+        .expect("archived");
+    let ts = store::int(kept_for.get("ts")).expect("ts");
+    let expire_at = kept_for.get_datetime("expire_at").expect("expire_at");
+    assert_eq!(
+        expire_at.timestamp_millis(),
+        ts + 3_600_000,
+        "ts + archive_for"
+    );
+    let forever = env
+        .messages
+        .find_one(doc! {"room": "keep"})
+        .await
+        .expect("find")
+        .expect("archived");
+    assert!(
+        forever.get("expire_at").is_none(),
+        "kept forever: {forever}"
+    );
     stop.cancel();
     task.await.expect("worker stops");
 }

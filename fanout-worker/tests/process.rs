@@ -5,10 +5,8 @@
 
 use chat_core::config::StreamsConfig;
 use chat_core::keys::Keys;
-use chat_core::protocol::Kind;
 use chat_core::redis_conn::{self, Conn};
 use chat_core::redis_server::RedisServer;
-use chat_core::scripts::{AppendRequest, Scripts};
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -133,32 +131,16 @@ async fn signals(url: &str) {
     let c = spawn_worker(url, &streams_file, "c");
 
     // Messages through the real append script, at a steady pace (~1.5 s).
-    let writer = {
-        let (mut conn, keys, streams) = (conn.clone(), keys.clone(), streams.clone());
-        tokio::spawn(async move {
-            let scripts = Scripts::default();
-            for i in 0..MESSAGES {
-                let room = format!("p{}", i % ROOMS);
-                let req = AppendRequest {
-                    room: &room,
-                    user: "w",
-                    text: "hello",
-                    client_id: &format!("c{i}"),
-                    kind: Kind::User,
-                    retention: streams.retention(&room),
-                    dedup_window: streams.dedup.window,
-                    shard_maxlen: streams.fanout.shard_maxlen,
-                };
-                scripts
-                    .append(&mut conn, &keys, &req)
-                    .await
-                    .expect("append");
-                if i % 10 == 0 {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        })
-    };
+    let writer = tokio::spawn(chat_core::testing::append_many(
+        conn.clone(),
+        keys.clone(),
+        streams.clone(),
+        "p",
+        ROOMS,
+        MESSAGES,
+        10,
+        Duration::from_millis(10),
+    ));
 
     // The workers are busy before the first signal.
     let deadline = Instant::now() + Duration::from_secs(20);

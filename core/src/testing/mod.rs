@@ -22,3 +22,58 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Appends message `i` (text `message <i>`, client id `c<i>`, user `w`) to
+/// `room` through the real append script; returns its offset.
+pub async fn append(
+    conn: &mut crate::redis_conn::Conn,
+    keys: &crate::keys::Keys,
+    streams: &crate::config::StreamsConfig,
+    room: &str,
+    i: usize,
+) -> u64 {
+    let req = crate::scripts::AppendRequest {
+        room,
+        user: "w",
+        text: &format!("message {i}"),
+        client_id: &format!("c{i}"),
+        kind: crate::protocol::Kind::User,
+        retention: streams.retention(room),
+        dedup_window: streams.dedup.window,
+        shard_maxlen: streams.fanout.shard_maxlen,
+    };
+    crate::scripts::Scripts::default()
+        .append(conn, keys, &req)
+        .await
+        .expect("append")
+        .offset
+}
+
+/// Appends `n` messages round-robin over the rooms `<prefix>0` ..
+/// `<prefix><rooms - 1>`, pausing `pause` after every `every`: a steady
+/// writer for tests that kill workers while it runs.
+#[allow(clippy::too_many_arguments)]
+pub async fn append_many(
+    mut conn: crate::redis_conn::Conn,
+    keys: crate::keys::Keys,
+    streams: crate::config::StreamsConfig,
+    prefix: &str,
+    rooms: usize,
+    n: usize,
+    every: usize,
+    pause: Duration,
+) {
+    for i in 0..n {
+        append(
+            &mut conn,
+            &keys,
+            &streams,
+            &format!("{prefix}{}", i % rooms),
+            i,
+        )
+        .await;
+        if (i + 1) % every == 0 {
+            tokio::time::sleep(pause).await;
+        }
+    }
+}

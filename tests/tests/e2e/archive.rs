@@ -175,6 +175,36 @@ async fn without_the_archive_next_pages_within_redis() {
     assert_eq!(e["code"], "bad_request");
     let (status, _) = export(&stack, "plain").await;
     assert_eq!(status, 404, "no export without the archive");
+    let bad_epoch = http()
+        .get(format!(
+            "{}/v1/rooms/plain/messages?epoch=a%20b&before=2",
+            stack.http(0)
+        ))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(bad_epoch.status(), 400);
+    let not_admin = http()
+        .delete(format!("{}/v1/rooms/plain", stack.http(0)))
+        .bearer_auth(e2e::token("mallory", &["*"]))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(
+        not_admin.status(),
+        401,
+        "deleting a room takes an admin key"
+    );
+    c.send_json(json!({"type": "history", "room": "plain"}))
+        .await;
+    assert_eq!(
+        c.recv_type("history").await["messages"]
+            .as_array()
+            .map(Vec::len),
+        Some(7),
+        "the room is still there"
+    );
 }
 
 async fn export(stack: &Stack, room: &str) -> (u16, Vec<Value>) {
