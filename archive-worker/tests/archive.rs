@@ -75,8 +75,19 @@ impl Env {
 
     /// An archive worker in this process.
     async fn worker(&self, name: &str) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        self.worker_with(name, &[]).await
+    }
+
+    async fn worker_with(
+        &self,
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
         let mut env = self.env();
         env.insert("CHAT_ARCHIVE_CONSUMER".into(), name.into());
+        for (k, v) in extra {
+            env.insert((*k).into(), (*v).into());
+        }
         let settings = ArchiveSettings::from_strings(&env).expect("settings");
         let worker = archive_worker::Archive::build(settings)
             .await
@@ -424,6 +435,66 @@ async fn a_room_pattern_kept_for_a_while_gets_expire_at_and_forever_gets_none() 
         forever.get("expire_at").is_none(),
         "kept forever: {forever}"
     );
+    stop.cancel();
+    task.await.expect("worker stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_does_not_wait_for_a_probe_of_a_mongodb_that_is_down() {
+    let mut env = Env::start().await;
+    env.mongo.stop();
+    // Each probe may wait this long for a server; the stop must not.
+    let (stop, task) = env
+        .worker_with("w", &[("CHAT_MONGODB_TIMEOUT", "30s")])
+        .await;
+    env.send("x", 0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = Instant::now();
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stopped while a probe was waiting")
+        .expect("worker stops");
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        env.pending().await,
+        0,
+        "nothing was read while MongoDB was down"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_a_deleted_epoch_are_not_archived() {
+    let env = Env::start().await;
+    for i in 0..3 {
+        env.send("d", i).await;
+    }
+    env.send("e", 3).await;
+    let mut conn = env.conn.clone();
+    let epoch: String = redis::cmd("HGET")
+        .arg(env.keys.room_meta("d"))
+        .arg("epoch")
+        .query_async(&mut conn)
+        .await
+        .expect("epoch");
+    // A tombstone older than every message: only its epoch can skip them
+    // (what a deletion leaves for messages appended after its notice).
+    let _: () = redis::cmd("SET")
+        .arg(env.keys.room_deleted("d"))
+        .arg(format!("0 {epoch}"))
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let (stop, task) = env.worker("w").await;
+    env.wait_archived(1, Duration::from_secs(30)).await;
+    let d = env
+        .messages
+        .count_documents(doc! {"room": "d"})
+        .await
+        .expect("count");
+    assert_eq!(d, 0, "the deleted epoch stays out of the archive");
+    assert_eq!(env.archived().await, 1, "the other room is archived");
+    assert_eq!(env.dead_letters().await, 0, "skipped, not dead-lettered");
     stop.cancel();
     task.await.expect("worker stops");
 }

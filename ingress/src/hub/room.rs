@@ -46,7 +46,6 @@ struct Closing {
     /// The deletion notice, in `epoch`.
     upto: u64,
     epoch: String,
-    deadline: tokio::time::Instant,
     /// The sockets joined when the deletion arrived; later joins are to
     /// the room started afresh and stay.
     sockets: Vec<u64>,
@@ -86,6 +85,10 @@ impl RoomHub {
         // turn would never fire while typing or presence events keep arriving.
         let mut retry = tokio::time::interval(Duration::from_millis(500));
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A deleted room's wait for its notice: one timer for the hub's life,
+        // armed by the deletion (not a new sleep per live message).
+        let delete_wait = tokio::time::sleep(DELETE_WAIT);
+        tokio::pin!(delete_wait);
         loop {
             tokio::select! {
                 biased;
@@ -102,9 +105,9 @@ impl RoomHub {
                         self.closing = Some(Closing {
                             upto,
                             epoch,
-                            deadline: tokio::time::Instant::now() + DELETE_WAIT,
                             sockets: self.subs.iter().map(|s| s.socket.id).collect(),
                         });
+                        delete_wait.as_mut().reset(tokio::time::Instant::now() + DELETE_WAIT);
                         self.close_if_done();
                     }
                     Some(Ctl::Shutdown) | None => break,
@@ -117,7 +120,7 @@ impl RoomHub {
                     self.resync().await;
                     self.close_if_done();
                 }
-                _ = tokio::time::sleep_until(self.closing.as_ref().map_or_else(tokio::time::Instant::now, |c| c.deadline)), if self.closing.is_some() => {
+                _ = &mut delete_wait, if self.closing.is_some() => {
                     warn!(room = %self.room, "deleted room's notice not seen in time; removing its sockets");
                     self.remove_deleted();
                 }

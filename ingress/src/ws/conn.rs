@@ -226,6 +226,8 @@ async fn reader_loop(conn: &mut Conn, stream: &mut SplitStream<WebSocket>) {
     liveness.reset();
     let closer = conn.socket.closer.clone();
     let removed = conn.socket.removed.clone();
+    // Registered once, re-armed after it fires: not a waiter per frame.
+    let mut removed_wait = std::pin::pin!(removed.notified());
     loop {
         let timer = expiry_deadline(conn, limits.expiring_notice);
         tokio::select! {
@@ -244,7 +246,10 @@ async fn reader_loop(conn: &mut Conn, stream: &mut SplitStream<WebSocket>) {
                 conn.expiring_sent = true;
                 conn.reply(&ServerFrame::Expiring { exp: conn.exp }, None);
             }
-            _ = removed.notified() => conn.drop_removed_rooms().await,
+            _ = &mut removed_wait => {
+                removed_wait.set(removed.notified());
+                conn.drop_removed_rooms().await;
+            }
             _ = liveness.tick() => {
                 if last_seen.elapsed() > limits.ping_interval * 2 {
                     tracing::info!("no pong for two ping intervals, closing");

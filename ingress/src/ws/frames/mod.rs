@@ -29,6 +29,8 @@ fn kind(frame: &ClientFrame) -> &'static str {
 
 pub async fn handle(conn: &mut Conn, frame: ClientFrame, reference: Option<Value>) {
     metrics::counter!("chat_frames_in_total", "type" => kind(&frame)).increment(1);
+    // A hub may have removed the socket from a deleted room since the reader
+    // last woke: the frame must not act on that room.
     conn.drop_removed_rooms().await;
     let r = reference.as_ref();
     match frame {
