@@ -50,7 +50,8 @@ pub struct IngressSettings {
     pub shutdown_grace: Duration,
     /// The summary job queue's Redis (standalone even under a Redis Cluster).
     pub jobs_redis_url: String,
-    /// Serve `POST /dev/token` (the one-command local stack only).
+    /// Serve `POST /dev/token` (the local stack, or `CHAT_DEV_TOKENS=1`;
+    /// never in production: it signs a token for any name).
     pub dev_token_secret: Option<Vec<u8>>,
     /// The archive (MongoDB) history reads continue in; `None`: Redis only.
     pub mongodb: Option<chat_core::config::MongoSettings>,
@@ -105,6 +106,17 @@ impl IngressSettings {
         if session_sweep.is_zero() {
             s.error("CHAT_SESSION_SWEEP: must be more than zero");
         }
+        // Dev tokens sign with the HS256 secret; refusing them without one
+        // keeps a misconfigured node from minting tokens nobody can verify.
+        let dev_tokens = s.bool("CHAT_DEV_TOKENS", false);
+        let dev_token_secret = match (&jwt.hs_secret, dev_tokens) {
+            (Some(secret), true) => Some(secret.clone()),
+            (None, true) => {
+                s.error("CHAT_DEV_TOKENS: needs CHAT_JWT_SECRET");
+                None
+            }
+            _ => None,
+        };
         let settings = Self {
             listen,
             common,
@@ -117,7 +129,7 @@ impl IngressSettings {
             session_sweep,
             jobs_redis_url,
             shutdown_grace,
-            dev_token_secret: None,
+            dev_token_secret,
             mongodb,
         };
         s.finish()?;

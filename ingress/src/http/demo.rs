@@ -15,6 +15,20 @@ pub async fn page() -> Html<&'static str> {
     Html(include_str!("demo.html"))
 }
 
+/// The JavaScript client (one ES module, no dependencies).
+pub async fn client_js() -> impl axum::response::IntoResponse {
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/javascript; charset=utf-8",
+            ),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../../clients/js/chat.js"),
+    )
+}
+
 #[derive(Deserialize)]
 struct TokenBody {
     user: String,

@@ -20,6 +20,7 @@ pub use error::ApiError;
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/", get(demo::page))
+        .route("/client.js", get(demo::client_js))
         .route("/dev/token", post(demo::dev_token))
         .route("/v1/ws", get(crate::ws::upgrade))
         .route(
