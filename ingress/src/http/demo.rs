@@ -24,6 +24,8 @@ pub async fn client_js() -> impl axum::response::IntoResponse {
                 "text/javascript; charset=utf-8",
             ),
             (axum::http::header::CACHE_CONTROL, "no-cache"),
+            // A public file: pages on the customer's own origin import it.
+            (axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
         include_str!("../../../clients/js/chat.js"),
     )
