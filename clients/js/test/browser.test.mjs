@@ -104,3 +104,19 @@ test('a page reloaded after its room was trimmed shows "reloaded" and the histor
   await until('own message shown', async () => (await shown(page)).at(-1)?.text === 'back again');
   assert.equal((await shown(page)).at(-1).offset, 304);
 });
+
+test('scrolling up loads older history, page by page, with no gap or repeat', async (t) => {
+  const stack = await Stack.start({ nodes: 1 });
+  t.after(() => stack.stop());
+  for (let i = 1; i <= 120; i++) await stack.api('POST', '/v1/rooms/long/messages', { text: `old ${i}`, user: 'erin', kind: 'user' });
+  const b = await browser(t);
+  const page = await open(b, `${stack.nodes[0].http}/`, 'frank', 'long');
+  await until('the newest 50', async () => (await shown(page)).length === 50);
+  for (const want of [100, 120]) {
+    await page.$eval('#log', (e) => { e.scrollTop = 0; });
+    await until(`${want} shown`, async () => (await shown(page)).length === want);
+  }
+  const got = await shown(page);
+  assert.deepEqual(got.map((m) => m.offset), Array.from({ length: 120 }, (_, i) => i + 1));
+  assert.equal(got[0].text, 'old 1');
+});
