@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Error codes of the contract.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -60,6 +61,8 @@ pub mod close {
     pub const POLICY: u16 = 4008;
 }
 
+/// Who wrote a message: a user, the system (HTTP publish, notices) or the summarizer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
@@ -88,6 +91,7 @@ impl Kind {
 }
 
 /// A stored chat message, as in `message` frames and `history` arrays.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub room: String,
@@ -103,6 +107,7 @@ pub struct Message {
 
 /// A `history` page's way to the next older one: `before` (exclusive) in
 /// `epoch`, which may be an earlier epoch of the room than the page's.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HistoryCursor {
     pub epoch: String,
@@ -406,6 +411,7 @@ pub enum ServerFrame<'a> {
 }
 
 /// The answer to an accepted (or duplicate) `send`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ack {
     pub room: String,

@@ -40,6 +40,7 @@ pub enum JobsError {
 }
 
 /// What a submission did.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Submitted {
     pub room: String,
@@ -49,6 +50,7 @@ pub struct Submitted {
 }
 
 /// A job's status as `GET /v1/summaries/{id}` answers it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct JobStatus {
     pub job_id: String,
@@ -64,6 +66,28 @@ pub struct JobStatus {
     pub method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub truncated: Option<bool>,
+}
+
+/// A room's latest summary, as the worker stores it and
+/// `GET /v1/rooms/{room}/summary` answers it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RoomSummary {
+    pub room: String,
+    pub job_id: String,
+    pub summary: String,
+    /// `gemini:<model>` or `extractive`.
+    pub method: String,
+    pub truncated: bool,
+    /// Messages summarized.
+    pub messages: u64,
+    /// Offsets of the first and last message summarized (null: none).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub from_offset: Option<u64>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub to_offset: Option<u64>,
+    /// When it was made, in ms since the epoch.
+    pub created_at: u64,
 }
 
 /// How long job records and the current-job marker are kept.
@@ -246,7 +270,7 @@ impl Jobs {
     }
 
     /// The room's latest summary, as stored by the worker.
-    pub async fn latest(&self, room: &str) -> Result<Option<serde_json::Value>, JobsError> {
+    pub async fn latest(&self, room: &str) -> Result<Option<RoomSummary>, JobsError> {
         let mut conn = self.redis.clone();
         let raw: Option<String> =
             redis::AsyncCommands::get(&mut conn, self.keys.room_summary(room)).await?;

@@ -280,31 +280,29 @@ async fn summarize_room(ctx: &JobCtx, job: &SummaryJob) -> Result<(), JobError> 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let stored = serde_json::json!({
-        "room": job.room,
-        "job_id": job.job_id,
-        "summary": outcome.summary,
-        "method": outcome.method,
-        "truncated": outcome.truncated,
-        "messages": messages.len(),
-        "from_offset": messages.first().map(|m| m.offset),
-        "to_offset": messages.last().map(|m| m.offset),
-        "created_at": now,
-    });
+    let stored = jobs::RoomSummary {
+        room: job.room.clone(),
+        job_id: job.job_id.clone(),
+        summary: outcome.summary.clone(),
+        method: outcome.method.clone(),
+        truncated: outcome.truncated,
+        messages: messages.len() as u64,
+        from_offset: messages.first().map(|m| m.offset),
+        to_offset: messages.last().map(|m| m.offset),
+        created_at: now,
+    };
     let ttl = ctx.settings.summary_ttl.as_secs().max(1);
     if !messages.is_empty() {
         // An empty window does not replace the room's latest summary.
-        let _: () = redis::AsyncCommands::set_ex(
-            &mut conn,
-            ctx.keys.room_summary(&job.room),
-            stored.to_string(),
-            ttl,
-        )
-        .await
-        .map_err(|e| JobError::Transient {
-            why: format!("redis: {e}"),
-            after: None,
-        })?;
+        let stored =
+            serde_json::to_string(&stored).map_err(|e| JobError::Permanent(e.to_string()))?;
+        let _: () =
+            redis::AsyncCommands::set_ex(&mut conn, ctx.keys.room_summary(&job.room), stored, ttl)
+                .await
+                .map_err(|e| JobError::Transient {
+                    why: format!("redis: {e}"),
+                    after: None,
+                })?;
         // Published with the job id as client_id: a retried job is stored once.
         let streams = &ctx.settings.common.streams;
         let req = AppendRequest {

@@ -1,21 +1,37 @@
 //! The demo chat page, and (local stack only) a dev token endpoint so a
 //! newcomer can chat from two tabs without an auth server.
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::Shared;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Html;
 use chat_core::protocol::ErrorCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
 
+/// The demo chat page.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "demo",
+    operation_id = "demo_page",
+    responses((status = 200, description = "The demo chat page", content_type = "text/html", body = String))
+)]
 pub async fn page() -> Html<&'static str> {
     Html(include_str!("demo.html"))
 }
 
 /// The JavaScript client (one ES module, no dependencies).
+#[utoipa::path(
+    get,
+    path = "/client.js",
+    tag = "demo",
+    responses((status = 200, description = "The client, an ES module",
+        content_type = "text/javascript", body = String))
+)]
 pub async fn client_js() -> impl axum::response::IntoResponse {
     (
         [
@@ -31,12 +47,35 @@ pub async fn client_js() -> impl axum::response::IntoResponse {
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = DevTokenRequest)]
 struct TokenBody {
+    /// 1-64 letters, digits, `_`, `-` or `.` (trimmed).
     user: String,
 }
 
-pub async fn dev_token(State(state): State<Shared>, body: Bytes) -> ApiResult<Json<Value>> {
+#[derive(Serialize, ToSchema)]
+pub struct DevToken {
+    /// HS256, for any room (`rooms: ["*"]`), valid for an hour.
+    token: String,
+    user: String,
+}
+
+/// A token for any user name (local stack or `CHAT_DEV_TOKENS`; 404 otherwise).
+#[utoipa::path(
+    post,
+    path = "/dev/token",
+    tag = "demo",
+    request_body = TokenBody,
+    responses(
+        (status = 200, description = "A signed token", body = DevToken),
+        (status = 400, description = "Invalid body or user name", body = ErrorBody),
+        (status = 404, description = "Dev tokens are off", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String),
+        (status = 500, description = "Could not sign", body = ErrorBody),
+    )
+)]
+pub async fn dev_token(State(state): State<Shared>, body: Bytes) -> ApiResult<Json<DevToken>> {
     let Some(secret) = &state.settings.dev_token_secret else {
         return Err(ApiError::new(ErrorCode::NotFound, "dev tokens are off"));
     };
@@ -53,7 +92,10 @@ pub async fn dev_token(State(state): State<Shared>, body: Bytes) -> ApiResult<Js
     }
     let token = mint_dev_token(secret, user, 3600)
         .map_err(|_| ApiError::new(ErrorCode::Internal, "could not sign"))?;
-    Ok(Json(json!({"token": token, "user": user})))
+    Ok(Json(DevToken {
+        token,
+        user: user.to_owned(),
+    }))
 }
 
 /// An HS256 token for any room, valid for `ttl` seconds.

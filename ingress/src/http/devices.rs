@@ -4,7 +4,7 @@
 //! least recently seen are dropped. A token registered by another user moves.
 
 use super::caller::{Caller, admin_or_user};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::Shared;
 use axum::Json;
 use axum::body::Bytes;
@@ -13,18 +13,22 @@ use axum::http::{HeaderMap, StatusCode};
 use chat_core::protocol::ErrorCode;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DeviceBody {
+    /// The FCM registration token, 1-4096 printable ASCII characters.
     token: String,
+    /// `android`, `ios` or `web`.
     platform: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Device {
     token: String,
     platform: String,
+    /// When it was last registered, in ms since the epoch.
     last_seen: u64,
 }
 
@@ -61,6 +65,23 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Register (or refresh) a push device token of the calling user.
+#[utoipa::path(
+    post,
+    path = "/v1/devices",
+    tag = "devices",
+    request_body = DeviceBody,
+    security(("user_jwt" = [])),
+    responses(
+        (status = 200, description = "Registered", body = Device),
+        (status = 400, description = "Bad body, token or platform", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "An admin API key: devices belong to users", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+    )
+)]
 pub async fn register(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -117,6 +138,23 @@ pub async fn register(
     }))
 }
 
+/// Drop a push device token of the calling user.
+#[utoipa::path(
+    delete,
+    path = "/v1/devices/{token}",
+    tag = "devices",
+    params(("token" = String, Path, description = "The device token")),
+    security(("user_jwt" = [])),
+    responses(
+        (status = 204, description = "Dropped"),
+        (status = 400, description = "Bad token", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "An admin API key: devices belong to users", body = ErrorBody),
+        (status = 404, description = "Not a device of this user", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+    )
+)]
 pub async fn unregister(
     State(state): State<Shared>,
     Path(token): Path<String>,

@@ -3,6 +3,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chat_core::protocol::ErrorCode;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -45,11 +47,33 @@ impl From<redis::RedisError> for ApiError {
     }
 }
 
+/// Every JSON error answer: `{"error": {"code", "message"}}`, with the
+/// code's HTTP status.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// 400 `bad_request`, 401 `unauthorized`, 403 `forbidden`, 404
+    /// `not_found`, 409 `not_joined`, 413 `too_large`, 429 `rate_limited`,
+    /// 500 `internal`, 503 `unavailable` (retry).
+    code: ErrorCode,
+    /// For people; may change.
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
         (status, axum::Json(body)).into_response()
     }
 }

@@ -3,15 +3,31 @@
 //! from a MongoDB cursor, so the room is never held in memory.
 
 use super::caller::admin;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::Shared;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use chat_core::protocol::ErrorCode;
+use chat_core::protocol::{ErrorCode, Message};
 use futures_util::StreamExt;
 
+/// The archived room as NDJSON.
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{room}/export",
+    tag = "rooms",
+    params(("room" = String, Path, description = "Room name")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "One `message` object (without `type`) per line, oldest first, streamed",
+            content_type = "application/x-ndjson", body = Message),
+        (status = 400, description = "Bad room name", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "The archive is off", body = ErrorBody),
+        (status = 503, description = "The archive is unavailable, retry", body = ErrorBody),
+    )
+)]
 pub async fn export(
     State(state): State<Shared>,
     Path(room): Path<String>,

@@ -6,49 +6,49 @@ mod devices;
 mod error;
 mod export;
 mod health;
+mod openapi;
 mod rooms;
 mod sessions;
 mod summaries;
 
 use crate::state::Shared;
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
+use axum::{Extension, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
+/// Every route goes through `routes!` so it is in /openapi.json too; a plain
+/// axum route here would be served but undocumented (tests/openapi.rs checks).
 pub fn router(state: Shared) -> Router {
-    Router::new()
-        .route("/", get(demo::page))
-        .route("/client.js", get(demo::client_js))
-        .route("/dev/token", post(demo::dev_token))
-        .route("/v1/ws", get(crate::ws::upgrade))
-        .route(
-            "/v1/rooms/{room}/messages",
-            post(rooms::publish).get(rooms::get_history),
-        )
-        .route(
-            "/v1/rooms/{room}/members/{user}",
-            put(rooms::put_member).delete(rooms::delete_member),
-        )
-        .route("/v1/rooms/{room}/presence", get(rooms::presence))
-        .route("/v1/rooms/{room}/export", get(export::export))
-        .route("/v1/rooms/{room}", delete(rooms::delete_room))
-        .route(
-            "/v1/sessions/{sid}",
-            put(sessions::put).delete(sessions::delete),
-        )
-        .route("/v1/summaries", post(summaries::submit))
-        .route("/v1/summaries/{job_id}", get(summaries::status))
-        .route("/v1/rooms/{room}/summary", get(summaries::latest))
-        .route("/v1/devices", post(devices::register))
-        .route("/v1/devices/{token}", delete(devices::unregister))
-        .route("/healthz", get(health::healthz))
-        .route("/metrics", get(|| async { chat_core::metrics::render() }))
-        .route("/readyz", get(health::readyz))
+    let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(demo::page))
+        .routes(routes!(demo::client_js))
+        .routes(routes!(demo::dev_token))
+        .routes(routes!(crate::ws::upgrade))
+        .routes(routes!(rooms::publish, rooms::get_history))
+        .routes(routes!(rooms::put_member, rooms::delete_member))
+        .routes(routes!(rooms::presence))
+        .routes(routes!(export::export))
+        .routes(routes!(rooms::delete_room))
+        .routes(routes!(sessions::put, sessions::delete))
+        .routes(routes!(summaries::submit))
+        .routes(routes!(summaries::status))
+        .routes(routes!(summaries::latest))
+        .routes(routes!(devices::register))
+        .routes(routes!(devices::unregister))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(health::readyz))
+        .routes(routes!(openapi::openapi_json))
         .fallback(|| async {
             ApiError::new(chat_core::protocol::ErrorCode::NotFound, "no such route")
         })
+        .split_for_parts();
+    router
+        .layer(Extension(openapi::Served::new(&doc)))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }

@@ -1,7 +1,7 @@
 //! Room endpoints: publish, history, members, presence.
 
 use super::caller::{admin, admin_or_member};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::append::append;
 use crate::control::{delete_room_payload, withdraw_payload};
 use crate::state::Shared;
@@ -14,6 +14,7 @@ use chat_core::protocol::{Ack, HistoryCursor, Kind, Message, valid_client_id, va
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
 
 pub(super) fn room_name(room: &str) -> ApiResult<()> {
     if valid_room(room) {
@@ -33,15 +34,37 @@ fn user_id(user: &str) -> ApiResult<()> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PublishBody {
+    /// 1 to `max_text_bytes` (4096) bytes.
     text: String,
+    /// Default `system`.
     user: Option<String>,
+    /// Default `system`.
     kind: Option<Kind>,
+    /// Idempotency key, 1-64 characters; default a generated one.
     client_id: Option<String>,
 }
 
+/// Publish into a room as if sent; answers the `ack` fields.
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{room}/messages",
+    tag = "rooms",
+    params(("room" = String, Path, description = "Room name, `^[A-Za-z0-9_.:-]{1,128}$`")),
+    request_body = PublishBody,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Stored, or a duplicate `client_id` (`duplicate: true`)", body = Ack),
+        (status = 400, description = "Bad room, body, user or client_id", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 413, description = "`too_large`: text over `max_text_bytes`; text/plain: body over 64 KiB",
+            content((ErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+    )
+)]
 pub async fn publish(
     State(state): State<Shared>,
     Path(room): Path<String>,
@@ -74,22 +97,47 @@ pub async fn publish(
     Ok(Json(ack))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// Offset (exclusive) the page ends below; the newest messages without it.
     before: Option<u64>,
     /// The epoch `before` counts in (from a `next` cursor).
     epoch: Option<String>,
+    /// Default 50.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+/// A history page, as the `history` frame.
+#[derive(Serialize, ToSchema)]
 pub struct HistoryBody {
     room: String,
+    /// The epoch of this page's messages (`""` for an expired room).
     epoch: String,
+    /// Consecutive offsets, oldest first.
     messages: Vec<Message>,
+    /// The next older page, null when nothing older exists.
+    #[schema(required = true)]
     next: Option<HistoryCursor>,
 }
 
+/// History of a room, as the `history` frame.
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{room}/messages",
+    tag = "rooms",
+    params(("room" = String, Path, description = "Room name"), HistoryQuery),
+    security(("api_key" = []), ("user_jwt" = [])),
+    responses(
+        (status = 200, description = "A page of messages", body = HistoryBody),
+        (status = 400, description = "Bad room, limit, epoch or query", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key or token", body = ErrorBody),
+        (status = 403, description = "The user may not join the room", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis or the archive unavailable, retry", body = ErrorBody),
+    )
+)]
 pub async fn get_history(
     State(state): State<Shared>,
     Path(room): Path<String>,
@@ -115,17 +163,32 @@ pub async fn get_history(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DeletedBody {
     room: String,
     /// Archived messages removed (0 without the archive); null when the
     /// archive could not be reached: they are removed in the background.
+    #[schema(required = true)]
     archived_messages_deleted: Option<u64>,
 }
 
 /// `DELETE /v1/rooms/{room}` (admin): the room goes everywhere. Its sockets
 /// get a `system` message saying so, then `left`; its Redis keys, archived
 /// messages and summaries are removed. A later `send` starts a new room.
+#[utoipa::path(
+    delete,
+    path = "/v1/rooms/{room}",
+    tag = "rooms",
+    params(("room" = String, Path, description = "Room name")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Deleted", body = DeletedBody),
+        (status = 400, description = "Bad room name", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+    )
+)]
 pub async fn delete_room(
     State(state): State<Shared>,
     Path(room): Path<String>,
@@ -208,6 +271,24 @@ pub async fn delete_room(
     }))
 }
 
+/// Make a user a member of a room (grants `join`, makes them a push recipient).
+#[utoipa::path(
+    put,
+    path = "/v1/rooms/{room}/members/{user}",
+    tag = "rooms",
+    params(
+        ("room" = String, Path, description = "Room name"),
+        ("user" = String, Path, description = "User id, 1-256 characters without control characters"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 204, description = "A member"),
+        (status = 400, description = "Bad room or user", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+    )
+)]
 pub async fn put_member(
     State(state): State<Shared>,
     Path((room, user)): Path<(String, String)>,
@@ -221,6 +302,24 @@ pub async fn put_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Withdraw a membership: the user's sockets that joined by membership close 4003.
+#[utoipa::path(
+    delete,
+    path = "/v1/rooms/{room}/members/{user}",
+    tag = "rooms",
+    params(
+        ("room" = String, Path, description = "Room name"),
+        ("user" = String, Path, description = "User id"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 204, description = "Not a member (also when it was not one)"),
+        (status = 400, description = "Bad room or user", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+    )
+)]
 pub async fn delete_member(
     State(state): State<Shared>,
     Path((room, user)): Path<(String, String)>,
@@ -243,12 +342,29 @@ pub async fn delete_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PresenceBody {
     room: String,
+    /// Users with a socket in the room on any node.
     users: Vec<String>,
 }
 
+/// Users connected to the room now.
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{room}/presence",
+    tag = "rooms",
+    params(("room" = String, Path, description = "Room name")),
+    security(("api_key" = []), ("user_jwt" = [])),
+    responses(
+        (status = 200, description = "Users present", body = PresenceBody),
+        (status = 400, description = "Bad room name", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key or token", body = ErrorBody),
+        (status = 403, description = "The user may not join the room", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+    )
+)]
 pub async fn presence(
     State(state): State<Shared>,
     Path(room): Path<String>,

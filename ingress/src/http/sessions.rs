@@ -1,7 +1,7 @@
 //! The auth server's session handoff.
 
 use super::caller::admin;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::control::revoke_session_payload;
 use crate::state::Shared;
 use crate::ws::auth::session_value;
@@ -9,11 +9,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SessionBody {
+    /// The session's user, 1-256 characters.
     user: String,
+    /// Up to 30 days; activity on its sockets slides it.
+    #[schema(minimum = 1, maximum = 2_592_000)]
     ttl_secs: u64,
 }
 
@@ -27,6 +31,24 @@ fn sid_ok(sid: &str) -> ApiResult<()> {
     }
 }
 
+/// Register a session (the auth server's handoff).
+#[utoipa::path(
+    put,
+    path = "/v1/sessions/{sid}",
+    tag = "sessions",
+    operation_id = "put_session",
+    params(("sid" = String, Path, description = "Session id, 1-128 printable ASCII characters")),
+    request_body = SessionBody,
+    security(("api_key" = [])),
+    responses(
+        (status = 204, description = "Stored with its TTL"),
+        (status = 400, description = "Bad sid or body", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+    )
+)]
 pub async fn put(
     State(state): State<Shared>,
     Path(sid): Path<String>,
@@ -55,6 +77,21 @@ pub async fn put(
 }
 
 /// Deletes the session and tells every node to close its sockets (4003).
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/{sid}",
+    tag = "sessions",
+    operation_id = "delete_session",
+    params(("sid" = String, Path, description = "Session id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 204, description = "Deleted (also when it did not exist); its sockets close 4003 within 1 s"),
+        (status = 400, description = "Bad sid", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<Shared>,
     Path(sid): Path<String>,

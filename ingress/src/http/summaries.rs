@@ -1,7 +1,7 @@
 //! Summaries: batch submission, job status, a room's latest summary.
 
 use super::caller::{admin, admin_or_member};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::Shared;
 use axum::Json;
 use axum::body::Bytes;
@@ -9,16 +9,19 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chat_core::pattern::valid_room;
 use chat_core::protocol::ErrorCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
-use summarizer_worker::jobs::{JobStatus, JobsError};
+use serde::{Deserialize, Serialize};
+use summarizer_worker::jobs::{JobStatus, JobsError, RoomSummary, Submitted};
+use utoipa::ToSchema;
 
 /// Rooms in one batch.
 const MAX_BATCH: usize = 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SummaryBatch)]
 struct Batch {
+    /// Room names; duplicates count once.
+    #[schema(min_items = 1, max_items = 1000)]
     rooms: Vec<String>,
     /// Only messages at or after this time (ms since the epoch).
     since: Option<u64>,
@@ -39,13 +42,37 @@ impl From<JobsError> for ApiError {
     }
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct SubmittedJobs {
+    /// One per distinct room, in the order given.
+    jobs: Vec<Submitted>,
+}
+
+/// Batch-submit summarization jobs.
+///
 /// `202 {"jobs": [{"room", "job_id", "existing"}]}`; a room with a pending
 /// or running job gets that job back.
+#[utoipa::path(
+    post,
+    path = "/v1/summaries",
+    tag = "summaries",
+    operation_id = "submit_summaries",
+    request_body = Batch,
+    security(("api_key" = [])),
+    responses(
+        (status = 202, description = "Submitted", body = SubmittedJobs),
+        (status = 400, description = "Bad body, room list or time window", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis or the job queue unavailable, retry", body = ErrorBody),
+    )
+)]
 pub async fn submit(
     State(state): State<Shared>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<SubmittedJobs>)> {
     admin(&state, &headers)?;
     let batch: Batch =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("invalid body: {e}")))?;
@@ -74,9 +101,25 @@ pub async fn submit(
                 .await?,
         );
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({"jobs": jobs}))))
+    Ok((StatusCode::ACCEPTED, Json(SubmittedJobs { jobs })))
 }
 
+/// A summarization job's status.
+#[utoipa::path(
+    get,
+    path = "/v1/summaries/{job_id}",
+    tag = "summaries",
+    operation_id = "summary_job",
+    params(("job_id" = String, Path, description = "A `job_id` from the submission")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The job", body = JobStatus),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "No such job (or its record expired)", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+    )
+)]
 pub async fn status(
     State(state): State<Shared>,
     Path(job_id): Path<String>,
@@ -89,11 +132,29 @@ pub async fn status(
     }
 }
 
+/// The latest summary of a room.
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{room}/summary",
+    tag = "summaries",
+    operation_id = "latest_summary",
+    params(("room" = String, Path, description = "Room name")),
+    security(("api_key" = []), ("user_jwt" = [])),
+    responses(
+        (status = 200, description = "The stored summary", body = RoomSummary),
+        (status = 400, description = "Bad room name", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key or token", body = ErrorBody),
+        (status = 403, description = "The user may not join the room", body = ErrorBody),
+        (status = 404, description = "No summary for this room", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+    )
+)]
 pub async fn latest(
     State(state): State<Shared>,
     Path(room): Path<String>,
     headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RoomSummary>> {
     if !valid_room(&room) {
         return Err(ApiError::bad("room must match ^[A-Za-z0-9_.:-]{1,128}$"));
     }

@@ -14,6 +14,35 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+/// The WebSocket upgrade.
+///
+/// After the upgrade: one JSON object per text frame, as in the wire
+/// contract (PROTOCOL.md "WebSocket") and docs/protocol.md. Authenticate
+/// with `Authorization: Bearer <jwt>` here, or with an `auth` frame first
+/// (browsers). Token and session failures come as frames and close codes
+/// after the upgrade, not as HTTP statuses.
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    tag = "websocket",
+    operation_id = "websocket",
+    params(
+        ("Upgrade" = String, Header, description = "`websocket`"),
+        ("Connection" = String, Header, description = "Includes `Upgrade`"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`"),
+        ("Sec-WebSocket-Key" = String, Header, description = "The handshake key"),
+        ("Origin" = Option<String>, Header,
+            description = "Sent by browsers: the same host or one of CHAT_ALLOWED_ORIGINS"),
+    ),
+    security((), ("user_jwt" = [])),
+    responses(
+        (status = 101, description = "Switching Protocols: frames as in PROTOCOL.md \"WebSocket\""),
+        (status = 400, description = "Not a WebSocket handshake", content_type = "text/plain", body = String),
+        (status = 403, description = "`origin not allowed`", content_type = "text/plain", body = String),
+        (status = 503, description = "`no capacity`: at CHAT_MAX_CONNECTIONS or draining",
+            content_type = "text/plain", body = String),
+    )
+)]
 pub async fn upgrade(
     State(state): State<Shared>,
     headers: HeaderMap,
