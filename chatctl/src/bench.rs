@@ -111,7 +111,7 @@ fn now_us(t0: Instant) -> u64 {
 }
 
 fn token(secret: &str, user: &str) -> anyhow::Result<String> {
-    crate::mint(secret, user, &["bench:*".to_owned()], None, 3600)
+    crate::token::mint(secret, user, &["bench:*".to_owned()], None, 3600)
 }
 
 struct Client {

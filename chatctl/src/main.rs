@@ -1,14 +1,31 @@
-//! Operator commands: run the whole stack locally, mint a dev token.
+//! Operator commands: run the whole stack locally, mint a dev token, check
+//! the configuration, follow and read rooms, revoke sessions, inspect and
+//! replay dead letters, submit summaries, generate load. Each command that
+//! touches Redis reads the same configuration as the services.
 
 mod bench;
+mod config_check;
+mod context;
+mod dlq;
+mod output;
+mod rooms;
+mod sessions;
 mod stack;
 mod summarize;
+mod token;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use context::Context;
 
 #[derive(Parser)]
-#[command(name = "chatctl", about = "Operate the chat backend", version)]
+#[command(
+    name = "chatctl",
+    about = "Operate the chat backend",
+    long_about = "Operate the chat backend. Commands that talk to Redis read the services' \
+        configuration: CHAT_* variables over the file named by CHAT_CONFIG, and \
+        CHAT_STREAMS (or ./streams.toml).",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,8 +54,34 @@ enum Command {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
-    /// Validate streams.toml and the CHAT_* environment.
-    Config,
+    /// Check the configuration (`config` alone does the same as `config check`).
+    Config {
+        #[command(subcommand)]
+        action: Option<ConfigAction>,
+    },
+    /// Follow a room live, or read its history.
+    Rooms {
+        #[command(subcommand)]
+        action: RoomsAction,
+    },
+    /// Sessions (the auth server's handoff).
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
+    /// The consumer groups' dead-letter streams: inspect and re-drive.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Summary jobs.
+    Summaries {
+        #[command(subcommand)]
+        action: SummariesAction,
+    },
+    /// The old name of `summaries submit`.
+    #[command(hide = true)]
+    Summarize(SubmitArgs),
     /// Load generator: R x M real WebSocket clients, open-loop sends, checks
     /// every delivery; prints one JSON line.
     Bench {
@@ -85,36 +128,154 @@ enum Command {
         #[arg(long, default_value_t = 40000)]
         max_rate: u64,
     },
-    /// Summarize rooms: submit a batch, follow it with a progress bar, print
-    /// the results; exits 1 if any job failed.
-    Summarize {
-        /// Ingress base URL.
-        #[arg(long, env = "CHAT_URL", default_value = "http://127.0.0.1:8080")]
-        url: String,
-        /// Admin API key.
-        #[arg(long, env = "CHAT_API_KEY", hide_env_values = true)]
-        api_key: String,
-        /// A room to summarize (repeatable).
-        #[arg(long = "room")]
-        rooms: Vec<String>,
-        /// A file with one room per line.
-        #[arg(long)]
-        rooms_file: Option<std::path::PathBuf>,
-        /// Only messages at or after this time (ms since the epoch).
-        #[arg(long)]
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate streams.toml and the CHAT_* settings of every service; print
+    /// every bad field (not only the first) and exit 1, or a summary and
+    /// `configuration ok`.
+    Check,
+}
+
+#[derive(Subcommand)]
+enum RoomsAction {
+    /// Follow a room live from its Redis stream, one line per message
+    /// (offset, time, user, kind, text), until Ctrl-C or SIGTERM.
+    Tail {
+        /// The room (^[A-Za-z0-9_.:-]{1,128}$).
+        room: String,
+        /// Print the messages after this offset first (default: only new ones).
+        #[arg(long, value_name = "OFFSET")]
         since: Option<u64>,
-        /// Only messages at or before this time (ms since the epoch).
+        /// One JSON `message` frame per line, as the WebSocket sends them.
         #[arg(long)]
-        until: Option<u64>,
-        /// Give up waiting after this long.
-        #[arg(long, default_value = "10m")]
-        timeout: String,
+        json: bool,
+    },
+    /// Print a room's history, oldest first: Redis, then the MongoDB archive
+    /// when CHAT_MONGODB_URL is set, across epochs.
+    History {
+        /// The room (^[A-Za-z0-9_.:-]{1,128}$).
+        room: String,
+        /// Only messages below this offset (exclusive).
+        #[arg(long, value_name = "OFFSET")]
+        before: Option<u64>,
+        /// How many messages, at most.
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        limit: u32,
+        /// The epoch `--before` counts in (default: the current one).
+        #[arg(long, value_name = "EPOCH")]
+        epoch: Option<String>,
+        /// One JSON `message` object per line.
+        #[arg(long)]
+        json: bool,
     },
 }
 
+#[derive(Subcommand)]
+enum SessionsAction {
+    /// Revoke a session: delete it and close its sockets (4003) on every
+    /// ingress node, as `DELETE /v1/sessions/{sid}` does.
+    Revoke {
+        /// The session id (`sid` claim).
+        sid: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// List dead letters (oldest first) and how many each stream holds.
+    List {
+        /// Only this group's stream: fanout, archive or notify (or a
+        /// configured group name). Repeatable; default all.
+        #[arg(long = "stream", value_name = "GROUP")]
+        streams: Vec<String>,
+        /// One JSON object per dead letter.
+        #[arg(long)]
+        json: bool,
+        /// At most this many per stream.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Re-drive dead letters into the stream their group reads, each removed
+    /// from the dead-letter stream as it is re-added (a second replay
+    /// re-drives nothing). Fix what dead-lettered them first.
+    Replay {
+        /// Dead-letter ids (from `dlq list`).
+        #[arg(
+            value_name = "ID",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        ids: Vec<String>,
+        /// Every dead letter there is now (in the streams chosen).
+        #[arg(long)]
+        all: bool,
+        /// Only this group's stream: fanout, archive or notify. Repeatable.
+        #[arg(long = "stream", value_name = "GROUP")]
+        streams: Vec<String>,
+        /// Say what would be re-driven where, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SummariesAction {
+    /// Summarize rooms: submit a batch, follow it with a progress bar, print
+    /// the results; exits 1 if any job failed.
+    Submit(SubmitArgs),
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    /// Ingress base URL.
+    #[arg(long, env = "CHAT_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Admin API key.
+    #[arg(long, env = "CHAT_API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// A room to summarize (repeatable).
+    #[arg(long = "room")]
+    rooms: Vec<String>,
+    /// A file with one room per line.
+    #[arg(long)]
+    rooms_file: Option<std::path::PathBuf>,
+    /// Only messages at or after this time (ms since the epoch).
+    #[arg(long)]
+    since: Option<u64>,
+    /// Only messages at or before this time (ms since the epoch).
+    #[arg(long)]
+    until: Option<u64>,
+    /// Give up waiting after this long.
+    #[arg(long, default_value = "10m")]
+    timeout: String,
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The cause chain on one line; no backtrace for an operator's mistake.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if !matches!(cli.command, Command::Stack) {
+        // Warnings (e.g. why a history read failed) on stderr, never mixed
+        // into the output; RUST_LOG overrides.
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     match cli.command {
         Command::Stack => {
             chat_core::telemetry::init("info");
@@ -127,39 +288,26 @@ async fn main() -> anyhow::Result<()> {
             sid,
             ttl,
         } => {
-            let ttl = chat_core::config::parse_duration(&ttl).map_err(anyhow::Error::msg)?;
+            let ttl = duration_arg("--ttl", &ttl)?;
             println!(
                 "{}",
-                mint(&secret, &sub, &rooms, sid.as_deref(), ttl.as_secs())?
+                token::mint(&secret, &sub, &rooms, sid.as_deref(), ttl.as_secs())?
             );
             Ok(())
         }
-        Command::Summarize {
-            url,
-            api_key,
-            rooms,
-            rooms_file,
-            since,
-            until,
-            timeout,
-        } => {
-            let rooms = summarize::rooms(rooms, rooms_file.as_deref())?;
-            let timeout =
-                chat_core::config::parse_duration(&timeout).map_err(anyhow::Error::msg)?;
-            let ok = summarize::run(summarize::Args {
-                url,
-                api_key,
-                rooms,
-                since,
-                until,
-                timeout,
-            })
-            .await?;
-            if !ok {
-                std::process::exit(1);
-            }
-            Ok(())
+        Command::Config { action: None }
+        | Command::Config {
+            action: Some(ConfigAction::Check),
+        } => exit_unless(config_check::run()),
+        Command::Rooms { action } => rooms(action).await,
+        Command::Sessions {
+            action: SessionsAction::Revoke { sid },
+        } => sessions::revoke(&Context::load(false)?, &sid).await,
+        Command::Dlq { action } => dlq(action).await,
+        Command::Summaries {
+            action: SummariesAction::Submit(args),
         }
+        | Command::Summarize(args) => submit(args).await,
         Command::Bench {
             urls,
             secret,
@@ -177,7 +325,6 @@ async fn main() -> anyhow::Result<()> {
             p99_limit_ms,
             max_rate,
         } => {
-            let dur = |s: &str| chat_core::config::parse_duration(s).map_err(anyhow::Error::msg);
             let pids: Vec<(String, u32)> = pids
                 .iter()
                 .filter_map(|p| {
@@ -194,9 +341,9 @@ async fn main() -> anyhow::Result<()> {
                     rooms,
                     members,
                     rate,
-                    duration: dur(&duration)?,
-                    warmup: dur(&warmup)?,
-                    drain: dur(&drain)?,
+                    duration: duration_arg("--duration", &duration)?,
+                    warmup: duration_arg("--warmup", &warmup)?,
+                    drain: duration_arg("--drain", &drain)?,
                     text_bytes,
                     pids,
                 };
@@ -209,40 +356,94 @@ async fn main() -> anyhow::Result<()> {
             println!("{out}");
             Ok(())
         }
-        Command::Config => {
-            let strings = chat_core::config::load_strings()?;
-            ingress::settings::IngressSettings::from_strings(&strings)
-                .context("ingress settings")?;
-            fanout_worker::settings::FanoutSettings::from_strings(&strings)
-                .context("fanout settings")?;
-            notifier_worker::settings::NotifierSettings::from_strings(&strings)
-                .context("notifier settings")?;
-            summarizer_worker::settings::SummarizerSettings::from_strings(&strings)
-                .context("summarizer settings")?;
-            println!("configuration ok");
-            Ok(())
+    }
+}
+
+/// A duration flag (`90s`, `10m`), its error naming the flag and the value.
+fn duration_arg(flag: &str, value: &str) -> anyhow::Result<std::time::Duration> {
+    chat_core::config::parse_duration(value).map_err(|e| anyhow::anyhow!("{flag} {value:?}: {e}"))
+}
+
+/// Exit status 1 for a check that failed (its report is printed already).
+fn exit_unless(ok: bool) -> anyhow::Result<()> {
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn rooms(action: RoomsAction) -> anyhow::Result<()> {
+    match action {
+        RoomsAction::Tail { room, since, json } => {
+            let ctx = Context::load(false)?;
+            rooms::tail::run(&ctx, rooms::tail::Args { room, since, json }).await
+        }
+        RoomsAction::History {
+            room,
+            before,
+            limit,
+            epoch,
+            json,
+        } => {
+            let ctx = Context::load(true)?;
+            let args = rooms::history::Args {
+                room,
+                before,
+                limit,
+                epoch,
+                json,
+            };
+            rooms::history::run(&ctx, args).await
         }
     }
 }
 
-pub fn mint(
-    secret: &str,
-    sub: &str,
-    rooms: &[String],
-    sid: Option<&str>,
-    ttl: u64,
-) -> anyhow::Result<String> {
-    let exp = ingress::ws::now_secs() + ttl;
-    let mut claims = serde_json::json!({"sub": sub, "exp": exp});
-    if !rooms.is_empty() {
-        claims["rooms"] = serde_json::json!(rooms);
+async fn dlq(action: DlqAction) -> anyhow::Result<()> {
+    let ctx = Context::load(false)?;
+    match action {
+        DlqAction::List {
+            streams,
+            json,
+            limit,
+        } => {
+            dlq::list(
+                &ctx,
+                dlq::ListArgs {
+                    streams,
+                    json,
+                    limit,
+                },
+            )
+            .await
+        }
+        DlqAction::Replay {
+            ids,
+            all,
+            streams,
+            dry_run,
+        } => {
+            let args = dlq::replay::Args {
+                streams,
+                ids,
+                all,
+                dry_run,
+            };
+            exit_unless(dlq::replay::run(&ctx, args).await?)
+        }
     }
-    if let Some(sid) = sid {
-        claims["sid"] = serde_json::json!(sid);
-    }
-    Ok(jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )?)
+}
+
+async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+    let rooms = summarize::rooms(args.rooms, args.rooms_file.as_deref())?;
+    let timeout = duration_arg("--timeout", &args.timeout)?;
+    let ok = summarize::run(summarize::Args {
+        url: args.url,
+        api_key: args.api_key,
+        rooms,
+        since: args.since,
+        until: args.until,
+        timeout,
+    })
+    .await?;
+    exit_unless(ok)
 }

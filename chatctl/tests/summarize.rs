@@ -22,7 +22,8 @@ async fn chat(stack: &Stack, room: &str) {
 fn chatctl(url: &str, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_chatctl"))
         .args([
-            "summarize",
+            "summaries",
+            "submit",
             "--url",
             url,
             "--api-key",

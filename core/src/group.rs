@@ -95,6 +95,48 @@ pub fn ack(pipe: &mut redis::Pipeline, batch: &[(String, Vec<Entry>)], group: &s
     }
 }
 
+/// Prefix of the dead-lettered entry's own fields in a dead letter.
+pub const DEAD_LETTER_FIELD: &str = "f.";
+
+/// A dead letter as [`dead_letter`] writes it: `stream` (where the entry was
+/// read), `entry` (its id there), `reason`, then the entry's fields each as
+/// `f.<field>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The dead letter's own id in the dead-letter stream.
+    pub id: String,
+    pub stream: String,
+    pub entry: String,
+    pub reason: String,
+    /// The dead-lettered entry's fields, in their order.
+    pub fields: Vec<(String, String)>,
+}
+
+impl DeadLetter {
+    /// `None` for an entry not written by [`dead_letter`] (no `stream`).
+    pub fn parse(e: &Entry) -> Option<Self> {
+        let fields = e
+            .fields
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(DEAD_LETTER_FIELD)?.to_owned(), v.clone())))
+            .collect();
+        Some(Self {
+            id: e.id.clone(),
+            stream: e.get("stream")?.to_owned(),
+            entry: e.get("entry").unwrap_or_default().to_owned(),
+            reason: e.get("reason").unwrap_or_default().to_owned(),
+            fields,
+        })
+    }
+
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// Adds an entry to the dead-letter stream with where it came from and why.
 pub fn dead_letter(
     pipe: &mut redis::Pipeline,
@@ -117,7 +159,7 @@ pub fn dead_letter(
         .arg("reason")
         .arg(reason);
     for (k, v) in &e.fields {
-        cmd.arg(format!("f.{k}")).arg(v);
+        cmd.arg(format!("{DEAD_LETTER_FIELD}{k}")).arg(v);
     }
     pipe.add_command(cmd).ignore();
 }
@@ -206,4 +248,57 @@ pub async fn report_gauges(conn: &mut crate::redis_conn::Conn, streams: &[String
     }
     metrics::gauge!("chat_group_lag", "group" => group.to_owned()).set(lag as f64);
     metrics::gauge!("chat_group_pending", "group" => group.to_owned()).set(pending as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letter_reads_back_as_written() {
+        let e = Entry {
+            id: "5-0".into(),
+            fields: vec![("r".into(), "room".into()), ("t".into(), "f.x".into())],
+        };
+        let mut pipe = redis::pipe();
+        dead_letter(
+            &mut pipe,
+            "chat:dlq:{g}",
+            10,
+            "chat:fanout:{1}",
+            &e,
+            "malformed",
+        );
+        let cmd = pipe.cmd_iter().next().expect("one XADD");
+        let args: Vec<String> = cmd
+            .args_iter()
+            .filter_map(|a| match a {
+                redis::Arg::Simple(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            })
+            .collect();
+        // XADD key MAXLEN ~ n * field value ...
+        let fields: Vec<(String, String)> = args[6..]
+            .chunks(2)
+            .map(|kv| (kv[0].clone(), kv[1].clone()))
+            .collect();
+        let dl = DeadLetter::parse(&Entry {
+            id: "9-1".into(),
+            fields,
+        })
+        .expect("a dead letter");
+        assert_eq!(
+            (dl.stream.as_str(), dl.entry.as_str(), dl.reason.as_str()),
+            ("chat:fanout:{1}", "5-0", "malformed")
+        );
+        assert_eq!(dl.fields, e.fields);
+        assert_eq!(dl.field("t"), Some("f.x"));
+        assert_eq!(
+            DeadLetter::parse(&Entry {
+                id: "1-1".into(),
+                fields: vec![]
+            }),
+            None
+        );
+    }
 }

@@ -207,6 +207,13 @@ impl Keys {
         format!("{}:dlq:{{{group}}}", self.prefix)
     }
 
+    /// Held while `chatctl dlq replay` re-drives one dead letter in Redis
+    /// Cluster, where the dead-letter stream and the source stream live in
+    /// different slots (no single script can move the entry).
+    pub fn dead_letter_lease(&self, group: &str, id: &str) -> String {
+        format!("{}:dlq:{{{group}}}:lease:{id}", self.prefix)
+    }
+
     /// String `user\nttl_secs` with the session's TTL.
     pub fn session(&self, sid: &str) -> String {
         format!("{}:session:{{{sid}}}", self.prefix)
@@ -256,6 +263,16 @@ mod tests {
             seen.insert(s);
         }
         assert_eq!(seen.len(), 8, "rooms should spread over every shard");
+    }
+
+    #[test]
+    fn a_dead_letter_lease_shares_its_streams_slot() {
+        let k = Keys::new("chat", 1);
+        assert_eq!(k.dead_letter("fanout"), "chat:dlq:{fanout}");
+        assert!(
+            k.dead_letter_lease("fanout", "1-2")
+                .starts_with("chat:dlq:{fanout}:")
+        );
     }
 
     #[test]

@@ -20,6 +20,24 @@ pub fn revoke_session_payload(sid: &str) -> String {
     format!("s{sid}")
 }
 
+/// A session id the API and `chatctl` accept: 1-128 printable ASCII.
+pub fn valid_sid(sid: &str) -> bool {
+    !sid.is_empty() && sid.len() <= 128 && sid.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Deletes the session and tells every node to close its sockets (4003):
+/// `DELETE /v1/sessions/{sid}` and `chatctl sessions revoke`. Returns whether
+/// the session existed; its sockets are told to close either way.
+pub async fn revoke_session(conn: &mut Conn, keys: &Keys, sid: &str) -> redis::RedisResult<bool> {
+    let (deleted,): (u64,) = redis::pipe()
+        .del(keys.session(sid))
+        .publish(keys.control_channel(), revoke_session_payload(sid))
+        .ignore()
+        .query_async(conn)
+        .await?;
+    Ok(deleted > 0)
+}
+
 pub fn withdraw_payload(room: &str, user: &str) -> String {
     format!("k{room}\n{user}")
 }

@@ -9,8 +9,21 @@
 
 use crate::hub::script_error_code;
 use crate::state::AppState;
-use archive_worker::store::StoreError;
+use archive_worker::store::{Store, StoreError};
+use chat_core::keys::Keys;
 use chat_core::protocol::{ErrorCode, HistoryCursor, Message};
+use chat_core::redis_conn::Conn;
+use chat_core::scripts::Scripts;
+
+/// What a history read needs: the node's state, or an operator tool's own
+/// connections (`chatctl rooms history`), so both read the same way.
+pub struct Tiers<'a> {
+    pub redis: &'a Conn,
+    pub scripts: &'a Scripts,
+    pub keys: &'a Keys,
+    /// The archive, when `CHAT_MONGODB_URL` is set.
+    pub archive: Option<&'a Store>,
+}
 
 pub struct Page {
     /// The epoch the messages belong to ("" for a room Redis does not know
@@ -30,10 +43,27 @@ pub async fn page(
     before: Option<u64>,
     limit: u32,
 ) -> Result<Page, ErrorCode> {
-    let mut conn = state.redis.clone();
-    let (current, mut messages) = state
+    let tiers = Tiers {
+        redis: &state.redis,
+        scripts: &state.scripts,
+        keys: &state.keys,
+        archive: state.archive.as_ref(),
+    };
+    read(&tiers, room, epoch, before, limit).await
+}
+
+/// [`page`] from any [`Tiers`].
+pub async fn read(
+    tiers: &Tiers<'_>,
+    room: &str,
+    epoch: Option<&str>,
+    before: Option<u64>,
+    limit: u32,
+) -> Result<Page, ErrorCode> {
+    let mut conn = tiers.redis.clone();
+    let (current, mut messages) = tiers
         .scripts
-        .history(&mut conn, &state.keys, room, before, limit)
+        .history(&mut conn, tiers.keys, room, before, limit)
         .await
         .map_err(|e| {
             tracing::warn!(room, error = %e, "history failed");
@@ -47,7 +77,7 @@ pub async fn page(
         }
         _ => (current, true),
     };
-    let Some(archive) = &state.archive else {
+    let Some(archive) = tiers.archive else {
         // Redis alone: a full page may have older messages below it.
         let next = match messages.first() {
             Some(m) if messages.len() as u32 == limit && m.offset > 1 => Some(HistoryCursor {
@@ -72,7 +102,7 @@ pub async fn page(
 
 /// Completes a page from the archive and finds where the next one starts.
 async fn archived_page(
-    archive: &archive_worker::store::Store,
+    archive: &Store,
     room: &str,
     epoch: String,
     in_redis: bool,

@@ -160,7 +160,13 @@ impl StreamsConfig {
 
     /// Parses and validates; the error names every bad field.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        Self::validate(text).map_err(|errors| errors.join("; "))
+    }
+
+    /// [`Self::parse`] with one message per bad field (`chatctl config check`
+    /// prints them a line each).
+    pub fn validate(text: &str) -> Result<Self, Vec<String>> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
         let mut errors = Vec::new();
         let d = Self::default();
         let defaults =
@@ -311,7 +317,7 @@ impl StreamsConfig {
                 archive,
             })
         } else {
-            Err(errors.join("; "))
+            Err(errors)
         }
     }
 }

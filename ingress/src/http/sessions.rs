@@ -2,7 +2,7 @@
 
 use super::caller::admin;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use crate::control::revoke_session_payload;
+use crate::control::{revoke_session, valid_sid};
 use crate::state::Shared;
 use crate::ws::auth::session_value;
 use axum::body::Bytes;
@@ -22,7 +22,7 @@ struct SessionBody {
 }
 
 fn sid_ok(sid: &str) -> ApiResult<()> {
-    if sid.is_empty() || sid.len() > 128 || !sid.bytes().all(|b| b.is_ascii_graphic()) {
+    if !valid_sid(sid) {
         Err(ApiError::bad(
             "sid must be 1-128 printable ASCII characters",
         ))
@@ -99,13 +99,6 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     admin(&state, &headers)?;
     sid_ok(&sid)?;
-    let mut conn = state.redis.clone();
-    let _: () = redis::pipe()
-        .del(state.keys.session(&sid))
-        .ignore()
-        .publish(state.keys.control_channel(), revoke_session_payload(&sid))
-        .ignore()
-        .query_async(&mut conn)
-        .await?;
+    revoke_session(&mut state.redis.clone(), &state.keys, &sid).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,4 @@
+//! `chatctl rooms`: follow a room live, or read its history.
+
+pub mod history;
+pub mod tail;

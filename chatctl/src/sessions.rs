@@ -1,0 +1,23 @@
+//! `chatctl sessions revoke SID`: what `DELETE /v1/sessions/{sid}` does, by
+//! the same code: the session key is deleted and every ingress node is told
+//! on the control channel to close the session's sockets (4003).
+
+use crate::context::Context;
+use anyhow::bail;
+
+pub async fn revoke(ctx: &Context, sid: &str) -> anyhow::Result<()> {
+    if !ingress::control::valid_sid(sid) {
+        bail!("bad session id {sid:?}: 1-128 printable ASCII characters");
+    }
+    let mut conn = ctx.redis().await?;
+    let existed = ingress::control::revoke_session(&mut conn, &ctx.keys, sid).await?;
+    println!(
+        "session {sid}: {}; every ingress node closes its sockets (4003)",
+        if existed {
+            "deleted"
+        } else {
+            "not in Redis (expired or already revoked)"
+        }
+    );
+    Ok(())
+}
