@@ -15,6 +15,12 @@
 const ROOM_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
 const EPOCH_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const TYPING_EVERY_MS = 3000;
+// A connection counts as healthy (and resets the backoff) after this long.
+const HEALTHY_MS = 5000;
+// Refusals worth repeating on the same connection: the backend or the rate
+// limit, for a moment.
+const TRANSIENT = new Set(['unavailable', 'rate_limited']);
+const RELOAD_TRIES = 3;
 
 /**
  * @typedef {'idle'|'connecting'|'connected'|'reconnecting'|'closed'} ConnectionState
@@ -157,14 +163,18 @@ export class ChatClient {
     this._pending = new Map(); // ref -> request
     this._rooms = new Map(); // room -> per-room state
     this._stopped = false;
+    this._deadline = null;
+    this._readyAt = 0;
   }
 
   /** Subscribe to an event; returns the function that unsubscribes.
    * Events: `state` {state, url?, attempt?, delay?, code?, reason?},
    * `ready` {user, session, exp}, `joined` {room, epoch, offset, recovered},
-   * `reload` {room, epoch, offset, messages, next} (after `recovered: false`:
-   * replace what you show with these), `message` Message, `presence`
-   * {room, user, state}, `typing` {room, user}, `left` {room, byServer},
+   * `reload` {room, epoch, offset, messages, next, failed?} (after
+   * `recovered: false`: replace what you show with these; `failed` when the
+   * page could not be loaded, `next` then pages back from `offset`),
+   * `message` Message, `presence` {room, user, state}, `typing` {room, user},
+   * `left` {room, byServer, error?} (deleted, or refused on a rejoin),
    * `refreshed` {exp}, `error` ChatError (with `room` when it concerns one).
    * @param {string} type @param {(ev: any) => void} fn */
   on(type, fn) {
@@ -212,30 +222,38 @@ export class ChatClient {
    * @param {string} room @param {{since?: Position}} [opts]
    * @returns {Promise<{room: string, epoch: string, offset: number, recovered?: boolean}>} */
   join(room, opts = {}) {
+    if (this._stopped) return Promise.reject(new ChatError('closed', 'this client was closed'));
     checkRoom(room);
     const since = checkPosition(opts.since, 'since');
     let r = this._rooms.get(room);
     if (r) return r.joined ? Promise.resolve(r.joined) : new Promise((res, rej) => r.waiters.push({ res, rej }));
-    r = { room, pos: since, joined: null, waiters: [], typingAt: 0, read: null, readSent: true, ref: null, held: null, needReload: false };
+    r = { room, pos: since, joined: null, waiters: [], typingAt: 0, read: null, readSent: true, readRef: null, ref: null, held: null, needReload: false, retry: null };
     this._rooms.set(room, r);
     const p = new Promise((res, rej) => r.waiters.push({ res, rej }));
     if (this._ready) this._sendJoin(r);
     return p;
   }
 
-  /** Leave a room; unsent messages to it reject with `not_joined`. */
+  /** Leave a room. Messages to it not yet sent reject with `not_joined`
+   * (with their `clientId`); those already sent settle on their ack. */
   leave(room) {
     checkRoom(room);
     const r = this._rooms.get(room);
     if (!r) return;
-    this._rooms.delete(room);
-    this._rejectJoin(r, new ChatError('not_joined', `left ${room}`));
+    this._forget(r, new ChatError('not_joined', `left ${room}`), (p) => p.sentOn === 0);
+    // The ref marks the answering `left` as ours, not a deletion.
+    if (this._ready) this._raw({ type: 'leave', room, ref: 'l' + (++this._refs) });
+  }
+
+  // Drops a room: its join waiters and the sends `which` picks reject.
+  _forget(r, err, which = () => true) {
+    if (this._rooms.get(r.room) !== r) return;
+    this._rooms.delete(r.room);
+    clearTimeout(r.retry);
+    this._rejectJoin(r, err);
     for (const [ref, p] of this._pending) {
-      if (p.frame.room === room && p.frame.type === 'send') {
-        this._settle(ref, p, new ChatError('not_joined', `left ${room}`));
-      }
+      if (p.frame.type === 'send' && p.frame.room === r.room && which(p)) this._settle(ref, p, err);
     }
-    if (this._ready) this._raw({ type: 'leave', room });
   }
 
   /** The last position delivered in a room ({epoch, offset}), to save and
@@ -319,7 +337,11 @@ export class ChatClient {
    * `token` is a function). */
   refresh(token) {
     if (typeof token !== 'string' || token.length === 0) return Promise.reject(bad('token must be a JWT'));
-    return this._request({ type: 'refresh', token }, this._opt.sendTimeout);
+    return this._request({ type: 'refresh', token }, this._opt.sendTimeout).then((r) => {
+      // A fixed token: the refreshed one is what the next connection uses.
+      if (typeof this._opt.token === 'string') this._opt.token = token;
+      return r;
+    });
   }
 
   // ---- connection ----
@@ -351,11 +373,12 @@ export class ChatClient {
     this._ready = false;
     this._lastFrame = Date.now();
     this._pinged = false;
-    const deadline = setTimeout(() => { if (conn === this._conn && !this._ready) this._drop(conn, 4000, 'connect timeout'); }, this._opt.connectTimeout);
+    clearTimeout(this._deadline);
+    this._deadline = setTimeout(() => { if (conn === this._conn && !this._ready) this._drop(conn, 4000, 'connect timeout'); }, this._opt.connectTimeout);
     ws.onopen = () => { if (conn === this._conn) this._raw({ type: 'auth', token }); };
     ws.onmessage = (ev) => { if (conn === this._conn) this._frame(ev.data); };
     ws.onerror = () => { /* onclose follows and says more */ };
-    ws.onclose = (ev) => { clearTimeout(deadline); if (conn === this._conn) this._drop(conn, ev.code, ev.reason); };
+    ws.onclose = (ev) => { if (conn === this._conn) this._drop(conn, ev.code, ev.reason); };
   }
 
   async _token() {
@@ -371,6 +394,8 @@ export class ChatClient {
     this._conn++;
     clearInterval(this._pinger);
     this._pinger = null;
+    clearTimeout(this._deadline);
+    for (const r of this._rooms.values()) { clearTimeout(r.retry); r.retry = null; }
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = null;
       // Not null: the ws package throws an `error` nobody listens to (closing
@@ -383,13 +408,14 @@ export class ChatClient {
   // The socket is gone (closed, timed out): reconnect unless told to stop.
   _drop(conn, code, reason) {
     if (conn !== this._conn) return;
-    const wasReady = this._ready;
+    const healthy = this._ready && Date.now() - this._readyAt >= HEALTHY_MS;
     const ws = this._detach();
     if (ws) { try { ws.close(4000, 'dropped'); } catch { /* already closing */ } }
     for (const r of this._rooms.values()) r.joined = null;
     if (this._stopped) return;
-    // An expired or refused static token will not get better by retrying.
-    if (code === 4001 && typeof this._opt.token === 'string') {
+    // An expired, refused or revoked fixed token will not get better by
+    // retrying; a token function may get a new one.
+    if ((code === 4001 || code === 4003) && typeof this._opt.token === 'string') {
       const err = new ChatError('unauthorized', `the server closed 4001: ${reason || 'token refused'}`);
       this._emit('error', err);
       this._stopped = true;
@@ -398,7 +424,8 @@ export class ChatClient {
       this._setState('closed', { code, reason });
       return;
     }
-    if (wasReady) this._attempt = 0;
+    // A server that accepts and drops at once keeps backing off.
+    if (healthy) this._attempt = 0;
     this._retry({ code, reason });
   }
 
@@ -440,10 +467,13 @@ export class ChatClient {
   // ---- requests ----
 
   _request(frame, timeout) {
+    if (this._stopped) return Promise.reject(new ChatError('closed', 'this client was closed'));
     return new Promise((resolve, reject) => {
       const ref = 'r' + (++this._refs);
       const p = { frame: { ...frame, ref }, resolve, reject, sentOn: 0, timer: null, retryTimer: null };
       p.timer = setTimeout(() => this._settle(ref, p, new ChatError('timeout', `${frame.type} not answered in ${timeout} ms`)), timeout);
+      // An app that retries a failed send passes this back as `clientId`.
+      if (frame.type === 'send') p.clientId = frame.client_id;
       this._pending.set(ref, p);
       this._transmit(p);
     });
@@ -462,6 +492,7 @@ export class ChatClient {
     this._pending.delete(ref);
     clearTimeout(p.timer);
     clearTimeout(p.retryTimer);
+    if (err && p.clientId) err.clientId = p.clientId;
     if (err) p.reject(err); else p.resolve(value);
   }
 
@@ -481,7 +512,8 @@ export class ChatClient {
 
   _flushRead(r) {
     if (r.readSent || !this._ready || !r.joined) return;
-    if (this._raw({ type: 'read', room: r.room, offset: r.read })) r.readSent = true;
+    r.readRef = 'd' + (++this._refs);
+    if (this._raw({ type: 'read', room: r.room, offset: r.read, ref: r.readRef })) r.readSent = true;
   }
 
   // ---- frames ----
@@ -497,26 +529,27 @@ export class ChatClient {
       return;
     }
     if (!f || typeof f !== 'object' || typeof f.type !== 'string') return;
-    const p = f.ref !== undefined ? this._pending.get(String(f.ref)) : undefined;
+    const ref = f.ref === undefined || f.ref === null ? undefined : String(f.ref);
+    const p = ref !== undefined ? this._pending.get(ref) : undefined;
     switch (f.type) {
       case 'ready': return this._onReady(f);
-      case 'joined': return this._onJoined(f);
+      case 'joined': return this._onJoined(f, ref);
       case 'message': return this._onMessage(f);
       case 'ack':
       case 'history':
       case 'refreshed':
-        if (p) this._settle(String(f.ref), p, null, strip(f));
+        if (p) this._settle(ref, p, null, strip(f));
         if (f.type === 'refreshed') {
           if (this.session) this.session.exp = f.exp;
           this._emit('refreshed', { exp: f.exp });
         }
         return;
-      case 'error': return this._onError(f, p);
+      case 'error': return this._onError(f, ref, p);
       case 'left': {
+        // With a ref it answers our own `leave`; without, the room was deleted.
         const r = this._rooms.get(f.room);
-        // A `left` we did not ask for: the room was deleted.
-        if (r && r.joined) {
-          this._rooms.delete(f.room);
+        if (ref === undefined && r && r.joined) {
+          this._forget(r, new ChatError('not_joined', `${f.room} was deleted`));
           this._emit('left', { room: f.room, byServer: true });
         }
         return;
@@ -532,18 +565,29 @@ export class ChatClient {
 
   _onReady(f) {
     this._ready = true;
+    this._readyAt = Date.now();
+    clearTimeout(this._deadline);
     this.session = { user: f.user, session: f.session ?? null, exp: f.exp };
     this._heartbeat();
     this._setState('connected', { url: this._opt.urls[this._urlIndex % this._opt.urls.length] });
     this._emit('ready', { ...this.session });
+    // Sends still in flight to a room left while disconnected cannot be
+    // answered any more.
+    for (const [ref, p] of this._pending) {
+      if (p.frame.type === 'send' && !this._rooms.has(p.frame.room)) {
+        this._settle(ref, p, new ChatError('not_joined', `left ${p.frame.room}`));
+      }
+    }
     for (const r of this._rooms.values()) this._sendJoin(r);
     // Reads (history, refresh) go now; sends follow their room's `joined`.
     for (const p of this._pending.values()) this._transmit(p);
   }
 
-  async _onJoined(f) {
+  async _onJoined(f, ref) {
     const r = this._rooms.get(f.room);
-    if (!r) return;
+    // Only the answer to this room's latest join counts: an earlier one
+    // (before a leave and a new join) says nothing about it.
+    if (!r || ref !== r.ref) return;
     const info = { room: f.room, epoch: f.epoch, offset: f.offset };
     if (f.recovered !== undefined) info.recovered = f.recovered;
     // A reload cut short by this reconnect is done again on this join.
@@ -553,39 +597,47 @@ export class ChatClient {
     // live messages start after `joined.offset` (and a reload shows the rest).
     if (!r.pos || reload) r.pos = { epoch: f.epoch, offset: f.offset };
     r.joined = info;
+    r.everJoined = true;
     const waiters = r.waiters;
     r.waiters = [];
     for (const w of waiters) w.res(info);
     this._emit('joined', info);
     this._flushRead(r);
     for (const p of this._pending.values()) if (p.frame.room === f.room) this._transmit(p);
-    if (reload) {
-      // Live messages wait until the app has the reloaded page, so it can
-      // replace its list without losing them.
-      const held = [];
-      r.held = held;
-      r.needReload = true;
-      // Exactly what precedes the live messages: at or below joined.offset.
-      let page = { room: f.room, epoch: f.epoch, messages: [], next: null };
-      if (f.offset > 0) {
-        try {
-          page = await this.history(f.room, { before: f.offset + 1, epoch: f.epoch, limit: this._opt.reloadLimit });
-        } catch (e) {
-          this._emit('error', Object.assign(e, { room: f.room }));
-        }
+    if (!reload) return;
+    // Live messages wait until the app has the reloaded page, so it can
+    // replace its list without losing them.
+    const held = [];
+    r.held = held;
+    r.needReload = true;
+    // Exactly what precedes the live messages: at or below joined.offset
+    // (`next` leads on into older epochs and the archive).
+    const want = { before: f.offset + 1, epoch: f.epoch, limit: this._opt.reloadLimit };
+    let page = null;
+    for (let i = 0; i < RELOAD_TRIES && !page; i++) {
+      try {
+        page = await this.history(f.room, want);
+      } catch (e) {
+        if (e.code === 'closed') return;
+        if (i === RELOAD_TRIES - 1) this._emit('error', Object.assign(e, { room: f.room }));
+        else await new Promise((res) => setTimeout(res, 500 * (i + 1)));
       }
       // A later join (another reconnect) supersedes this reload.
       if (this._rooms.get(f.room) !== r || r.held !== held) return;
-      r.held = null;
-      r.needReload = false;
-      this._emit('reload', { room: f.room, epoch: f.epoch, offset: f.offset, messages: page.messages, next: page.next });
-      for (const m of held) this._emit('message', m);
     }
+    r.held = null;
+    r.needReload = false;
+    // Failed: nothing to show yet, but `next` lets the app page back itself.
+    const ev = page
+      ? { room: f.room, epoch: f.epoch, offset: f.offset, messages: page.messages, next: page.next }
+      : { room: f.room, epoch: f.epoch, offset: f.offset, messages: [], next: { epoch: f.epoch, before: f.offset + 1 }, failed: true };
+    this._emit('reload', ev);
+    for (const m of held) this._emit('message', m);
   }
 
   _onMessage(f) {
     const r = this._rooms.get(f.room);
-    if (!r || !r.pos || !Number.isSafeInteger(f.offset)) return;
+    if (!r || !r.pos || !r.joined || !Number.isSafeInteger(f.offset)) return;
     if (f.epoch === r.pos.epoch) {
       if (f.offset <= r.pos.offset) return; // already delivered
     }
@@ -595,28 +647,50 @@ export class ChatClient {
     if (r.held) r.held.push(strip(f)); else this._emit('message', strip(f));
   }
 
-  _onError(f, p) {
-    const err = new ChatError(String(f.code ?? 'internal'), String(f.message ?? 'error'));
+  // A pause before repeating a refused frame on this connection.
+  _later(fn, code) {
+    const base = code === 'rate_limited' ? 1000 : 250;
+    return setTimeout(fn, base + Math.random() * base * 3);
+  }
+
+  _onError(f, ref, p) {
+    const code = String(f.code ?? 'internal');
+    const err = new ChatError(code, String(f.message ?? 'error'));
     if (p) {
-      const ref = String(f.ref);
-      // Backend down for a moment: the same client_id goes again shortly.
-      if (f.code === 'unavailable' && p.frame.type === 'send') {
+      // Backend busy or down for a moment: the same client_id goes again
+      // shortly. (A later send may be stored before it meanwhile.)
+      if (TRANSIENT.has(code) && p.frame.type === 'send') {
         clearTimeout(p.retryTimer);
         p.sentOn = 0;
-        p.retryTimer = setTimeout(() => this._transmit(p), 250 + Math.random() * 750);
+        p.retryTimer = this._later(() => this._transmit(p), code);
         return;
       }
       this._settle(ref, p, err);
       return;
     }
-    const r = f.ref === undefined ? undefined : [...this._rooms.values()].find((x) => x.ref === String(f.ref));
-    if (r) {
-      // The join itself was refused. `unavailable` is the backend's
-      // trouble: the next connection joins again; otherwise forget the room.
-      err.room = r.room;
-      if (f.code !== 'unavailable') {
-        this._rooms.delete(r.room);
-        this._rejectJoin(r, err);
+    const conn = this._conn;
+    for (const r of this._rooms.values()) {
+      if (ref !== undefined && ref === r.ref) {
+        err.room = r.room;
+        if (TRANSIENT.has(code)) {
+          clearTimeout(r.retry);
+          r.retry = this._later(() => { if (conn === this._conn && this._rooms.get(r.room) === r) this._sendJoin(r); }, code);
+        } else {
+          // Refused for good (forbidden, ...): its sends cannot go either.
+          const wasJoined = r.everJoined;
+          this._forget(r, err);
+          if (wasJoined) this._emit('left', { room: r.room, byServer: true, error: err });
+        }
+        break;
+      }
+      if (ref !== undefined && ref === r.readRef) {
+        err.room = r.room;
+        if (TRANSIENT.has(code)) {
+          r.readSent = false;
+          clearTimeout(r.retry);
+          r.retry = this._later(() => { if (conn === this._conn) this._flushRead(r); }, code);
+        }
+        break;
       }
     }
     this._emit('error', err);

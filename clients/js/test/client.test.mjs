@@ -68,6 +68,7 @@ async function proxyTo(port) {
   const conns = new Set();
   const px = { swallow: false };
   const server = net.createServer((down) => {
+    if (px.down) return;
     const up = net.connect(port, '127.0.0.1');
     conns.add(down); conns.add(up);
     down.on('data', (d) => up.write(d));
@@ -77,6 +78,8 @@ async function proxyTo(port) {
   });
   const listen = await freePort();
   await new Promise((r) => server.listen(listen, '127.0.0.1', r));
+  // While `down`, new connections are refused at once.
+  server.on('connection', (c) => { if (px.down) c.destroy(); });
   px.url = `ws://127.0.0.1:${listen}/v1/ws`;
   px.cut = () => { for (const c of conns) c.destroy(); };
   px.close = () => { px.cut(); server.close(); };
@@ -189,4 +192,85 @@ test('close() while a socket is still connecting ends quietly', async (t) => {
   await sleep(200);
   assert.deepEqual(uncaught, []);
   assert.equal(c.state, 'closed');
+});
+
+test('a reconnect that cannot recover reloads exactly the page before the live messages', async (t) => {
+  const stack = await Stack.start({ nodes: 1 });
+  t.after(() => stack.stop());
+  const px = await proxyTo(stack.nodes[0].port);
+  t.after(() => px.close());
+  const a = client({ url: px.url, token: () => stack.token('alice') });
+  t.after(() => a.close());
+  const reloads = [];
+  a.on('reload', (r) => reloads.push({ ...r, seenBefore: a.seen.length }));
+  a.connect();
+  await a.join('trim:gone');
+  await a.send('trim:gone', 'first');
+  await until('first seen', () => a.seen.length === 1);
+
+  px.down = true;
+  px.cut();
+  for (let i = 1; i <= 300; i++) await stack.api('POST', '/v1/rooms/trim:gone/messages', { text: `away ${i}`, user: 'bob', kind: 'user' });
+  px.down = false;
+  await until('reloaded', () => reloads.length === 1);
+  const joined = a.joins.at(-1);
+  assert.equal(joined.recovered, false);
+  const r = reloads[0];
+  assert.equal(r.messages.at(-1).offset, joined.offset, 'the page ends at joined.offset');
+  r.messages.forEach((m, i) => i && assert.equal(m.offset, r.messages[i - 1].offset + 1));
+  assert.equal(r.seenBefore, 1, 'no live message overtook the reload');
+  await stack.api('POST', '/v1/rooms/trim:gone/messages', { text: 'live', user: 'bob', kind: 'user' });
+  await until('live after reload', () => a.seen.at(-1)?.text === 'live');
+  assert.equal(a.seen.at(-1).offset, joined.offset + 1);
+  assert.deepEqual(a.seen.map((m) => m.text), ['first', 'live'], 'nothing at or below joined.offset delivered live');
+});
+
+test('a send queued before connect goes once; leave then join again keeps the room', async (t) => {
+  const stack = await Stack.start({ nodes: 1 });
+  t.after(() => stack.stop());
+  const a = client({ url: stack.nodes[0].ws, token: stack.token('alice') });
+  t.after(() => a.close());
+  const joining = a.join('room-q');
+  const early = a.send('room-q', 'early');
+  a.connect();
+  await joining;
+  assert.equal((await early).offset, 1);
+  await until('early seen', () => a.seen.length === 1);
+  const lefts = [];
+  a.on('left', (l) => lefts.push(l));
+  a.leave('room-q');
+  const again = await a.join('room-q');
+  assert.equal(again.room, 'room-q');
+  assert.equal((await a.send('room-q', 'after rejoin')).offset, 2);
+  await until('both seen', () => a.seen.length === 2);
+  assert.deepEqual(a.seen.map((m) => m.text), ['early', 'after rejoin']);
+  assert.deepEqual(lefts, [], 'our own leave is not a deletion');
+  // Leave while the join is still unanswered, then join again at once.
+  const first = a.join('room-r');
+  a.leave('room-r');
+  await assert.rejects(first, (e) => e.code === 'not_joined');
+  await a.join('room-r');
+  await a.send('room-r', 'in r');
+  await until('r message seen', () => a.seen.at(-1)?.text === 'in r');
+  assert.deepEqual(lefts, []);
+  await assert.rejects(a.join('room-x').then(() => { a.close(); return a.join('room-y'); }), (e) => e.code === 'closed');
+});
+
+test('a fixed token refreshed by the app is the one used after a reconnect', async (t) => {
+  const stack = await Stack.start({ nodes: 1, env: { CHAT_EXPIRING_NOTICE: '3s' } });
+  t.after(() => stack.stop());
+  const px = await proxyTo(stack.nodes[0].port);
+  t.after(() => px.close());
+  const a = client({ url: px.url, token: stack.token('alice', 4) });
+  t.after(() => a.close());
+  const asked = new Promise((r) => a.on('error', (e) => { if (/refresh/.test(e.message)) r(); }));
+  a.connect();
+  await a.join('room-fixed');
+  await asked;
+  await a.refresh(stack.token('alice', 3600));
+  await sleep(4500); // the first token has expired
+  px.cut();
+  await until('reconnected', () => a.joins.length === 2);
+  assert.equal(a.state, 'connected');
+  assert.equal((await a.send('room-fixed', 'with the new token')).offset, 1);
 });
