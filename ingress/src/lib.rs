@@ -8,6 +8,7 @@ pub mod control;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod overload;
 pub mod presence;
 mod serve;
 pub mod settings;
@@ -96,6 +97,9 @@ impl Ingress {
             subs_tx.clone(),
         ));
         let scripts = Arc::new(Scripts::default());
+        let backpressure = Arc::new(overload::Backpressure::new(
+            settings.limits.max_delivery_lag,
+        ));
         let hubs = Hubs::new(
             rooms,
             HubContext {
@@ -105,6 +109,7 @@ impl Ingress {
                 streams: settings.common.streams.clone(),
                 max_recover: settings.limits.max_recover,
                 subs: subs_tx,
+                backpressure: backpressure.clone(),
             },
         );
         let verifier = Verifier::new(settings.jwt.clone()).await?;
@@ -143,6 +148,7 @@ impl Ingress {
             next_socket: AtomicU64::new(1),
             jobs,
             archive,
+            backpressure,
         });
         tokio::spawn(control::sweep_sessions(
             keys,

@@ -32,6 +32,8 @@ pub struct AppState {
     pub jobs: summarizer_worker::jobs::Jobs,
     /// The archive, when `CHAT_MONGODB_URL` is set: history older than Redis holds.
     pub archive: Option<archive_worker::store::Store>,
+    /// Refuses new messages while deliveries run behind (ingress/src/overload.rs).
+    pub backpressure: Arc<crate::overload::Backpressure>,
 }
 
 pub type Shared = Arc<AppState>;

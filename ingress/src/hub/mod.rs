@@ -206,6 +206,7 @@ pub(crate) struct HubContext {
     pub streams: Arc<StreamsConfig>,
     pub max_recover: u64,
     pub subs: mpsc::UnboundedSender<SubOp>,
+    pub backpressure: Arc<crate::overload::Backpressure>,
 }
 
 #[derive(Clone)]

@@ -449,12 +449,11 @@ impl RoomHub {
         // Once per message, not per recipient.
         if delivered > 0 {
             metrics::counter!("chat_deliveries_total").increment(delivered);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let now = crate::overload::now_ms();
             if ts > 0 {
-                metrics::histogram!("chat_delivery_latency_seconds")
-                    .record(now.saturating_sub(ts) as f64 / 1000.0);
+                let lag = now.saturating_sub(ts);
+                metrics::histogram!("chat_delivery_latency_seconds").record(lag as f64 / 1000.0);
+                self.ctx.backpressure.observe(lag, now);
             }
         }
         if dead {

@@ -13,6 +13,7 @@ mod lifecycle;
 mod metrics;
 mod notify;
 mod outage;
+mod overload;
 mod protocol;
 mod recovery;
 mod retention;

@@ -1,0 +1,71 @@
+//! Overload: past what the stack can deliver, `send` is refused rather than
+//! accepted and delivered late; nothing refused is stored, nothing acked is
+//! lost. (The 4008 slow-consumer close and its recovery are in lifecycle.rs.)
+
+use e2e::{Stack, http};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+#[tokio::test]
+async fn sends_are_refused_while_deliveries_run_behind_and_accepted_again_after() {
+    let mut stack = Stack::builder()
+        .env("CHAT_MAX_DELIVERY_LAG", "300ms")
+        .start()
+        .await;
+    let mut alice = stack.connect(0, "alice").await;
+    alice.join("shed").await;
+    // The fanout stops: messages are stored but nobody delivers them.
+    stack.kill_worker(0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.publish("shed", 20).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stack.add_worker().await;
+    // The backlog arrives 800 ms late: the node is behind.
+    let late = alice.messages(20).await;
+    assert_eq!(late.len(), 20);
+    alice
+        .send_json(json!({"type": "send", "room": "shed", "text": "now", "client_id": "refused-1", "ref": 7}))
+        .await;
+    let refused = alice.recv_type("error").await;
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    assert_eq!(refused["ref"], 7);
+    // The HTTP publish is refused the same way.
+    let r = http()
+        .post(format!("{}/v1/rooms/shed/messages", stack.http(0)))
+        .bearer_auth(e2e::API_KEY)
+        .json(&json!({"text": "also now"}))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), 503);
+    // Once deliveries are on time again (no late delivery for a second), it
+    // is accepted, with the same client_id, stored once.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let ack = alice.send("shed", "now", "refused-1").await;
+    assert_eq!(
+        (ack["offset"].clone(), ack["duplicate"].clone()),
+        (json!(21), json!(false))
+    );
+    let m = alice.messages(1).await;
+    assert_eq!(m[0]["offset"], 21);
+    let page: Value = http()
+        .get(format!(
+            "{}/v1/rooms/shed/messages?limit=100",
+            stack.http(0)
+        ))
+        .bearer_auth(e2e::API_KEY)
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    let texts: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts.len(), 21, "the refused ones were not stored");
+    assert!(!texts.contains(&"also now"));
+}
