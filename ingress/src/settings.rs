@@ -27,6 +27,9 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// Most messages a `join` with `since` replays; more means `recovered: false`.
     pub max_recover: u64,
+    /// New messages are refused (`unavailable`) while deliveries run this far
+    /// behind their append; zero turns it off.
+    pub max_delivery_lag: Duration,
     pub max_rooms_per_connection: usize,
     pub max_connections: usize,
 }
@@ -81,6 +84,7 @@ impl IngressSettings {
             expiring_notice: s.duration("CHAT_EXPIRING_NOTICE", Duration::from_secs(60)),
             ping_interval: s.duration("CHAT_PING_INTERVAL", Duration::from_secs(30)),
             max_recover: s.parse("CHAT_MAX_RECOVER", 10_000),
+            max_delivery_lag: s.duration("CHAT_MAX_DELIVERY_LAG", Duration::from_secs(2)),
             max_rooms_per_connection: s.parse("CHAT_MAX_ROOMS_PER_CONNECTION", 100),
             max_connections: s.parse("CHAT_MAX_CONNECTIONS", 100_000),
         };
