@@ -62,7 +62,7 @@ async fn sends_are_refused_while_deliveries_run_behind_and_accepted_again_after(
         .expect("json");
     let texts: Vec<&str> = page["messages"]
         .as_array()
-        .unwrap()
+        .expect("messages")
         .iter()
         .filter_map(|m| m["text"].as_str())
         .collect();
