@@ -105,15 +105,34 @@ fn matches(g: &Group, wanted: &str) -> bool {
     wanted == g.kind || wanted == g.name || (g.kind == "notify" && wanted == "notifier")
 }
 
-/// Up to `count` dead letters from `start` (inclusive, or `(id` exclusive)
-/// to `end`.
+/// One read of a dead-letter stream.
+pub struct Page {
+    pub letters: Vec<DeadLetter>,
+    /// Entries there that are not dead letters (written by something else,
+    /// or by hand): their ids and why. Nothing reads or moves them.
+    pub others: Vec<(String, String)>,
+    /// The id of the last entry read, dead letter or not: where the next
+    /// read continues. `None` when nothing was read.
+    pub last_id: Option<String>,
+}
+
+impl Page {
+    /// Entries read, dead letters or not.
+    pub fn read(&self) -> usize {
+        self.letters.len() + self.others.len()
+    }
+}
+
+/// Up to `count` entries from `start` (inclusive, or `(id` exclusive) to
+/// `end`. An entry that is not a dead letter does not fail the read: it
+/// is set apart in [`Page::others`] for the caller to report.
 pub async fn range(
     conn: &mut Conn,
     dlq: &str,
     start: &str,
     end: &str,
     count: usize,
-) -> anyhow::Result<Vec<DeadLetter>> {
+) -> anyhow::Result<Page> {
     let v: redis::Value = redis::cmd("XRANGE")
         .arg(dlq)
         .arg(start)
@@ -122,14 +141,22 @@ pub async fn range(
         .arg(count)
         .query_async(conn)
         .await?;
-    entry::entries(&v)?
-        .iter()
-        .map(|e| {
-            DeadLetter::parse(e).ok_or_else(|| {
-                anyhow::anyhow!("{dlq} {} is not a dead letter (no `stream` field)", e.id)
-            })
-        })
-        .collect()
+    let entries = entry::entries(&v)?;
+    let mut page = Page {
+        letters: Vec::new(),
+        others: Vec::new(),
+        last_id: entries.last().map(|e| e.id.clone()),
+    };
+    for e in &entries {
+        match DeadLetter::parse(e) {
+            Some(dl) => page.letters.push(dl),
+            None => page.others.push((
+                e.id.clone(),
+                "not a dead letter (no `stream` field)".to_owned(),
+            )),
+        }
+    }
+    Ok(page)
 }
 
 /// When a stream id's entry was written (ms).
@@ -183,8 +210,11 @@ pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<()> {
             .arg(&g.dlq)
             .query_async(&mut conn)
             .await?;
-        let letters = range(&mut conn, &g.dlq, "-", "+", args.limit).await?;
-        for dl in &letters {
+        let page = range(&mut conn, &g.dlq, "-", "+", args.limit).await?;
+        for (id, why) in &page.others {
+            eprintln!("{} {id}: skipped: {why}", g.name);
+        }
+        for dl in &page.letters {
             if args.json {
                 let fields: serde_json::Map<String, serde_json::Value> = dl
                     .fields
@@ -212,19 +242,26 @@ pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<()> {
                 ))?;
             }
         }
-        totals.push((g, total, letters.len()));
+        totals.push((g, total, page.read(), page.others.len()));
     }
     if !args.json {
-        for (g, total, shown) in totals {
-            let more = if (shown as u64) < total {
-                format!(" (the oldest {shown} shown; --limit)")
+        for (g, total, read, others) in totals {
+            let more = if (read as u64) < total {
+                format!(" (the oldest {read} shown; --limit)")
             } else {
                 String::new()
             };
+            // XLEN counts the entries that are not dead letters too.
+            let letters = total.saturating_sub(others as u64);
+            let others = match others {
+                0 => String::new(),
+                1 => "; 1 entry that is not a dead letter skipped (see stderr)".to_owned(),
+                n => format!("; {n} entries that are not dead letters skipped (see stderr)"),
+            };
             output::line(&format!(
-                "{}: {total} dead letter{} in {}{more}",
+                "{}: {letters} dead letter{} in {}{more}{others}",
                 g.name,
-                if total == 1 { "" } else { "s" },
+                if letters == 1 { "" } else { "s" },
                 g.dlq
             ))?;
         }

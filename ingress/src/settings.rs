@@ -1,7 +1,7 @@
 //! Ingress settings from `CHAT_*` (see README "Configuration").
 
 use chat_core::config::{Common, ConfigError, Settings, Strings};
-use chat_core::jwt::JwtConfig;
+use chat_core::jwt::{JwtConfig, JwtField};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -141,9 +141,13 @@ impl IngressSettings {
     }
 }
 
+/// The JWT settings, and every problem the ingress would refuse them for
+/// at start (the verifier's own checks, each naming its variable). Nothing
+/// is fetched: `CHAT_JWKS_URL` is only checked to be an http(s) URL.
 fn read_jwt(s: &mut Settings<'_>) -> JwtConfig {
     let mut cfg = JwtConfig::default();
     let algs = s.list("CHAT_JWT_ALGORITHMS");
+    let mut bad_algs = false;
     if !algs.is_empty() {
         cfg.algorithms.clear();
         for a in algs {
@@ -151,16 +155,24 @@ fn read_jwt(s: &mut Settings<'_>) -> JwtConfig {
                 Ok(alg) if chat_core::jwt::SUPPORTED_ALGORITHMS.contains(&alg) => {
                     cfg.algorithms.push(alg)
                 }
-                _ => s.error(format!(
-                    "CHAT_JWT_ALGORITHMS: {a:?} is not one of HS256, RS256, ES256, EdDSA"
-                )),
+                _ => {
+                    bad_algs = true;
+                    s.error(format!(
+                        "CHAT_JWT_ALGORITHMS: {a:?} is not one of HS256, RS256, ES256, EdDSA"
+                    ))
+                }
             }
         }
     }
     cfg.hs_secret = s.opt("CHAT_JWT_SECRET").map(String::into_bytes);
+    // The files read, in the order of `cfg.public_key_pems`.
+    let mut pem_paths = Vec::new();
     for path in s.list("CHAT_JWT_PUBLIC_KEYS") {
         match std::fs::read(&path) {
-            Ok(pem) => cfg.public_key_pems.push(pem),
+            Ok(pem) => {
+                cfg.public_key_pems.push(pem);
+                pem_paths.push(path);
+            }
             Err(e) => s.error(format!("CHAT_JWT_PUBLIC_KEYS: {path}: {e}")),
         }
     }
@@ -169,5 +181,149 @@ fn read_jwt(s: &mut Settings<'_>) -> JwtConfig {
     let aud = s.list("CHAT_JWT_AUDIENCE");
     cfg.audience = (!aud.is_empty()).then_some(aud);
     cfg.leeway_secs = s.parse("CHAT_JWT_LEEWAY_SECS", 0);
+
+    let name = |field: JwtField| match field {
+        JwtField::Algorithms => "CHAT_JWT_ALGORITHMS".to_owned(),
+        JwtField::HsSecret => "CHAT_JWT_SECRET".to_owned(),
+        JwtField::PublicKeyPems => "CHAT_JWT_PUBLIC_KEYS".to_owned(),
+        JwtField::PublicKeyPem(i) => format!(
+            "CHAT_JWT_PUBLIC_KEYS: {}",
+            pem_paths.get(i).map_or("?", String::as_str)
+        ),
+        JwtField::JwksUrl => "CHAT_JWKS_URL".to_owned(),
+        JwtField::Issuer => "CHAT_JWT_ISSUER".to_owned(),
+        JwtField::Audience => "CHAT_JWT_AUDIENCE".to_owned(),
+        JwtField::LeewaySecs => "CHAT_JWT_LEEWAY_SECS".to_owned(),
+    };
+    if let Err(problems) = cfg.validate_named(&name) {
+        for p in problems {
+            // "No algorithms" only repeats the bad names reported above.
+            if bad_algs && p.field == JwtField::Algorithms && cfg.algorithms.is_empty() {
+                continue;
+            }
+            s.error(p.message);
+        }
+    }
     cfg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const SECRET: &str = "a-secret-of-some-length-0123456789";
+    const RSA_PUBLIC_PEM: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../core/tests/fixtures/jwt/rsa_public.pem"
+    );
+    /// A file that exists but is no PEM key.
+    const NOT_A_PEM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+
+    fn errors(pairs: &[(&str, &str)]) -> Vec<String> {
+        let src: HashMap<&str, &str> = pairs.iter().copied().collect();
+        match IngressSettings::from_strings(&src) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid(e)) => e,
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn jwt_settings_the_verifier_would_refuse_are_errors() {
+        // Each alone: one error, naming its variable.
+        for (pairs, var) in [
+            (&[][..], "CHAT_JWT_SECRET: not set"),
+            (
+                &[
+                    ("CHAT_JWT_SECRET", SECRET),
+                    ("CHAT_JWT_ALGORITHMS", "RS256"),
+                ][..],
+                "CHAT_JWT_ALGORITHMS: RS256 is allowed but has no key",
+            ),
+            (
+                &[
+                    ("CHAT_JWT_ALGORITHMS", "RS256"),
+                    ("CHAT_JWT_PUBLIC_KEYS", NOT_A_PEM),
+                ][..],
+                "CHAT_JWT_PUBLIC_KEYS: ",
+            ),
+            (
+                &[
+                    ("CHAT_JWT_SECRET", SECRET),
+                    ("CHAT_JWT_LEEWAY_SECS", "7200"),
+                ][..],
+                "CHAT_JWT_LEEWAY_SECS: 7200 exceeds the maximum of 3600",
+            ),
+            (
+                &[
+                    ("CHAT_JWT_SECRET", SECRET),
+                    ("CHAT_JWKS_URL", "ftp://auth.example/jwks.json"),
+                ][..],
+                "CHAT_JWKS_URL: must be an http or https URL",
+            ),
+            (
+                &[("CHAT_JWT_SECRET", SECRET), ("CHAT_JWKS_URL", "not a url")][..],
+                "CHAT_JWKS_URL: not a valid URL",
+            ),
+        ] {
+            let errors = errors(pairs);
+            assert_eq!(errors.len(), 1, "{pairs:?}: {errors:?}");
+            assert!(errors[0].starts_with(var), "{pairs:?}: {errors:?}");
+        }
+        let bad_pem = errors(&[
+            ("CHAT_JWT_ALGORITHMS", "RS256"),
+            ("CHAT_JWT_PUBLIC_KEYS", NOT_A_PEM),
+        ]);
+        assert!(
+            bad_pem[0].contains(&format!("{NOT_A_PEM} is not a PEM")),
+            "the file is named: {bad_pem:?}"
+        );
+
+        // All together: every one reported, not just the first.
+        let all = errors(&[
+            ("CHAT_JWT_ALGORITHMS", "HS256,ES256"),
+            (
+                "CHAT_JWT_PUBLIC_KEYS",
+                &format!("{RSA_PUBLIC_PEM},{NOT_A_PEM}"),
+            ),
+            ("CHAT_JWT_LEEWAY_SECS", "7200"),
+            ("CHAT_JWKS_URL", "ftp://auth.example/jwks.json"),
+        ]);
+        for var in [
+            "CHAT_JWT_SECRET:",
+            "CHAT_JWT_PUBLIC_KEYS:",
+            "CHAT_JWT_LEEWAY_SECS:",
+            "CHAT_JWKS_URL:",
+        ] {
+            assert!(all.iter().any(|e| e.starts_with(var)), "{var}: {all:?}");
+        }
+        assert_eq!(all.len(), 4, "{all:?}");
+
+        // Bad algorithm names are reported once, not again as "none allowed".
+        let algs = errors(&[
+            ("CHAT_JWT_SECRET", SECRET),
+            ("CHAT_JWT_ALGORITHMS", "HS512"),
+        ]);
+        assert_eq!(algs.len(), 1, "{algs:?}");
+    }
+
+    #[test]
+    fn good_jwt_settings_pass() {
+        for pairs in [
+            &[("CHAT_JWT_SECRET", SECRET)][..],
+            &[
+                ("CHAT_JWT_ALGORITHMS", "RS256"),
+                ("CHAT_JWT_PUBLIC_KEYS", RSA_PUBLIC_PEM),
+                ("CHAT_JWT_LEEWAY_SECS", "3600"),
+            ][..],
+            &[
+                ("CHAT_JWT_ALGORITHMS", "RS256,ES256"),
+                ("CHAT_JWKS_URL", "https://auth.example/jwks.json"),
+            ][..],
+        ] {
+            let errors = errors(pairs);
+            assert!(errors.is_empty(), "{pairs:?}: {errors:?}");
+        }
+    }
 }

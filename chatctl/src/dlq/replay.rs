@@ -34,7 +34,8 @@ struct Tally {
     redriven: u64,
     /// Gone by the time it was moved: replayed already (by another run).
     gone: u64,
-    /// No stream to re-drive it into, or held by a concurrent replay.
+    /// No stream to re-drive it into, held by a concurrent replay, or not a
+    /// dead letter at all.
     skipped: u64,
 }
 
@@ -90,9 +91,13 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<bool> {
                 let mut start = "-".to_owned();
                 loop {
                     let page = range(&mut conn, &g.dlq, &start, &end, PAGE).await?;
-                    let Some(last) = page.last() else { break };
-                    start = format!("({}", last.id);
-                    mover.page(ctx, &mut conn, g, &page, &mut tally).await?;
+                    // Past every entry read, one that is no dead letter too.
+                    let Some(last) = &page.last_id else { break };
+                    start = format!("({last}");
+                    mover.others(g, &page.others, &mut tally);
+                    mover
+                        .page(ctx, &mut conn, g, &page.letters, &mut tally)
+                        .await?;
                 }
             }
             ok &= tally.skipped == 0;
@@ -100,19 +105,23 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<bool> {
         }
     } else {
         let mut found: Vec<Vec<DeadLetter>> = groups.iter().map(|_| Vec::new()).collect();
+        // Asked for, but not dead letters: left in place, reported.
+        let mut others: Vec<Vec<(String, String)>> = groups.iter().map(|_| Vec::new()).collect();
         let mut missing = Vec::new();
         for id in &args.ids {
             let mut hits = Vec::new();
             for (i, g) in groups.iter().enumerate() {
-                if let Some(dl) = range(&mut conn, &g.dlq, id, id, 1).await?.pop() {
-                    hits.push((i, dl));
+                let page = range(&mut conn, &g.dlq, id, id, 1).await?;
+                if page.read() > 0 {
+                    hits.push((i, page));
                 }
             }
             match hits.len() {
                 0 => missing.push(id.as_str()),
                 1 => {
-                    let (i, dl) = hits.remove(0);
-                    found[i].push(dl);
+                    let (i, mut page) = hits.remove(0);
+                    found[i].append(&mut page.letters);
+                    others[i].append(&mut page.others);
                 }
                 _ => {
                     let names: Vec<&str> = hits.iter().map(|(i, _)| groups[*i].kind).collect();
@@ -123,12 +132,19 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<bool> {
                 }
             }
         }
-        mover.bar = progress(found.iter().map(|f| f.len() as u64).sum());
-        for (g, letters) in groups.iter().zip(&found) {
-            if letters.is_empty() {
+        mover.bar = progress(
+            found
+                .iter()
+                .zip(&others)
+                .map(|(f, o)| (f.len() + o.len()) as u64)
+                .sum(),
+        );
+        for ((g, letters), others) in groups.iter().zip(&found).zip(&others) {
+            if letters.is_empty() && others.is_empty() {
                 continue;
             }
             let mut tally = Tally::default();
+            mover.others(g, others, &mut tally);
             for page in letters.chunks(PAGE) {
                 mover.page(ctx, &mut conn, g, page, &mut tally).await?;
             }
@@ -305,6 +321,17 @@ impl Mover {
     fn skip(&self, g: &Group, dl: &DeadLetter, why: &str) {
         self.bar
             .suspend(|| eprintln!("{} {}: not replayed: {why}", g.name, dl.id));
+    }
+
+    /// Entries of the dead-letter stream that are not dead letters: each
+    /// reported, counted as not replayed, and left where they are.
+    fn others(&self, g: &Group, others: &[(String, String)], tally: &mut Tally) {
+        for (id, why) in others {
+            self.bar
+                .suspend(|| eprintln!("{} {id}: not replayed: {why}; left in place", g.name));
+            tally.skipped += 1;
+        }
+        self.bar.inc(others.len() as u64);
     }
 
     fn report(&self, g: &Group, t: &Tally) {

@@ -71,24 +71,29 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             after = 0;
             continue;
         }
-        if let Some(m) = r.messages.first()
-            && m.offset > after + 1
+        // Judged by the entries read, a malformed one (skipped, with a
+        // warning) included: it was there, not trimmed.
+        if let Some(first) = r.read_from
+            && first > after + 1
             && after > 0
         {
             eprintln!(
                 "{room}: offsets {}..{} were trimmed before they could be read",
                 after + 1,
-                m.offset - 1
+                first - 1
             );
         }
         for m in &r.messages {
             output::line(&output::message(m, args.json))?;
             after = m.offset;
         }
-        if r.messages.len() as u64 >= PAGE {
+        // Continue after the last entry read, whether or not it parsed.
+        after = after.max(r.read_to.unwrap_or(0));
+        // A full page (counting malformed entries) may have more after it.
+        if r.read >= PAGE {
             continue;
         }
-        // Everything up to `last` was read (unreadable entries skipped).
+        // Everything up to `last` was read.
         after = after.max(r.last);
         // Wakes as soon as an entry above `after` exists, at once if one
         // arrived since the read.

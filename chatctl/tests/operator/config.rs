@@ -92,3 +92,60 @@ async fn config_check_passes_a_good_configuration() {
         "credentials are not printed: {text}"
     );
 }
+
+/// The JWT settings the ingress verifier would refuse at start are errors
+/// here too, each naming its variable, not "configuration ok".
+#[tokio::test]
+async fn config_check_reports_jwt_settings_the_ingress_refuses() {
+    let streams = concat!(env!("CARGO_MANIFEST_DIR"), "/../streams.toml");
+    let secret = ("CHAT_JWT_SECRET", "a-secret-of-some-length-0123456789");
+    let base = [
+        ("CHAT_STREAMS", streams),
+        ("CHAT_API_KEYS", "0123456789abcdef0123"),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_pem = dir.path().join("key.pem");
+    std::fs::write(&not_pem, "not a key\n").expect("write");
+    let not_pem = not_pem.to_str().expect("path");
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        // HS256 (the default) with no key at all.
+        (&[], "CHAT_JWT_SECRET: not set"),
+        (
+            &[secret, ("CHAT_JWT_ALGORITHMS", "RS256")],
+            "CHAT_JWT_ALGORITHMS: RS256 is allowed but has no key",
+        ),
+        (
+            &[
+                secret,
+                ("CHAT_JWT_ALGORITHMS", "HS256,RS256"),
+                ("CHAT_JWT_PUBLIC_KEYS", not_pem),
+            ],
+            "CHAT_JWT_PUBLIC_KEYS: ",
+        ),
+        (
+            &[secret, ("CHAT_JWT_LEEWAY_SECS", "7200")],
+            "CHAT_JWT_LEEWAY_SECS: ",
+        ),
+        (
+            &[secret, ("CHAT_JWKS_URL", "ftp://auth.example/jwks.json")],
+            "CHAT_JWKS_URL: ",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let env: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+        let out = Cli::with_env(&env).run(&["config", "check"]).await;
+        let text = out.stdout();
+        assert_eq!(out.code(), Some(1), "{extra:?}:\n{text}");
+        let errors: Vec<&str> = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{extra:?}:\n{text}");
+        assert!(
+            errors[0].contains(&format!("error: {expected}")) && errors[0].contains("[ingress]"),
+            "{extra:?}:\n{text}"
+        );
+        assert!(text.contains("ingress: would not start"), "{text}");
+        assert!(!text.contains("configuration ok"), "{text}");
+    }
+}

@@ -331,3 +331,134 @@ pub async fn replays_the_workers_format(stack: &Stack) {
     let out = cli.run(&["dlq", "replay"]).await;
     out.refused();
 }
+
+/// An entry in a dead-letter stream that is not a dead letter (no
+/// `stream` field: written by hand or by something else) is reported on
+/// stderr and skipped: `list` shows the rest, `replay` re-drives the rest
+/// (a page of nothing but such entries included) and leaves it in place.
+#[tokio::test]
+async fn entries_that_are_not_dead_letters_are_skipped_and_left_in_place() {
+    let stack = Stack::builder().workers(0).start().await;
+    let keys = stack.keys();
+    let dlq = keys.dead_letter("fanout");
+    let shard = keys.room_shard_stream("zed");
+    let message = |o: &str| {
+        entry(&[
+            ("r", "zed"),
+            ("e", "e1"),
+            ("o", o),
+            ("i", "1-1700000000000"),
+            ("u", "al"),
+            ("t", "hi"),
+            ("c", "c1"),
+            ("k", "user"),
+        ])
+    };
+    let mut r = stack.redis().await;
+    let mut pipe = redis::pipe();
+    chat_core::group::dead_letter(
+        &mut pipe,
+        &dlq,
+        1000,
+        &shard,
+        &message("1"),
+        "max_deliveries",
+    );
+    // More than a page of replay (200) of them, then a real one again.
+    for i in 0..201 {
+        pipe.cmd("XADD")
+            .arg(&dlq)
+            .arg("*")
+            .arg("junk")
+            .arg(i)
+            .ignore();
+    }
+    chat_core::group::dead_letter(
+        &mut pipe,
+        &dlq,
+        1000,
+        &shard,
+        &message("2"),
+        "max_deliveries",
+    );
+    let _: () = pipe.query_async(&mut r).await.expect("write");
+    let all: Vec<String> = {
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(&dlq)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut r)
+            .await
+            .expect("XRANGE");
+        chat_core::entry::entries(&v)
+            .expect("entries")
+            .into_iter()
+            .map(|e| e.id)
+            .collect()
+    };
+    let junk: Vec<&String> = all[1..202].iter().collect();
+    let cli = Cli::for_stack(&stack);
+
+    let out = cli
+        .run(&["dlq", "list", "--stream", "fanout", "--limit", "1000"])
+        .await;
+    out.ok();
+    let text = out.stdout();
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("fanout ")).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows[1].contains("offset=2"),
+        "the one after them too: {text}"
+    );
+    assert!(
+        text.contains("fanout: 2 dead letters in")
+            && text.contains("201 entries that are not dead letters skipped"),
+        "{text}"
+    );
+    let err = out.stderr();
+    assert!(
+        err.contains(&format!("{}: skipped: not a dead letter", junk[0])),
+        "{err}"
+    );
+    let out = cli.run(&["dlq", "list", "--json"]).await;
+    out.ok();
+    let rows: Vec<Value> = out
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("stdout stays JSON lines"))
+        .collect();
+    assert_eq!(rows.len(), 2);
+
+    // One of them by id: not replayed, left, exit 1.
+    let out = cli.run(&["dlq", "replay", junk[5]]).await;
+    assert_eq!(out.code(), Some(1), "{}", out.stdout());
+    assert!(
+        out.stdout()
+            .contains("fanout: 0 re-driven, 0 already gone, 1 not replayed"),
+        "{}",
+        out.stdout()
+    );
+    assert!(
+        out.stderr()
+            .contains(&format!("{}: not replayed: not a dead letter", junk[5])),
+        "{}",
+        out.stderr()
+    );
+    assert_eq!(xlen(&stack, &dlq).await, 203);
+
+    let out = cli.run(&["dlq", "replay", "--all"]).await;
+    assert_eq!(out.code(), Some(1), "{}", out.stdout());
+    assert!(
+        out.stdout()
+            .contains("fanout: 2 re-driven, 0 already gone, 201 not replayed"),
+        "{}",
+        out.stdout()
+    );
+    assert!(out.stderr().contains("left in place"), "{}", out.stderr());
+    let moved = entries(&stack, &shard).await;
+    let offsets: Vec<&str> = moved.iter().filter_map(|f| field(f, "o")).collect();
+    assert_eq!(offsets, ["1", "2"]);
+    let left = entries(&stack, &dlq).await;
+    assert_eq!(left.len(), 201, "the others stay");
+    assert!(left.iter().all(|f| field(f, "junk").is_some()));
+}

@@ -5,6 +5,7 @@
 use crate::cli::Cli;
 use e2e::Stack;
 use serde_json::Value;
+use std::time::Duration;
 
 #[tokio::test]
 async fn tail_prints_new_messages_until_sigterm() {
@@ -104,6 +105,87 @@ async fn tail_json_since_an_offset_prints_message_frames() {
     assert_eq!(frames[0]["epoch"], first["epoch"]);
     let status = tail.stop("-INT").await;
     assert!(status.success(), "Ctrl-C is a clean exit: {status:?}");
+}
+
+/// Malformed entries (skipped with a warning) count toward a full page:
+/// a page that is short of messages only because some did not parse is
+/// followed by the next page, not taken for the end of the stream.
+#[tokio::test]
+async fn tail_reads_past_malformed_entries_in_a_full_page() {
+    let stack = Stack::builder().workers(0).start().await;
+    let room = "bad:entries";
+    stack.publish(room, 1).await;
+    // Offset 2 is malformed, 3..=599 are good, 600..=1100 (more than a
+    // page of 500) malformed, 1101..=1105 good.
+    let k = stack.keys();
+    let stream = k.room_stream(room);
+    let mut pipe = redis::pipe();
+    let ts = e2e::now() * 1000;
+    for o in 2..=1105u64 {
+        let add = pipe.cmd("XADD").arg(&stream).arg(format!("{o}-{ts}"));
+        if o == 2 || (600..=1100).contains(&o) {
+            add.arg("junk").arg("1").ignore();
+        } else {
+            add.arg("u")
+                .arg("pub")
+                .arg("t")
+                .arg(format!("m{o}"))
+                .arg("c")
+                .arg(format!("c{o}"))
+                .arg("k")
+                .arg("user")
+                .ignore();
+        }
+    }
+    pipe.cmd("HSET")
+        .arg(k.room_meta(room))
+        .arg("offset")
+        .arg(1105)
+        .ignore();
+    let mut r = stack.redis().await;
+    let _: () = pipe.query_async(&mut r).await.expect("write entries");
+
+    let mut cli = Cli::for_stack(&stack);
+    // A warning per malformed entry would fill the stderr pipe this test
+    // does not drain.
+    cli.set("RUST_LOG", "error");
+    let mut tail = cli.spawn(&["rooms", "tail", room, "--since", "0"]);
+    tail.stderr_until("following bad:entries").await;
+    let want: Vec<u64> = std::iter::once(1)
+        .chain(3..=599)
+        .chain(1101..=1105)
+        .collect();
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        let next = tokio::time::timeout(Duration::from_secs(5), tail.stdout.next_line()).await;
+        let Ok(Ok(Some(line))) = next else { break };
+        got.push(
+            line.split_whitespace()
+                .next()
+                .and_then(|o| o.parse::<u64>().ok())
+                .expect("offset"),
+        );
+    }
+    assert!(
+        got == want,
+        "{} of {} messages printed, the last {:?}; missing: {:?}",
+        got.len(),
+        want.len(),
+        got.last(),
+        want.iter()
+            .filter(|o| !got.contains(o))
+            .take(10)
+            .collect::<Vec<_>>()
+    );
+    // And it still follows: the next message is the one after them all.
+    stack.say(room, "ann", "after").await;
+    let line = tail.stdout_line().await;
+    assert!(
+        line.trim_start().starts_with("1106 ") && line.ends_with("ann  user  after"),
+        "{line}"
+    );
+    let status = tail.stop("-TERM").await;
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test]

@@ -43,3 +43,28 @@ async fn token_mints_a_jwt_the_ingress_accepts() {
     out.refused();
     assert!(out.stderr().contains("soonish"), "{}", out.stderr());
 }
+
+#[tokio::test]
+async fn token_refuses_a_ttl_past_100_years_without_panicking() {
+    let cli = Cli::with_env(&[("CHAT_JWT_SECRET", SECRET)]);
+    for ttl in ["584542046090years", "101years"] {
+        let out = cli.run(&["token", "--sub", "bob", "--ttl", ttl]).await;
+        out.refused();
+        assert!(
+            out.stderr()
+                .contains("--ttl is too long: at most 100 years"),
+            "{ttl}: {}",
+            out.stderr()
+        );
+    }
+    let out = cli
+        .run(&["token", "--sub", "bob", "--ttl", "100years"])
+        .await;
+    out.ok();
+    let jwt = out.stdout().trim().to_owned();
+    let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(&jwt)
+        .expect("a JWT")
+        .claims;
+    let ttl = claims["exp"].as_u64().expect("exp") - e2e::now();
+    assert!(ttl.abs_diff(3_155_760_000) <= 5, "{ttl}");
+}

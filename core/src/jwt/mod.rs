@@ -161,111 +161,276 @@ impl fmt::Debug for Verifier {
     }
 }
 
-impl Verifier {
-    /// Validates `cfg` and prepares keys.
+/// A [`JwtConfig`] field, so that a problem can be reported under the name
+/// the caller knows it by (the ingress: its `CHAT_JWT_*` variable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtField {
+    Algorithms,
+    HsSecret,
+    /// The public keys as a whole.
+    PublicKeyPems,
+    /// One public key, by index.
+    PublicKeyPem(usize),
+    JwksUrl,
+    Issuer,
+    Audience,
+    LeewaySecs,
+}
+
+impl JwtField {
+    /// The field's name in [`JwtConfig`], e.g. `public_key_pems[1]`.
+    pub fn config_name(self) -> String {
+        match self {
+            JwtField::Algorithms => "algorithms".into(),
+            JwtField::HsSecret => "hs_secret".into(),
+            JwtField::PublicKeyPems => "public_key_pems".into(),
+            JwtField::PublicKeyPem(i) => format!("public_key_pems[{i}]"),
+            JwtField::JwksUrl => "jwks_url".into(),
+            JwtField::Issuer => "issuer".into(),
+            JwtField::Audience => "audience".into(),
+            JwtField::LeewaySecs => "leeway_secs".into(),
+        }
+    }
+}
+
+/// One thing wrong with a [`JwtConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtProblem {
+    /// The field at fault.
+    pub field: JwtField,
+    /// The whole message, starting with the field's name. Never contains
+    /// the secret or key material.
+    pub message: String,
+}
+
+/// What the static checks produce: the keys and algorithms to verify with,
+/// and what is wrong.
+struct Checked {
+    allowed: Vec<Algorithm>,
+    static_keys: Vec<VerifyKey>,
+    problems: Vec<JwtProblem>,
+    /// Worth a log line, not a refusal.
+    warnings: Vec<String>,
+}
+
+impl JwtConfig {
+    /// Every problem [`Verifier::new`] would refuse this configuration for,
+    /// fields named as in [`JwtConfig`]. Fetches nothing: a JWKS URL is only
+    /// checked to be an http(s) URL.
+    pub fn validate(&self) -> Result<(), Vec<JwtProblem>> {
+        self.validate_named(&JwtField::config_name)
+    }
+
+    /// [`Self::validate`] with the fields named by `name` (in the messages
+    /// too, where one field's problem mentions another).
     ///
-    /// Errors (all [`JwtError::Config`]): an empty or unsupported algorithm
-    /// list; an allowed algorithm without a key source (HS256 needs
-    /// `hs_secret`; RS256/ES256/EdDSA need a PEM of that family or
-    /// `jwks_url`); an unparsable PEM (named by index); an invalid JWKS URL;
-    /// empty issuer/audience; leeway above [`MAX_LEEWAY_SECS`]. A failed JWKS
-    /// prefetch is only logged.
-    pub async fn new(cfg: JwtConfig) -> Result<Verifier, JwtError> {
+    /// Problems: an empty list of algorithms or an unsupported one; an
+    /// allowed algorithm without a key source (HS256 needs `hs_secret`;
+    /// RS256/ES256/EdDSA need a PEM of that family or `jwks_url`); an empty
+    /// `hs_secret`; a PEM that does not parse (named by index); a JWKS URL
+    /// that is not an http(s) URL; an empty issuer or audience; leeway above
+    /// [`MAX_LEEWAY_SECS`].
+    pub fn validate_named(&self, name: &dyn Fn(JwtField) -> String) -> Result<(), Vec<JwtProblem>> {
+        let problems = self.check(name).problems;
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn check(&self, name: &dyn Fn(JwtField) -> String) -> Checked {
         install_crypto_provider();
+        let mut problems = Vec::new();
+        let mut warnings = Vec::new();
+        let mut problem = |field: JwtField, message: String| {
+            problems.push(JwtProblem { field, message });
+        };
 
         let mut allowed: Vec<Algorithm> = Vec::new();
-        for alg in &cfg.algorithms {
+        for alg in &self.algorithms {
             if !SUPPORTED_ALGORITHMS.contains(alg) {
-                return Err(JwtError::Config(format!(
-                    "algorithm {alg:?} is not supported (supported: HS256, RS256, ES256, EdDSA)"
-                )));
-            }
-            if !allowed.contains(alg) {
+                problem(
+                    JwtField::Algorithms,
+                    format!(
+                        "{}: algorithm {alg:?} is not supported (supported: HS256, RS256, ES256, EdDSA)",
+                        name(JwtField::Algorithms)
+                    ),
+                );
+            } else if !allowed.contains(alg) {
                 allowed.push(*alg);
             }
         }
-        if allowed.is_empty() {
-            return Err(JwtError::Config("no algorithms allowed".into()));
+        if self.algorithms.is_empty() {
+            problem(
+                JwtField::Algorithms,
+                format!("{}: no algorithms allowed", name(JwtField::Algorithms)),
+            );
         }
-        if cfg.leeway_secs > MAX_LEEWAY_SECS {
-            return Err(JwtError::Config(format!(
-                "leeway_secs {} exceeds the maximum of {MAX_LEEWAY_SECS}",
-                cfg.leeway_secs
-            )));
+        if self.leeway_secs > MAX_LEEWAY_SECS {
+            problem(
+                JwtField::LeewaySecs,
+                format!(
+                    "{}: {} exceeds the maximum of {MAX_LEEWAY_SECS}",
+                    name(JwtField::LeewaySecs),
+                    self.leeway_secs
+                ),
+            );
         }
-        if cfg.issuer.as_deref().is_some_and(str::is_empty) {
-            return Err(JwtError::Config("issuer is set but empty".into()));
+        if self.issuer.as_deref().is_some_and(str::is_empty) {
+            problem(
+                JwtField::Issuer,
+                format!("{}: is set but empty", name(JwtField::Issuer)),
+            );
         }
-        if let Some(aud) = &cfg.audience
+        if let Some(aud) = &self.audience
             && (aud.is_empty() || aud.iter().any(String::is_empty))
         {
-            return Err(JwtError::Config(
-                "audience is set but empty or contains an empty value".into(),
-            ));
+            problem(
+                JwtField::Audience,
+                format!(
+                    "{}: is set but empty or contains an empty value",
+                    name(JwtField::Audience)
+                ),
+            );
         }
 
         let mut static_keys = Vec::new();
-        match &cfg.hs_secret {
+        let mut hs_given = false;
+        match &self.hs_secret {
             Some(secret) if allowed.contains(&Algorithm::HS256) => {
+                hs_given = true;
                 if secret.is_empty() {
-                    return Err(JwtError::Config("hs_secret is empty".into()));
+                    problem(
+                        JwtField::HsSecret,
+                        format!("{}: is empty", name(JwtField::HsSecret)),
+                    );
+                } else {
+                    if secret.len() < 32 {
+                        warnings.push(format!(
+                            "{} is shorter than 32 bytes; use a longer secret",
+                            name(JwtField::HsSecret)
+                        ));
+                    }
+                    static_keys.push(VerifyKey {
+                        family: AlgorithmFamily::Hmac,
+                        alg: Some(Algorithm::HS256),
+                        key: DecodingKey::from_secret(secret),
+                    });
                 }
-                if secret.len() < 32 {
-                    tracing::warn!("hs_secret is shorter than 32 bytes; use a longer secret");
-                }
-                static_keys.push(VerifyKey {
-                    family: AlgorithmFamily::Hmac,
-                    alg: Some(Algorithm::HS256),
-                    key: DecodingKey::from_secret(secret),
-                });
             }
-            Some(_) => tracing::warn!("hs_secret is set but HS256 is not allowed; ignoring it"),
+            Some(_) => warnings.push(format!(
+                "{} is set but HS256 is not allowed; ignoring it",
+                name(JwtField::HsSecret)
+            )),
             None => {}
         }
-        for (i, pem) in cfg.public_key_pems.iter().enumerate() {
-            let key = keys::from_pem(pem)
-                .map_err(|why| JwtError::Config(format!("public_key_pems[{i}] {why}")))?;
-            if allowed.iter().any(|a| key.accepts(*a)) {
-                static_keys.push(key);
-            } else {
-                tracing::warn!(
-                    index = i,
-                    family = ?key.family,
-                    "public key's algorithm is not allowed; ignoring it"
+        let mut bad_pem = false;
+        for (i, pem) in self.public_key_pems.iter().enumerate() {
+            match keys::from_pem(pem) {
+                Ok(key) if allowed.iter().any(|a| key.accepts(*a)) => static_keys.push(key),
+                Ok(key) => warnings.push(format!(
+                    "{}: the {:?} key's algorithm is not allowed; ignoring it",
+                    name(JwtField::PublicKeyPem(i)),
+                    key.family
+                )),
+                Err(why) => {
+                    bad_pem = true;
+                    problem(
+                        JwtField::PublicKeyPem(i),
+                        format!("{} {why}", name(JwtField::PublicKeyPem(i))),
+                    );
+                }
+            }
+        }
+
+        if let Some(url) = &self.jwks_url {
+            match reqwest::Url::parse(url) {
+                Err(e) => problem(
+                    JwtField::JwksUrl,
+                    format!("{}: not a valid URL: {e}", name(JwtField::JwksUrl)),
+                ),
+                Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") => problem(
+                    JwtField::JwksUrl,
+                    format!(
+                        "{}: must be an http or https URL, not {}",
+                        name(JwtField::JwksUrl),
+                        parsed.scheme()
+                    ),
+                ),
+                Ok(_) => {}
+            }
+        }
+
+        for alg in &allowed {
+            if static_keys.iter().any(|k| k.accepts(*alg)) {
+                continue;
+            }
+            if *alg == Algorithm::HS256 {
+                // JWKS never supplies shared secrets, so HS256 needs hs_secret.
+                if !hs_given {
+                    problem(
+                        JwtField::HsSecret,
+                        format!(
+                            "{}: not set, but HS256 is allowed ({}) and has no other key",
+                            name(JwtField::HsSecret),
+                            name(JwtField::Algorithms)
+                        ),
+                    );
+                }
+            } else if self.jwks_url.is_none() && !bad_pem {
+                // (A bad PEM or URL is reported already; it may be the key meant.)
+                let family = match alg {
+                    Algorithm::RS256 => "an RSA",
+                    Algorithm::ES256 => "an EC P-256",
+                    _ => "an Ed25519",
+                };
+                problem(
+                    JwtField::Algorithms,
+                    format!(
+                        "{}: {alg:?} is allowed but has no key: set {} to {family} public key, or {}",
+                        name(JwtField::Algorithms),
+                        name(JwtField::PublicKeyPems),
+                        name(JwtField::JwksUrl)
+                    ),
                 );
             }
         }
 
+        Checked {
+            allowed,
+            static_keys,
+            problems,
+            warnings,
+        }
+    }
+}
+
+impl Verifier {
+    /// Validates `cfg` (every problem of [`JwtConfig::validate`], joined
+    /// into one [`JwtError::Config`]) and prepares keys. A failed JWKS
+    /// prefetch is only logged.
+    pub async fn new(cfg: JwtConfig) -> Result<Verifier, JwtError> {
+        let Checked {
+            allowed,
+            static_keys,
+            problems,
+            warnings,
+        } = cfg.check(&JwtField::config_name);
+        if !problems.is_empty() {
+            let all: Vec<String> = problems.into_iter().map(|p| p.message).collect();
+            return Err(JwtError::Config(all.join("; ")));
+        }
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
         let jwks = match &cfg.jwks_url {
             None => None,
-            Some(url) => {
-                let parsed = reqwest::Url::parse(url)
-                    .map_err(|e| JwtError::Config(format!("jwks_url is not a valid URL: {e}")))?;
-                if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(JwtError::Config("jwks_url must be http or https".into()));
-                }
-                Some(Arc::new(JwksSource::new(
-                    url.clone(),
-                    cfg.jwks_min_refetch,
-                )?))
-            }
+            Some(url) => Some(Arc::new(JwksSource::new(
+                url.clone(),
+                cfg.jwks_min_refetch,
+            )?)),
         };
-
-        for alg in &allowed {
-            let has_static = static_keys.iter().any(|k| k.accepts(*alg));
-            // JWKS never supplies shared secrets, so HS256 needs hs_secret.
-            let has_jwks = jwks.is_some() && *alg != Algorithm::HS256;
-            if !has_static && !has_jwks {
-                let need = if *alg == Algorithm::HS256 {
-                    "hs_secret".to_string()
-                } else {
-                    format!("a {alg:?} public key PEM or jwks_url")
-                };
-                return Err(JwtError::Config(format!(
-                    "algorithm {alg:?} is allowed but has no key: set {need}"
-                )));
-            }
-        }
 
         let validations = allowed
             .iter()

@@ -592,6 +592,58 @@ async fn jwt_config_validation() {
     .await;
 }
 
+/// `validate` reports every problem at once, each under its field, without
+/// building a verifier or fetching anything; `Verifier::new` refuses the
+/// same configuration with all of them.
+#[tokio::test]
+async fn jwt_config_validate_reports_every_problem() {
+    let cfg = JwtConfig {
+        algorithms: vec![Algorithm::HS256, Algorithm::ES256],
+        public_key_pems: vec![b"garbage".to_vec()],
+        jwks_url: Some("ftp://auth.example/jwks.json".into()),
+        leeway_secs: MAX_LEEWAY_SECS + 1,
+        issuer: Some(String::new()),
+        ..JwtConfig::default()
+    };
+    let problems = cfg.validate().expect_err("invalid");
+    let fields: Vec<JwtField> = problems.iter().map(|p| p.field).collect();
+    assert_eq!(
+        fields,
+        [
+            JwtField::LeewaySecs,
+            JwtField::Issuer,
+            JwtField::PublicKeyPem(0),
+            JwtField::JwksUrl,
+            JwtField::HsSecret,
+        ],
+        "{problems:?}"
+    );
+    for p in &problems {
+        assert!(
+            p.message.starts_with(&p.field.config_name()),
+            "named by its field: {p:?}"
+        );
+    }
+    let named = cfg
+        .validate_named(&|f| format!("<{}>", f.config_name()))
+        .expect_err("invalid");
+    assert!(named[0].message.starts_with("<leeway_secs>: "), "{named:?}");
+    let msg = config_error(cfg).await;
+    for p in &problems {
+        assert!(msg.contains(&p.message), "{msg}");
+    }
+
+    assert_eq!(hs_config().validate(), Ok(()));
+    assert_eq!(all_pem_config().validate(), Ok(()));
+    // A JWKS URL is a key source for the asymmetric algorithms, unfetched.
+    let jwks_only = JwtConfig {
+        algorithms: vec![Algorithm::RS256, Algorithm::EdDSA],
+        jwks_url: Some("https://auth.example/jwks.json".into()),
+        ..JwtConfig::default()
+    };
+    assert_eq!(jwks_only.validate(), Ok(()));
+}
+
 #[test]
 fn jwt_debug_and_errors_hide_secrets() {
     let cfg = hs_config();

@@ -72,20 +72,28 @@ pub struct Range {
     pub epoch: String,
     pub last: u64,
     pub messages: Vec<Message>,
+    /// Stream entries read, malformed ones (skipped from `messages`)
+    /// included: a read that asked for `max` is a full page when this is
+    /// `max`, however few `messages` it has.
+    pub read: u64,
+    /// The offsets of the first and last stream entries read, malformed or
+    /// not (`read_to` is where the next read continues). `None` when
+    /// nothing was read.
+    pub read_from: Option<u64>,
+    pub read_to: Option<u64>,
 }
 
 /// The messages of a range reply. An entry that does not parse (written by
 /// hand, or by something else) is skipped and logged, so one bad entry
 /// cannot block a room.
-fn messages(room: &str, epoch: &str, es: &redis::Value) -> Result<Vec<Message>, ReplyError> {
-    Ok(entry::entries(es)?
-        .iter()
+fn messages(room: &str, epoch: &str, es: &[entry::Entry]) -> Vec<Message> {
+    es.iter()
         .filter_map(|e| {
             room_message(room, epoch, e)
                 .map_err(|err| tracing::warn!(room, id = %e.id, error = %err, "skipping malformed room entry"))
                 .ok()
         })
-        .collect())
+        .collect()
 }
 
 /// A fresh epoch: random, so a recreated room never reuses an old one.
@@ -278,11 +286,17 @@ impl Scripts {
             return Err(ReplyError(format!("range returned {reply:?}")).into());
         };
         let epoch = entry::string(e)?;
-        let messages = messages(room, &epoch, es)?;
+        let entries = entry::entries(es)?;
+        let offset = |e: &entry::Entry| entry::parse_room_id(&e.id).map(|(offset, _)| offset);
+        let read_from = entries.first().and_then(offset);
+        let read_to = entries.last().and_then(offset);
         Ok(Range {
+            messages: messages(room, &epoch, &entries),
             epoch,
             last: entry::int(last)? as u64,
-            messages,
+            read: entries.len() as u64,
+            read_from,
+            read_to,
         })
     }
 
@@ -312,7 +326,7 @@ impl Scripts {
             return Err(ReplyError(format!("history returned {reply:?}")).into());
         };
         let epoch = entry::string(e)?;
-        let mut messages = messages(room, &epoch, es)?;
+        let mut messages = messages(room, &epoch, &entry::entries(es)?);
         messages.reverse();
         Ok((epoch, messages))
     }
