@@ -86,6 +86,12 @@ test('a page reloaded after its room was trimmed shows "reloaded" and the histor
   for (let i = 1; i <= 3; i++) await say(page, `early ${i}`);
   await until('three shown', async () => (await shown(page)).length === 3);
 
+  // A reload while nothing was missed recovers, and still shows what came before.
+  await page.reload();
+  await until('the page says recovered', async () => (await stateOf(page)) === 'recovered');
+  await until('the earlier page shown', async () => (await shown(page)).length === 3);
+  assert.deepEqual((await shown(page)).map((m) => m.text), ['early 1', 'early 2', 'early 3']);
+
   // Away while the room moves on far past what it keeps (maxlen 5).
   await page.goto('about:blank');
   for (let i = 1; i <= 300; i++) await stack.api('POST', '/v1/rooms/trim:room/messages', { text: `later ${i}`, user: 'dave', kind: 'user' });
