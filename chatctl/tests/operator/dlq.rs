@@ -35,8 +35,8 @@ async fn xlen(stack: &Stack, key: &str) -> u64 {
     r.xlen(key).await.expect("XLEN")
 }
 
-/// Entries of `stream` as field lists.
-async fn entries(stack: &Stack, stream: &str) -> Vec<Vec<(String, String)>> {
+/// Entries of `stream`.
+async fn stream_entries(stack: &Stack, stream: &str) -> Vec<chat_core::entry::Entry> {
     let mut r = stack.redis().await;
     let v: redis::Value = redis::cmd("XRANGE")
         .arg(stream)
@@ -45,8 +45,13 @@ async fn entries(stack: &Stack, stream: &str) -> Vec<Vec<(String, String)>> {
         .query_async(&mut r)
         .await
         .expect("XRANGE");
-    chat_core::entry::entries(&v)
-        .expect("entries")
+    chat_core::entry::entries(&v).expect("entries")
+}
+
+/// Entries of `stream` as field lists.
+async fn entries(stack: &Stack, stream: &str) -> Vec<Vec<(String, String)>> {
+    stream_entries(stack, stream)
+        .await
         .into_iter()
         .map(|e| e.fields)
         .collect()
@@ -382,20 +387,11 @@ async fn entries_that_are_not_dead_letters_are_skipped_and_left_in_place() {
         "max_deliveries",
     );
     let _: () = pipe.query_async(&mut r).await.expect("write");
-    let all: Vec<String> = {
-        let v: redis::Value = redis::cmd("XRANGE")
-            .arg(&dlq)
-            .arg("-")
-            .arg("+")
-            .query_async(&mut r)
-            .await
-            .expect("XRANGE");
-        chat_core::entry::entries(&v)
-            .expect("entries")
-            .into_iter()
-            .map(|e| e.id)
-            .collect()
-    };
+    let all: Vec<String> = stream_entries(&stack, &dlq)
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
     let junk: Vec<&String> = all[1..202].iter().collect();
     let cli = Cli::for_stack(&stack);
 

@@ -86,13 +86,19 @@ async function proxyTo(port) {
   return px;
 }
 
-test('a send whose ack was lost is resent with the same client_id and stored once', async (t) => {
-  const stack = await Stack.start({ nodes: 1 });
+/** A one-node stack (with `env`), a proxy in front of it, a client through it. */
+async function behindProxy(t, clientOpts, env) {
+  const stack = await Stack.start({ nodes: 1, env });
   t.after(() => stack.stop());
   const px = await proxyTo(stack.nodes[0].port);
   t.after(() => px.close());
-  const a = client({ url: px.url, token: () => stack.token('alice') });
+  const a = client({ url: px.url, ...clientOpts(stack) });
   t.after(() => a.close());
+  return { stack, px, a };
+}
+
+test('a send whose ack was lost is resent with the same client_id and stored once', async (t) => {
+  const { stack, px, a } = await behindProxy(t, (stack) => ({ token: () => stack.token('alice') }));
   a.connect();
   await a.join('room-retry');
   await a.send('room-retry', 'before');
@@ -195,12 +201,7 @@ test('close() while a socket is still connecting ends quietly', async (t) => {
 });
 
 test('a reconnect that cannot recover reloads exactly the page before the live messages', async (t) => {
-  const stack = await Stack.start({ nodes: 1 });
-  t.after(() => stack.stop());
-  const px = await proxyTo(stack.nodes[0].port);
-  t.after(() => px.close());
-  const a = client({ url: px.url, token: () => stack.token('alice') });
-  t.after(() => a.close());
+  const { stack, px, a } = await behindProxy(t, (stack) => ({ token: () => stack.token('alice') }));
   const reloads = [];
   a.on('reload', (r) => reloads.push({ ...r, seenBefore: a.seen.length }));
   a.connect();
@@ -257,12 +258,7 @@ test('a send queued before connect goes once; leave then join again keeps the ro
 });
 
 test('a fixed token refreshed by the app is the one used after a reconnect', async (t) => {
-  const stack = await Stack.start({ nodes: 1, env: { CHAT_EXPIRING_NOTICE: '3s' } });
-  t.after(() => stack.stop());
-  const px = await proxyTo(stack.nodes[0].port);
-  t.after(() => px.close());
-  const a = client({ url: px.url, token: stack.token('alice', 4) });
-  t.after(() => a.close());
+  const { stack, px, a } = await behindProxy(t, (stack) => ({ token: stack.token('alice', 4) }), { CHAT_EXPIRING_NOTICE: '3s' });
   const asked = new Promise((r) => a.on('error', (e) => { if (/refresh/.test(e.message)) r(); }));
   a.connect();
   await a.join('room-fixed');
