@@ -387,6 +387,71 @@ impl Stack {
             .expect("redis connection")
     }
 
+    /// Whether `key` exists in the chat data's Redis.
+    pub async fn exists(&self, key: &str) -> bool {
+        let mut r = self.redis().await;
+        redis::AsyncCommands::exists(&mut r, key)
+            .await
+            .expect("EXISTS")
+    }
+
+    /// Removes a room's meta and stream, as when it expires: its next
+    /// message starts a new epoch.
+    pub async fn expire_room(&self, room: &str) {
+        let mut r = self.redis().await;
+        let k = self.keys();
+        let _: () = redis::cmd("DEL")
+            .arg(k.room_meta(room))
+            .arg(k.room_stream(room))
+            .query_async(&mut r)
+            .await
+            .expect("DEL");
+    }
+
+    /// Reads everything new on every shard as fanout consumer `victim`,
+    /// acking nothing: what a worker leaves behind when it dies right after
+    /// `XREADGROUP`. Returns the entries read.
+    pub async fn read_as_crashed_consumer(&self) -> usize {
+        let mut r = self.redis().await;
+        let opts = redis::streams::StreamReadOptions::default()
+            .group("fanout", "victim")
+            .count(10_000);
+        let mut n = 0;
+        // One stream per read: shards live in different slots of a cluster.
+        for s in self.keys().all_shard_streams() {
+            // No worker ran yet: the group is created from the start of each stream.
+            let _: redis::RedisResult<()> =
+                redis::AsyncCommands::xgroup_create_mkstream(&mut r, &s, "fanout", "0").await;
+            let reply: redis::streams::StreamReadReply =
+                redis::AsyncCommands::xread_options(&mut r, &[&s], &[">"], &opts)
+                    .await
+                    .expect("xreadgroup");
+            n += reply.keys.iter().map(|k| k.ids.len()).sum::<usize>();
+        }
+        n
+    }
+
+    /// Waits until the archive holds exactly `n` messages of `room`.
+    pub async fn wait_archived(&self, room: &str, n: u64) {
+        let coll = self.archived().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let got = coll
+                .count_documents(mongodb::bson::doc! {"room": room})
+                .await
+                .expect("count");
+            if got >= n {
+                assert_eq!(got, n, "archived more than sent");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{got} of {n} archived"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn http(&self, node: usize) -> String {
         format!("http://{}", self.nodes[node].addr)
     }

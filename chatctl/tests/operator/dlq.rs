@@ -10,26 +10,6 @@ use redis::AsyncCommands;
 use serde_json::Value;
 use std::time::Duration;
 
-/// Reads everything new on every shard as consumer `victim`, acking nothing:
-/// what a worker leaves behind when it dies right after `XREADGROUP`.
-async fn read_as_crashed_consumer(stack: &Stack) -> usize {
-    let mut r = stack.redis().await;
-    let opts = redis::streams::StreamReadOptions::default()
-        .group("fanout", "victim")
-        .count(100);
-    let mut n = 0;
-    // One stream per read: shards live in different slots of a cluster.
-    for s in stack.keys().all_shard_streams() {
-        let _: redis::RedisResult<()> = r.xgroup_create_mkstream(&s, "fanout", "0").await;
-        let reply: redis::streams::StreamReadReply = r
-            .xread_options(&[&s], &[">"], &opts)
-            .await
-            .expect("xreadgroup");
-        n += reply.keys.iter().map(|k| k.ids.len()).sum::<usize>();
-    }
-    n
-}
-
 async fn xlen(stack: &Stack, key: &str) -> u64 {
     let mut r = stack.redis().await;
     r.xlen(key).await.expect("XLEN")
@@ -71,7 +51,7 @@ async fn a_dead_letter_is_listed_replayed_once_and_fanned_out() {
     let mut reader = stack.connect(0, "reader").await;
     reader.join("poison").await;
     let ack = stack.say("poison", "ann", "first").await;
-    assert_eq!(read_as_crashed_consumer(&stack).await, 1);
+    assert_eq!(stack.read_as_crashed_consumer().await, 1);
     // The worker takes the entry over, finds it delivered too often, and
     // dead-letters it instead of publishing it.
     stack.add_worker().await;

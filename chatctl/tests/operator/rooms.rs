@@ -40,14 +40,7 @@ async fn tail_prints_new_messages_until_sigterm() {
     assert_eq!(fields[2][1], humantime_rfc3339(ts), "{lines:?}");
     // The room leaves Redis and comes back (a new epoch, offsets from 1):
     // the tail follows the new stream.
-    let mut r = stack.redis().await;
-    let k = stack.keys();
-    let _: () = redis::cmd("DEL")
-        .arg(k.room_meta("lobby"))
-        .arg(k.room_stream("lobby"))
-        .query_async(&mut r)
-        .await
-        .expect("del");
+    stack.expire_room("lobby").await;
     let reborn = stack.say("lobby", "dee", "reborn").await;
     let notice = tail.stderr_until("new epoch").await;
     assert!(
@@ -268,16 +261,9 @@ async fn history_continues_into_the_archive_across_epochs() {
     let stack = Stack::builder().archive().start().await;
     let room = "deep:2";
     let old = stack.publish(room, 30).await;
-    wait_archived(&stack, room, 30).await;
+    stack.wait_archived(room, 30).await;
     // The room leaves Redis (as when it expires) and returns with a new epoch.
-    let mut r = stack.redis().await;
-    let k = stack.keys();
-    let _: () = redis::cmd("DEL")
-        .arg(k.room_meta(room))
-        .arg(k.room_stream(room))
-        .query_async(&mut r)
-        .await
-        .expect("del");
+    stack.expire_room(room).await;
     let new = stack.publish(room, 5).await;
     assert_ne!(old["epoch"], new["epoch"]);
     let cli = Cli::for_stack(&stack);
@@ -312,19 +298,4 @@ async fn history_continues_into_the_archive_across_epochs() {
         .collect();
     let want: Vec<u64> = (1..=30).chain(1..=5).collect();
     assert_eq!(offsets, want, "{text}");
-}
-
-async fn wait_archived(stack: &Stack, room: &str, n: u64) {
-    let coll = stack.archived().await;
-    e2e::wait_until(std::time::Duration::from_secs(60), "archived", || {
-        let coll = coll.clone();
-        async move {
-            let got = coll
-                .count_documents(mongodb::bson::doc! {"room": room})
-                .await
-                .ok()?;
-            (got >= n).then_some(())
-        }
-    })
-    .await;
 }

@@ -57,14 +57,9 @@ async fn sessions_revoke_closes_the_sessions_sockets_4003_on_every_node() {
         "pong",
         "another session is untouched"
     );
-    let mut r = stack.redis().await;
     let k = stack.keys();
-    let gone: bool = redis::AsyncCommands::exists(&mut r, k.session("s-gone"))
-        .await
-        .expect("EXISTS");
-    let other: bool = redis::AsyncCommands::exists(&mut r, k.session("s-kept"))
-        .await
-        .expect("EXISTS");
+    let gone = stack.exists(&k.session("s-gone")).await;
+    let other = stack.exists(&k.session("s-kept")).await;
     assert!(!gone && other);
 
     // Again: nothing left to delete, and it says so.

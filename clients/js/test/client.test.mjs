@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
+import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 import { ChatClient, ChatError } from '../chat.js';
 import { Stack, until, sleep, freePort } from './stack.mjs';
@@ -229,6 +230,11 @@ test('a reconnect that cannot recover reloads exactly the page before the live m
 test('a send queued before connect goes once; leave then join again keeps the room', async (t) => {
   const stack = await Stack.start({ nodes: 1 });
   t.after(() => stack.stop());
+  // The module the nodes serve is this one, importable from other origins.
+  const js = await fetch(`${stack.nodes[0].http}/client.js`);
+  assert.match(js.headers.get('content-type'), /^text\/javascript/);
+  assert.equal(js.headers.get('access-control-allow-origin'), '*');
+  assert.equal(await js.text(), readFileSync(new URL('../chat.js', import.meta.url), 'utf8'));
   const a = client({ url: stack.nodes[0].ws, token: stack.token('alice') });
   t.after(() => a.close());
   const joining = a.join('room-q');

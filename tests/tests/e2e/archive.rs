@@ -9,23 +9,6 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-async fn wait_archived(stack: &Stack, room: &str, n: u64) {
-    let coll = stack.archived().await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let got = coll
-            .count_documents(doc! {"room": room})
-            .await
-            .expect("count");
-        if got >= n {
-            assert_eq!(got, n, "archived more than sent");
-            return;
-        }
-        assert!(Instant::now() < deadline, "{got} of {n} archived");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Scrolls back from the newest message with `history` frames until `next`
 /// is null; returns (epoch, offset) of every message, newest first.
 async fn scroll(c: &mut e2e::Client, room: &str) -> Vec<(String, u64)> {
@@ -82,7 +65,7 @@ async fn scrolling_back_reaches_every_archived_message_across_an_epoch_change() 
         .await;
     let room = "deep:1";
     stack.publish_many(room, 5000, 16).await;
-    wait_archived(&stack, room, 5000).await;
+    stack.wait_archived(room, 5000).await;
     let mut r = stack.redis().await;
     let k = stack.keys();
     let kept: u64 = redis::cmd("XLEN")
@@ -104,14 +87,9 @@ async fn scrolling_back_reaches_every_archived_message_across_an_epoch_change() 
     assert!(first.iter().all(|(e, _)| *e == old_epoch));
 
     // The room expires from Redis and comes back with a new epoch.
-    let _: () = redis::cmd("DEL")
-        .arg(k.room_meta(room))
-        .arg(k.room_stream(room))
-        .query_async(&mut r)
-        .await
-        .expect("del");
+    stack.expire_room(room).await;
     stack.publish_many(room, 300, 16).await;
-    wait_archived(&stack, room, 5300).await;
+    stack.wait_archived(room, 5300).await;
     let all = scroll(&mut c, room).await;
     assert_eq!(all.len(), 5300, "both epochs");
     let new_epoch = all[0].0.clone();
@@ -267,8 +245,8 @@ async fn deleting_a_room_removes_every_trace_and_the_export_is_the_archive() {
             assert_eq!(m["text"], format!("m{i}"));
         }
     }
-    wait_archived(&stack, room, 30).await;
-    wait_archived(&stack, "kept", 5).await;
+    stack.wait_archived(room, 30).await;
+    stack.wait_archived("kept", 5).await;
 
     // The export is exactly the archived room, oldest first.
     let (status, lines) = export(&stack, room).await;

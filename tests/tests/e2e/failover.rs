@@ -10,30 +10,6 @@ fn offsets(msgs: &[Value]) -> Vec<u64> {
     msgs.iter().filter_map(|m| m["offset"].as_u64()).collect()
 }
 
-/// Reads everything new on every shard as consumer `victim`, acking nothing:
-/// what a worker leaves behind when it dies right after `XREADGROUP`.
-async fn read_as_crashed_consumer(stack: &Stack) -> usize {
-    let mut r = stack.redis().await;
-    let streams = stack.keys().all_shard_streams();
-    for s in &streams {
-        // No worker ran yet: the group is created from the start of each stream.
-        let _: redis::RedisResult<()> = r.xgroup_create_mkstream(s, "fanout", "0").await;
-    }
-    let opts = redis::streams::StreamReadOptions::default()
-        .group("fanout", "victim")
-        .count(10_000);
-    let mut n = 0;
-    // One stream per read: shards live in different slots of a cluster.
-    for s in &streams {
-        let reply: redis::streams::StreamReadReply = r
-            .xread_options(&[s], &[">"], &opts)
-            .await
-            .expect("xreadgroup");
-        n += reply.keys.iter().map(|k| k.ids.len()).sum::<usize>();
-    }
-    n
-}
-
 async fn pending(stack: &Stack) -> u64 {
     let mut r = stack.redis().await;
     let mut total = 0;
@@ -90,7 +66,7 @@ async fn a_crashed_consumers_pending_entries_are_taken_over() {
             .await
             .expect("publish");
     }
-    assert_eq!(read_as_crashed_consumer(&stack).await, 30);
+    assert_eq!(stack.read_as_crashed_consumer().await, 30);
     assert_eq!(pending(&stack).await, 30);
     // A live worker starts: nothing new to read, but the victim's entries
     // go idle and are claimed, published and acknowledged.
@@ -127,7 +103,7 @@ async fn over_delivered_and_malformed_entries_go_to_the_dead_letter_stream() {
         }
     };
     publish("first").await;
-    assert_eq!(read_as_crashed_consumer(&stack).await, 1);
+    assert_eq!(stack.read_as_crashed_consumer().await, 1);
     let mut r = stack.redis().await;
     let shard = stack.keys().shard_stream(0);
     let _: String = r
