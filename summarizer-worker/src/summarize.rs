@@ -34,7 +34,9 @@ pub async fn load(
     let mut after = 0;
     loop {
         let r = scripts.range(conn, keys, room, after, 1000).await?;
-        let Some(last) = r.messages.last().map(|m| m.offset) else {
+        // Paged by entries read: a page of entries that did not parse
+        // (skipped with a warning) is not the end of the room.
+        let Some(read_to) = r.read_to else {
             break;
         };
         out.extend(r.messages.into_iter().filter(|m| {
@@ -42,10 +44,10 @@ pub async fn load(
                 && since.is_none_or(|s| m.ts >= s)
                 && until.is_none_or(|u| m.ts <= u)
         }));
-        if last >= r.last {
+        if read_to >= r.last || read_to <= after {
             break;
         }
-        after = last;
+        after = read_to;
     }
     Ok(out)
 }

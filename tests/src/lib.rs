@@ -408,6 +408,46 @@ impl Stack {
             .expect("DEL");
     }
 
+    /// Writes entries `offsets` straight into a room's stream, as something
+    /// other than the append script would: those `malformed` says are junk
+    /// (no message fields), the others messages from `pub` with text
+    /// `m<offset>`. The room's last offset becomes the range's end, so the
+    /// next message sent follows them; nothing is published live.
+    pub async fn write_room_entries(
+        &self,
+        room: &str,
+        offsets: std::ops::RangeInclusive<u64>,
+        malformed: impl Fn(u64) -> bool,
+    ) {
+        let k = self.keys();
+        let stream = k.room_stream(room);
+        let ts = now() * 1000;
+        let mut pipe = redis::pipe();
+        for o in offsets.clone() {
+            let add = pipe.cmd("XADD").arg(&stream).arg(format!("{o}-{ts}"));
+            if malformed(o) {
+                add.arg("junk").arg("1").ignore();
+            } else {
+                add.arg("u")
+                    .arg("pub")
+                    .arg("t")
+                    .arg(format!("m{o}"))
+                    .arg("c")
+                    .arg(format!("c{o}"))
+                    .arg("k")
+                    .arg("user")
+                    .ignore();
+            }
+        }
+        pipe.cmd("HSET")
+            .arg(k.room_meta(room))
+            .arg("offset")
+            .arg(*offsets.end())
+            .ignore();
+        let mut r = self.redis().await;
+        let _: () = pipe.query_async(&mut r).await.expect("write entries");
+    }
+
     /// Reads everything new on every shard as fanout consumer `victim`,
     /// acking nothing: what a worker leaves behind when it dies right after
     /// `XREADGROUP`. Returns the entries read.

@@ -110,33 +110,9 @@ async fn tail_reads_past_malformed_entries_in_a_full_page() {
     stack.publish(room, 1).await;
     // Offset 2 is malformed, 3..=599 are good, 600..=1100 (more than a
     // page of 500) malformed, 1101..=1105 good.
-    let k = stack.keys();
-    let stream = k.room_stream(room);
-    let mut pipe = redis::pipe();
-    let ts = e2e::now() * 1000;
-    for o in 2..=1105u64 {
-        let add = pipe.cmd("XADD").arg(&stream).arg(format!("{o}-{ts}"));
-        if o == 2 || (600..=1100).contains(&o) {
-            add.arg("junk").arg("1").ignore();
-        } else {
-            add.arg("u")
-                .arg("pub")
-                .arg("t")
-                .arg(format!("m{o}"))
-                .arg("c")
-                .arg(format!("c{o}"))
-                .arg("k")
-                .arg("user")
-                .ignore();
-        }
-    }
-    pipe.cmd("HSET")
-        .arg(k.room_meta(room))
-        .arg("offset")
-        .arg(1105)
-        .ignore();
-    let mut r = stack.redis().await;
-    let _: () = pipe.query_async(&mut r).await.expect("write entries");
+    stack
+        .write_room_entries(room, 2..=1105, |o| o == 2 || (600..=1100).contains(&o))
+        .await;
 
     let mut cli = Cli::for_stack(&stack);
     // A warning per malformed entry would fill the stderr pipe this test

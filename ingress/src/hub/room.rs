@@ -357,12 +357,18 @@ impl RoomHub {
                 return false;
             }
             let before = self.last;
+            let Some(from) = r.read_from else {
+                // Nothing after `last` any more: trimmed meanwhile.
+                self.lost_range(upto);
+                break;
+            };
+            if from > self.last + 1 {
+                self.lost_range((from - 1).min(upto));
+            }
             for m in r.messages.iter().filter(|m| m.offset <= upto) {
-                if m.offset > self.last + 1 {
-                    self.lost_range(m.offset - 1);
-                }
                 self.deliver_message(m);
             }
+            self.pass_over(r.read_to.unwrap_or(from).min(upto));
             if self.last == before {
                 self.lost_range(upto);
             }
@@ -398,20 +404,31 @@ impl RoomHub {
                 self.switch_epoch(r.epoch.clone());
                 continue;
             }
-            if r.messages.is_empty() {
+            let Some(from) = r.read_from else {
                 break;
+            };
+            if from > self.last + 1 {
+                self.lost_range(from - 1);
             }
-            if r.messages[0].offset > self.last + 1 {
-                self.lost_range(r.messages[0].offset - 1);
-            }
+            let before = self.last;
             for m in &r.messages {
                 self.deliver_message(m);
             }
-            if self.last >= r.last {
+            self.pass_over(r.read_to.unwrap_or(from));
+            if self.last >= r.last || self.last == before {
                 break;
             }
         }
         self.resync_pending = false;
+    }
+
+    /// Entries up to `upto` were read but did not parse (each skipped with a
+    /// warning): they are passed over, neither delivered nor taken for a
+    /// trimmed range, so one bad entry neither stalls the room nor closes
+    /// its sockets. Entries are only ever trimmed from the head of a stream,
+    /// so a gap inside what one read returned can only be such an entry.
+    fn pass_over(&mut self, upto: u64) {
+        self.last = self.last.max(upto);
     }
 
     /// Messages up to `upto` were trimmed before this node could deliver

@@ -204,3 +204,93 @@ async fn leaving_and_rejoining_with_since_under_traffic_never_skips_or_repeats()
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     publisher.await.expect("publisher");
 }
+
+/// Entries in a room stream that do not parse (written by something other
+/// than the append script) are passed over everywhere a room is read in
+/// pages: the live path's heal, the hub's resync, recovery with `since` and
+/// the summarizer. More than a page of them in a row is not the end of the
+/// room, and nobody is closed for them.
+#[tokio::test]
+async fn entries_that_do_not_parse_are_passed_over_not_taken_for_the_end() {
+    let stack = Stack::builder().start().await;
+    let room = "bad:pages";
+    let mut alice = stack.connect(0, "alice").await;
+    let epoch = alice.join(room).await["epoch"].clone();
+    stack.publish(room, 1).await;
+    assert_eq!(alice.messages(1).await[0]["offset"], 1);
+
+    // Heal: 2..=1200 are junk (more than a heal page of 1,000), 1201..=1205
+    // good but never published; the next live message (1206) shows the gap.
+    stack
+        .write_room_entries(room, 2..=1205, |o| o <= 1200)
+        .await;
+    stack.publish(room, 1).await;
+    let got: Vec<u64> = alice
+        .messages(6)
+        .await
+        .iter()
+        .filter_map(|m| m["offset"].as_u64())
+        .collect();
+    assert_eq!(
+        got,
+        (1201..=1206).collect::<Vec<_>>(),
+        "heal passes over them"
+    );
+
+    // Resync: another run of junk, then 2301..=2303 unpublished. A message
+    // of another epoch on the room's channel makes the hub re-read Redis.
+    stack
+        .write_room_entries(room, 1207..=2303, |o| o <= 2300)
+        .await;
+    let mut r = stack.redis().await;
+    r.publish_room_now(
+        &stack.keys().room_channel(room),
+        "m99999 0000000000000000 0\n{}",
+    )
+    .await
+    .expect("publish");
+    let got: Vec<u64> = alice
+        .messages(3)
+        .await
+        .iter()
+        .filter_map(|m| m["offset"].as_u64())
+        .collect();
+    assert_eq!(got, vec![2301, 2302, 2303], "resync passes over them");
+    stack.publish(room, 1).await;
+    assert_eq!(alice.messages(1).await[0]["offset"], 2304);
+
+    // Recovery from offset 1 streams every good message, then live ones.
+    let mut bob = stack.connect(0, "bob").await;
+    let joined = join_since(&mut bob, room, &epoch, 1).await;
+    assert_eq!(joined["recovered"], true, "{joined}");
+    let want: Vec<u64> = (1201..=1206).chain(2301..=2304).collect();
+    let got: Vec<u64> = bob
+        .messages(want.len())
+        .await
+        .iter()
+        .filter_map(|m| m["offset"].as_u64())
+        .collect();
+    assert_eq!(got, want, "recovery passes over them");
+    stack.publish(room, 1).await;
+    assert_eq!(bob.messages(1).await[0]["offset"], 2305);
+    assert_eq!(alice.messages(1).await[0]["offset"], 2305);
+
+    // The summarizer reads the whole room.
+    let mut conn = stack.redis().await;
+    let all = summarizer_worker::summarize::load(
+        &chat_core::scripts::Scripts::default(),
+        &mut conn,
+        &stack.keys(),
+        room,
+        None,
+        None,
+    )
+    .await
+    .expect("load");
+    let got: Vec<u64> = all.iter().map(|m| m.offset).collect();
+    let want: Vec<u64> = std::iter::once(1)
+        .chain(1201..=1206)
+        .chain(2301..=2305)
+        .collect();
+    assert_eq!(got, want, "the summarizer passes over them");
+}
