@@ -95,12 +95,15 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>) {
     let writer = tokio::spawn(super::writer::run(state.clone(), sink, rx, closer.clone()));
     let id = state.next_socket.fetch_add(1, Ordering::Relaxed);
 
+    // The handlers' futures are boxed while they run: inline, the largest
+    // of them would sit in this task's state for the socket's whole life
+    // (memory per idle connection is a target, docs/benchmarks.md (d)).
     let authed = match header_token {
-        Some(token) => authenticate(&state, &token)
+        Some(token) => Box::pin(authenticate(&state, &token))
             .await
             .map(|a| (a, None))
             .map_err(|e| (e, None)),
-        None => first_frame_auth(&state, &mut stream, &closer).await,
+        None => Box::pin(first_frame_auth(&state, &mut stream, &closer)).await,
     };
     let (authed, auth_ref): (Authed, Option<Value>) = match authed {
         Ok(a) => a,
@@ -152,7 +155,7 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>) {
     for (room, joined) in std::mem::take(&mut conn.joined) {
         joined.active.store(false, Ordering::Release);
         state.hubs.leave(&room, id);
-        state.presence.left(&room, &user).await;
+        Box::pin(state.presence.left(&room, &user)).await;
     }
     state.sockets.remove(id);
     metrics::gauge!("chat_connections").decrement(1.0);
@@ -248,7 +251,7 @@ async fn reader_loop(conn: &mut Conn, stream: &mut SplitStream<WebSocket>) {
             }
             _ = &mut removed_wait => {
                 removed_wait.set(removed.notified());
-                conn.drop_removed_rooms().await;
+                Box::pin(conn.drop_removed_rooms()).await;
             }
             _ = liveness.tick() => {
                 if last_seen.elapsed() > limits.ping_interval * 2 {
@@ -293,7 +296,7 @@ async fn reader_loop(conn: &mut Conn, stream: &mut SplitStream<WebSocket>) {
                         }
                         let (reference, frame) = ClientFrame::parse(&t, frame_limits);
                         match frame {
-                            Ok(f) => frames::handle(conn, f, reference).await,
+                            Ok(f) => Box::pin(frames::handle(conn, f, reference)).await,
                             Err(e) => conn.error(e.code, &e.message, e.reference.as_ref()),
                         }
                     }

@@ -60,7 +60,9 @@ pub async fn upgrade(
     let tracker = state.tracker.clone();
     ws.max_message_size(max)
         .max_frame_size(max)
-        .read_buffer_size(4096)
+        // Client frames are small; a larger frame takes a few more reads.
+        // The buffer is allocated (and zeroed) for every socket, idle or not.
+        .read_buffer_size(1024)
         .write_buffer_size(4096)
         .on_upgrade(move |socket| async move {
             // Tracked, not detached: the drain waits for every socket's last write.

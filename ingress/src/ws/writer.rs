@@ -143,7 +143,9 @@ async fn write_one(state: &Shared, sink: &mut Sink, out: Out) -> Result<(), Writ
             .feed(Message::Text(t))
             .await
             .map_err(|_| WriteError::Socket),
-        Out::Replay(r) => replay(state, sink, &r).await,
+        // Boxed while it runs: rare, and inline it would sit in every
+        // writer task's state for the socket's whole life.
+        Out::Replay(r) => Box::pin(replay(state, sink, &r)).await,
     }
 }
 
