@@ -77,7 +77,10 @@ verdict() {
     process.stdout.write(why.join(", "));' "$1" "$P99_LIMIT_MS"
 }
 
-run_ours() {
+# Each shape gets a fresh stack and an empty Redis: state left by one shape
+# (the last shape's users, now offline members of the same room names) would
+# add push work the next shape does not ask for and the peer never does.
+start_ours() {
   RPORT=$(free_port); P1=$(free_port); P2=$(free_port)
   redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" --logfile "$WORK/redis.log" &
   RPID=$!; PIDS+=("$RPID")
@@ -90,8 +93,22 @@ run_ours() {
   target/release/fanout-worker > "$WORK/f1.log" 2>&1 & F1=$!; PIDS+=("$F1")
   target/release/fanout-worker > "$WORK/f2.log" 2>&1 & F2=$!; PIDS+=("$F2")
   for p in $P1 $P2; do until curl -sf "http://127.0.0.1:$p/readyz" >/dev/null; do sleep 0.1; done; done
-  local urls="http://127.0.0.1:$P1,http://127.0.0.1:$P2"
-  local pids="ingress1=$I1,ingress2=$I2,fanout1=$F1,fanout2=$F2,redis=$RPID"
+  urls="http://127.0.0.1:$P1,http://127.0.0.1:$P2"
+  pids="ingress1=$I1,ingress2=$I2,fanout1=$F1,fanout2=$F2,redis=$RPID"
+}
+
+stop_ours() {
+  for p in $I1 $I2 $F1 $F2 $RPID; do kill "$p" 2>/dev/null || true; done
+  for p in $I1 $I2 $F1 $F2 $RPID; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
+  # Forget them, so the exit trap never signals a reused PID.
+  local keep=() p
+  for p in "${PIDS[@]}"; do
+    case " $I1 $I2 $F1 $F2 $RPID " in *" $p "*) ;; *) keep+=("$p") ;; esac
+  done
+  PIDS=("${keep[@]}")
+}
+
+run_ours() {
   # one LABEL ROOMS MEMBERS RATE DURATION [DRAIN]
   one() {
     redis-cli -p "$RPORT" config resetstat >/dev/null
@@ -106,6 +123,7 @@ run_ours() {
   }
   local best=""
   for s in $SHAPES; do
+    start_ours
     case "$s" in
       a) one ours-a-100x10-r2000 100 10 2000 "$DURATION" ;;
       b) one ours-b-10x100-r300 10 100 300 "$DURATION" ;;
@@ -133,9 +151,8 @@ run_ours() {
         ;;
       *) echo "unknown shape $s" >&2; exit 2 ;;
     esac
+    stop_ours
   done
-  for p in $I1 $I2 $F1 $F2 $RPID; do kill "$p" 2>/dev/null || true; done
-  for p in $I1 $I2 $F1 $F2 $RPID; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
 }
 
 run_peer() {

@@ -23,12 +23,6 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 . bench/lib.sh
-RPORT=$(free_port); P1=$(free_port); P2=$(free_port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" --logfile "$WORK/redis.log" &
-RPID=$!; PIDS+=("$RPID")
-until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.1; done
-
-export CHAT_REDIS_URL="redis://127.0.0.1:$RPORT/"
 export CHAT_JWT_SECRET="bench-secret-$(date +%s%N)"
 export CHAT_API_KEYS="bench-api-key-0123456789"
 export CHAT_RATE_PER_SEC=1000 CHAT_RATE_BURST=1000
@@ -41,24 +35,50 @@ fi
 # (`env` execs, so $! stays the service's own PID.)
 THREADS=()
 [ -n "${SERVICE_THREADS:-}" ] && THREADS=("TOKIO_WORKER_THREADS=$SERVICE_THREADS")
-CHAT_LISTEN="127.0.0.1:$P1" CHAT_NODE_ID=n1 env "${THREADS[@]}" target/release/ingress > "$WORK/i1.log" 2>&1 & I1=$!; PIDS+=("$I1")
-CHAT_LISTEN="127.0.0.1:$P2" CHAT_NODE_ID=n2 env "${THREADS[@]}" target/release/ingress > "$WORK/i2.log" 2>&1 & I2=$!; PIDS+=("$I2")
-# FANOUT (default 2) fanout workers share the `fanout` group.
-PIDARG_F=""
-for n in $(seq 1 "${FANOUT:-2}"); do
-  env "${THREADS[@]}" target/release/fanout-worker > "$WORK/f$n.log" 2>&1 & F=$!; PIDS+=("$F")
-  PIDARG_F="$PIDARG_F,fanout$n=$F"
-done
-if [ -n "${ARCHIVE:-}" ]; then
-  env "${THREADS[@]}" target/release/archive-worker > "$WORK/archive.log" 2>&1 & AW=$!; PIDS+=("$AW")
-fi
-for p in $P1 $P2; do until curl -sf "http://127.0.0.1:$p/readyz" >/dev/null; do sleep 0.1; done; done
-URLS="ws://127.0.0.1:$P1/v1/ws,ws://127.0.0.1:$P2/v1/ws"
-PIDARG="ingress1=$I1,ingress2=$I2$PIDARG_F,redis=$RPID"
+
+# Each shape gets a fresh stack and an empty Redis: the users of one shape
+# would otherwise stay behind as offline members of the next shape's rooms
+# (the same room names) and add push work that shape does not ask for.
+start_stack() {
+  RPORT=$(free_port); P1=$(free_port); P2=$(free_port)
+  redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" --logfile "$WORK/redis.log" &
+  RPID=$!; PIDS+=("$RPID")
+  until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.1; done
+
+  export CHAT_REDIS_URL="redis://127.0.0.1:$RPORT/"
+  STACK=("$RPID")
+  CHAT_LISTEN="127.0.0.1:$P1" CHAT_NODE_ID=n1 env "${THREADS[@]}" target/release/ingress > "$WORK/i1.log" 2>&1 & I1=$!; PIDS+=("$I1")
+  CHAT_LISTEN="127.0.0.1:$P2" CHAT_NODE_ID=n2 env "${THREADS[@]}" target/release/ingress > "$WORK/i2.log" 2>&1 & I2=$!; PIDS+=("$I2")
+  # FANOUT (default 2) fanout workers share the `fanout` group.
+  PIDARG_F=""; FS=""
+  for n in $(seq 1 "${FANOUT:-2}"); do
+    env "${THREADS[@]}" target/release/fanout-worker > "$WORK/f$n.log" 2>&1 & F=$!; PIDS+=("$F")
+    PIDARG_F="$PIDARG_F,fanout$n=$F"; FS="$FS $F"
+  done
+  if [ -n "${ARCHIVE:-}" ]; then
+    env "${THREADS[@]}" target/release/archive-worker > "$WORK/archive.log" 2>&1 & AW=$!; PIDS+=("$AW")
+  fi
+  for p in $P1 $P2; do until curl -sf "http://127.0.0.1:$p/readyz" >/dev/null; do sleep 0.1; done; done
+  URLS="ws://127.0.0.1:$P1/v1/ws,ws://127.0.0.1:$P2/v1/ws"
+  PIDARG="ingress1=$I1,ingress2=$I2$PIDARG_F,redis=$RPID"
+  STACK+=("$I1" "$I2" $FS ${AW:-})
+}
+
+stop_stack() {
+  local p keep=()
+  for p in "${STACK[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${STACK[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
+  # Forget them, so the exit trap never signals a reused PID.
+  for p in "${PIDS[@]}"; do
+    case " ${STACK[*]} " in *" $p "*) ;; *) keep+=("$p") ;; esac
+  done
+  PIDS=("${keep[@]}")
+}
 bench() { timeout 600 target/release/chatctl bench --urls "$URLS" --pids "$PIDARG" "$@"; }
 
 for shape in "${@:-a b c d}"; do
   for s in $shape; do
+    start_stack
     # Redis commands per shape (`INFO commandstats`), beside its JSON.
     redis-cli -p "$RPORT" config resetstat >/dev/null
     if [ -n "${ARCHIVE:-}" ]; then
@@ -104,5 +124,6 @@ PY
     fi
     redis-cli -p "$RPORT" info commandstats | tr -d '\r' | grep '^cmdstat' > "$OUT/$s-commandstats.txt"
     echo "shape $s: $(cat "$OUT"/"$s"-*.json | head -c 400)"
+    stop_stack
   done
 done
