@@ -727,6 +727,12 @@ impl Client {
         out
     }
 
+    /// The offsets of the next `n` `message` frames.
+    pub async fn offsets(&mut self, n: usize) -> Vec<u64> {
+        let msgs = self.messages(n).await;
+        msgs.iter().filter_map(|m| m["offset"].as_u64()).collect()
+    }
+
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }

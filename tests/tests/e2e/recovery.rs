@@ -83,12 +83,7 @@ async fn a_trimmed_range_is_not_recovered_and_live_delivery_continues() {
     let mut d = stack.connect(0, "dora").await;
     let j = join_since(&mut d, "trim", &epoch, 8).await;
     assert_eq!(j["recovered"], true);
-    let offsets: Vec<u64> = d
-        .messages(3)
-        .await
-        .iter()
-        .filter_map(|m| m["offset"].as_u64())
-        .collect();
+    let offsets: Vec<u64> = d.offsets(3).await;
     assert_eq!(offsets, vec![9, 10, 11]);
 }
 
@@ -225,12 +220,7 @@ async fn entries_that_do_not_parse_are_passed_over_not_taken_for_the_end() {
         .write_room_entries(room, 2..=1205, |o| o <= 1200)
         .await;
     stack.publish(room, 1).await;
-    let got: Vec<u64> = alice
-        .messages(6)
-        .await
-        .iter()
-        .filter_map(|m| m["offset"].as_u64())
-        .collect();
+    let got: Vec<u64> = alice.offsets(6).await;
     assert_eq!(
         got,
         (1201..=1206).collect::<Vec<_>>(),
@@ -249,12 +239,7 @@ async fn entries_that_do_not_parse_are_passed_over_not_taken_for_the_end() {
     )
     .await
     .expect("publish");
-    let got: Vec<u64> = alice
-        .messages(3)
-        .await
-        .iter()
-        .filter_map(|m| m["offset"].as_u64())
-        .collect();
+    let got: Vec<u64> = alice.offsets(3).await;
     assert_eq!(got, vec![2301, 2302, 2303], "resync passes over them");
     stack.publish(room, 1).await;
     assert_eq!(alice.messages(1).await[0]["offset"], 2304);
@@ -264,12 +249,7 @@ async fn entries_that_do_not_parse_are_passed_over_not_taken_for_the_end() {
     let joined = join_since(&mut bob, room, &epoch, 1).await;
     assert_eq!(joined["recovered"], true, "{joined}");
     let want: Vec<u64> = (1201..=1206).chain(2301..=2304).collect();
-    let got: Vec<u64> = bob
-        .messages(want.len())
-        .await
-        .iter()
-        .filter_map(|m| m["offset"].as_u64())
-        .collect();
+    let got: Vec<u64> = bob.offsets(want.len()).await;
     assert_eq!(got, want, "recovery passes over them");
     stack.publish(room, 1).await;
     assert_eq!(bob.messages(1).await[0]["offset"], 2305);
