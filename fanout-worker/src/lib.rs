@@ -74,6 +74,7 @@ impl Fanout {
             batch: policy.batch,
             block: settings.block,
             claim_idle: policy.claim_idle,
+            linger: policy.linger,
         };
         let consumer = ShardConsumer::connect(spec, conn.clone(), keys.all_shard_streams()).await?;
         let summaries = if settings.common.streams.summarize.every_messages > 0 {

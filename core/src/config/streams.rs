@@ -51,7 +51,16 @@ pub struct FanoutPolicy {
     /// An entry delivered more often than this goes to the dead-letter stream.
     pub max_deliveries: u64,
     pub dead_letter_maxlen: u64,
+    /// After a read of fewer than a quarter of `batch` entries, a worker
+    /// waits this long before reading again, so the next read carries more:
+    /// fewer round trips and script calls per message, for up to this much
+    /// (plus the timer's millisecond rounding) of added latency. Zero reads
+    /// again at once. Measured trade-off in docs/benchmarks.md.
+    pub linger: Duration,
 }
+
+/// The most `fanout.linger` may be: it delays live delivery.
+pub const MAX_LINGER: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Debug)]
 pub struct DedupPolicy {
@@ -112,6 +121,7 @@ impl Default for StreamsConfig {
                 claim_idle: Duration::from_secs(5),
                 max_deliveries: 5,
                 dead_letter_maxlen: 100_000,
+                linger: Duration::from_millis(1),
             },
             dedup: DedupPolicy {
                 window: Duration::from_secs(600),
@@ -229,6 +239,21 @@ impl StreamsConfig {
                 "fanout.dead_letter_maxlen",
                 &mut errors,
             ),
+            linger: match f.linger.map(|s| (parse_duration(&s), s)) {
+                None => d.fanout.linger,
+                Some((Ok(l), _)) if l <= MAX_LINGER => l,
+                Some((Ok(_), s)) => {
+                    errors.push(format!(
+                        "fanout.linger: {s:?}: at most {}ms (it delays delivery)",
+                        MAX_LINGER.as_millis()
+                    ));
+                    d.fanout.linger
+                }
+                Some((Err(e), s)) => {
+                    errors.push(format!("fanout.linger: {s:?}: {e}"));
+                    d.fanout.linger
+                }
+            },
         };
         let dd = raw.dedup.unwrap_or_default();
         let dedup = DedupPolicy {
@@ -473,6 +498,7 @@ struct RawFanout {
     claim_idle: Option<String>,
     max_deliveries: Option<u64>,
     dead_letter_maxlen: Option<u64>,
+    linger: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -572,6 +598,22 @@ mod tests {
         assert!(err.contains("maxlenn"), "{err}");
         let err = StreamsConfig::parse("[defaults]\nmaxlen = \"ten\"\n").expect_err("type");
         assert!(err.contains("maxlen"), "{err}");
+    }
+
+    #[test]
+    fn fanout_linger_is_zero_to_a_bound() {
+        assert_eq!(
+            StreamsConfig::default().fanout.linger,
+            Duration::from_millis(1)
+        );
+        let cfg = StreamsConfig::parse("[fanout]\nlinger = \"0s\"\n").expect("zero is off");
+        assert_eq!(cfg.fanout.linger, Duration::ZERO);
+        let cfg = StreamsConfig::parse("[fanout]\nlinger = \"2ms\"\n").expect("valid");
+        assert_eq!(cfg.fanout.linger, Duration::from_millis(2));
+        for bad in ["\"1s\"", "\"soon\"", "\"-1ms\"", "5"] {
+            let err = StreamsConfig::parse(&format!("[fanout]\nlinger = {bad}\n")).expect_err(bad);
+            assert!(err.contains("linger"), "{bad}: {err}");
+        }
     }
 
     #[test]

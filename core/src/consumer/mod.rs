@@ -54,6 +54,9 @@ pub struct ConsumerSpec {
     pub block: Duration,
     /// Pending entries idle this long are taken over.
     pub claim_idle: Duration,
+    /// How long to wait after a small batch before reading again (zero:
+    /// read again at once); see `FanoutPolicy::linger`.
+    pub linger: Duration,
 }
 
 /// Handles what the consumer reads. `deliveries` has the delivery counts of
@@ -94,9 +97,6 @@ pub struct ShardConsumer {
 
 /// Consumers idle this long with nothing pending are removed from the group.
 const DEAD_CONSUMER_IDLE: Duration = Duration::from_secs(3600);
-
-/// How long a worker waits after a small batch before reading again.
-const LINGER: Duration = Duration::from_millis(2);
 
 /// Most `XAUTOCLAIM` pages per stream in one claim pass.
 const CLAIM_PAGES: usize = 100;
@@ -279,12 +279,13 @@ impl ShardConsumer {
             };
             // A read that came back with a handful of entries means they
             // trickle in: wait a moment so the next read (and its round trips)
-            // carries more of them. Costs at most LINGER of latency.
+            // carries more of them. Costs at most `linger` of latency.
             if let Ok(n) = &result
                 && *n > 0
                 && *n < self.spec.batch / 4
+                && !self.spec.linger.is_zero()
             {
-                tokio::time::sleep(LINGER).await;
+                tokio::time::sleep(self.spec.linger).await;
             }
             match result {
                 Ok(_) => backoff = Duration::from_millis(100),
