@@ -55,7 +55,7 @@ pub struct FanoutPolicy {
     /// waits this long before reading again, so the next read carries more:
     /// fewer round trips and script calls per message, for up to this much
     /// (plus the timer's millisecond rounding) of added latency. Zero reads
-    /// again at once. Measured trade-off in docs/benchmarks.md.
+    /// again at once. Measured trade-off in docs/configuration.md.
     pub linger: Duration,
 }
 

@@ -357,18 +357,12 @@ impl RoomHub {
                 return false;
             }
             let before = self.last;
-            let Some(from) = r.read_from else {
+            if r.read_from.is_none() {
                 // Nothing after `last` any more: trimmed meanwhile.
                 self.lost_range(upto);
                 break;
-            };
-            if from > self.last + 1 {
-                self.lost_range((from - 1).min(upto));
             }
-            for m in r.messages.iter().filter(|m| m.offset <= upto) {
-                self.deliver_message(m);
-            }
-            self.pass_over(r.read_to.unwrap_or(from).min(upto));
+            self.deliver_read(&r, upto);
             if self.last == before {
                 self.lost_range(upto);
             }
@@ -404,17 +398,13 @@ impl RoomHub {
                 self.switch_epoch(r.epoch.clone());
                 continue;
             }
-            let Some(from) = r.read_from else {
+            if r.read_from.is_none() {
                 break;
-            };
-            if from > self.last + 1 {
-                self.lost_range(from - 1);
             }
             let before = self.last;
-            for m in &r.messages {
-                self.deliver_message(m);
-            }
-            self.pass_over(r.read_to.unwrap_or(from));
+            // Nothing real lies past the room's last offset (the append
+            // script writes both at once): an entry there is someone else's.
+            self.deliver_read(&r, r.last);
             if self.last >= r.last || self.last == before {
                 break;
             }
@@ -422,13 +412,34 @@ impl RoomHub {
         self.resync_pending = false;
     }
 
-    /// Entries up to `upto` were read but did not parse (each skipped with a
-    /// warning): they are passed over, neither delivered nor taken for a
-    /// trimmed range, so one bad entry neither stalls the room nor closes
-    /// its sockets. Entries are only ever trimmed from the head of a stream,
-    /// so a gap inside what one read returned can only be such an entry.
-    fn pass_over(&mut self, upto: u64) {
-        self.last = self.last.max(upto);
+    /// Delivers what one read of the room stream returned, up to `upto`.
+    /// Offsets missing before the first entry read were trimmed: the sockets
+    /// behind them are closed (`lost_range`). A read whose entries have
+    /// consecutive offsets holds no hole, so the offsets it has no message
+    /// for are entries that did not parse (each skipped with a warning):
+    /// they are passed over, so one bad entry neither stalls the room nor
+    /// closes its sockets. A read with a hole in it (an offset with no entry
+    /// at all) is taken as trimmed, as before.
+    fn deliver_read(&mut self, r: &chat_core::scripts::Range, upto: u64) {
+        let (Some(from), Some(to)) = (r.read_from, r.read_to) else {
+            return;
+        };
+        if from > self.last + 1 {
+            self.lost_range((from - 1).min(upto));
+        }
+        let whole = to >= from && r.read == to - from + 1;
+        for m in r.messages.iter().filter(|m| m.offset <= upto) {
+            if !whole && m.offset > self.last + 1 {
+                self.lost_range(m.offset - 1);
+            }
+            self.deliver_message(m);
+        }
+        let to = to.min(upto);
+        if whole {
+            self.last = self.last.max(to);
+        } else if self.last < to {
+            self.lost_range(to);
+        }
     }
 
     /// Messages up to `upto` were trimmed before this node could deliver

@@ -169,19 +169,20 @@ async fn replay(state: &Shared, sink: &mut Sink, r: &Replay) -> Result<(), Write
             tracing::warn!(room = %r.room, want = next, "recovery range gone meanwhile");
             return Err(WriteError::Replay);
         };
-        if range.epoch != r.epoch || from != next || to < from {
+        // A read of consecutive offsets holds no hole: the offsets it has no
+        // message for are entries that did not parse (skipped with a
+        // warning), passed over as the live path does. A hole (an offset
+        // with no entry) fails the replay, as a trim does.
+        if range.epoch != r.epoch || from != next || range.read != to.saturating_sub(from) + 1 {
             tracing::warn!(room = %r.room, want = next, got = from, "recovery range trimmed meanwhile");
             return Err(WriteError::Replay);
         }
-        // Streams are trimmed from the head only: a gap inside one read is
-        // an entry that did not parse (skipped with a warning), passed over
-        // here as the live path does.
         for m in range.messages.iter().take_while(|m| m.offset <= r.to) {
             sink.feed(Message::Text(message_frame(m)))
                 .await
                 .map_err(|_| WriteError::Socket)?;
         }
-        next = to + 1;
+        next = to.min(r.to) + 1;
         sink.flush().await.map_err(|_| WriteError::Socket)?;
     }
     Ok(())

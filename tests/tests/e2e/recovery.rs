@@ -274,3 +274,82 @@ async fn entries_that_do_not_parse_are_passed_over_not_taken_for_the_end() {
         .collect();
     assert_eq!(got, want, "the summarizer passes over them");
 }
+
+/// An offset with no entry at all inside a read is not taken for an entry
+/// that did not parse: the heal treats it as trimmed, and the sockets that
+/// miss it are closed 1001 to re-join with `since`. An entry past the
+/// room's last offset (someone's `XADD *`) does not move the hub past
+/// every later message.
+#[tokio::test]
+async fn a_hole_is_lost_and_an_entry_past_the_last_offset_is_ignored() {
+    let stack = Stack::builder().start().await;
+    let room = "bad:holes";
+    let mut alice = stack.connect(0, "alice").await;
+    alice.join(room).await;
+    stack.publish(room, 1).await;
+    assert_eq!(alice.offsets(1).await, vec![1]);
+
+    // Offsets 2..=8 written, 5 junk, 6 with no entry.
+    stack.write_room_entries(room, 2..=4, |_| false).await;
+    stack.write_room_entries(room, 5..=5, |_| true).await;
+    stack.write_room_entries(room, 7..=8, |_| false).await;
+    stack.publish(room, 1).await;
+    let (code, frames) = alice.until_closed().await;
+    let got: Vec<u64> = frames
+        .iter()
+        .filter(|f| f["type"] == "message")
+        .filter_map(|f| f["offset"].as_u64())
+        .collect();
+    assert_eq!(code, Some(1001), "closed to re-join, after {got:?}");
+    assert_eq!(got, vec![2, 3, 4], "nothing past the hole");
+
+    // A node whose hub resyncs while a foreign entry sits past the last
+    // offset delivers what is real and, once the entry is gone, the
+    // room's next message. 10 is written unpublished, so the hub is behind
+    // and its resync reads 10 and the foreign entry together.
+    let mut bob = stack.connect(0, "bob").await;
+    bob.join(room).await;
+    stack.write_room_entries(room, 10..=10, |_| false).await;
+    let k = stack.keys();
+    let mut r = stack.redis().await;
+    let foreign: String = redis::cmd("XADD")
+        .arg(k.room_stream(room))
+        .arg("*")
+        .arg("junk")
+        .arg("1")
+        .query_async(&mut r)
+        .await
+        .expect("xadd");
+    r.publish_room_now(&k.room_channel(room), "m99999 0000000000000000 0\n{}")
+        .await
+        .expect("publish");
+    assert_eq!(bob.offsets(1).await, vec![10], "resynced");
+    let _: i64 = redis::cmd("XDEL")
+        .arg(k.room_stream(room))
+        .arg(&foreign)
+        .query_async(&mut r)
+        .await
+        .expect("xdel");
+    // The stream's top id stays where the foreign entry put it: back to
+    // the last real entry, so that appends work again.
+    let top: redis::Value = redis::cmd("XREVRANGE")
+        .arg(k.room_stream(room))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut r)
+        .await
+        .expect("xrevrange");
+    let top = chat_core::entry::entries(&top).expect("entries")[0]
+        .id
+        .clone();
+    let _: () = redis::cmd("XSETID")
+        .arg(k.room_stream(room))
+        .arg(&top)
+        .query_async(&mut r)
+        .await
+        .expect("xsetid");
+    stack.publish(room, 1).await;
+    assert_eq!(bob.offsets(1).await, vec![11]);
+}
