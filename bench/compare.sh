@@ -81,7 +81,7 @@ verdict() {
 # (the last shape's users, now offline members of the same room names) would
 # add push work the next shape does not ask for and the peer never does.
 start_ours() {
-  RPORT=$(free_port); P1=$(free_port); P2=$(free_port)
+  { read -r RPORT; read -r P1; read -r P2; } < <(free_ports 3)
   redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" --logfile "$WORK/redis.log" &
   RPID=$!; PIDS+=("$RPID")
   until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.1; done
@@ -92,20 +92,20 @@ start_ours() {
   CHAT_LISTEN="127.0.0.1:$P2" CHAT_NODE_ID=n2 target/release/ingress > "$WORK/i2.log" 2>&1 & I2=$!; PIDS+=("$I2")
   target/release/fanout-worker > "$WORK/f1.log" 2>&1 & F1=$!; PIDS+=("$F1")
   target/release/fanout-worker > "$WORK/f2.log" 2>&1 & F2=$!; PIDS+=("$F2")
-  for p in $P1 $P2; do until curl -sf "http://127.0.0.1:$p/readyz" >/dev/null; do sleep 0.1; done; done
+  wait_ready "$P1" "$I1"
+  wait_ready "$P2" "$I2"
   urls="http://127.0.0.1:$P1,http://127.0.0.1:$P2"
   pids="ingress1=$I1,ingress2=$I2,fanout1=$F1,fanout2=$F2,redis=$RPID"
 }
 
 stop_ours() {
-  for p in $I1 $I2 $F1 $F2 $RPID; do kill "$p" 2>/dev/null || true; done
-  for p in $I1 $I2 $F1 $F2 $RPID; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
+  stop_pids $I1 $I2 $F1 $F2 $RPID
   # Forget them, so the exit trap never signals a reused PID.
   local keep=() p
   for p in "${PIDS[@]}"; do
     case " $I1 $I2 $F1 $F2 $RPID " in *" $p "*) ;; *) keep+=("$p") ;; esac
   done
-  PIDS=("${keep[@]}")
+  PIDS=(${keep[@]+"${keep[@]}"})
 }
 
 run_ours() {

@@ -21,6 +21,8 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -87,10 +89,15 @@ int main(int argc, char **argv) {
   }
   int conns = atoi(argv[1]), group = atoi(argv[3]), bytes = atoi(argv[5]);
   double rate = atof(argv[2]), seconds = atof(argv[4]);
-  if (conns < 1 || rate <= 0 || group < 1 || seconds <= 0 || bytes < 1 || bytes > 65536) {
-    fprintf(stderr, "floor: every argument must be positive (FRAME_BYTES at most 65536)\n");
+  if (conns < 1 || rate <= 0 || group < 1 || seconds <= 0 || bytes < 4 || bytes > 65535 ||
+      seconds * rate < group) {
+    fprintf(stderr,
+            "floor: every argument must be positive, FRAME_BYTES 4 to 65535, and SECONDS long "
+            "enough for one GROUP at WRITES_PER_SEC\n");
     return 2;
   }
+  // A reader that dies must end the run with an error, not kill it silently.
+  signal(SIGPIPE, SIG_IGN);
   int l = socket(AF_INET, SOCK_STREAM, 0);
   if (l < 0) die("socket");
   struct sockaddr_in a = {.sin_family = AF_INET};
@@ -105,24 +112,42 @@ int main(int argc, char **argv) {
   if (child < 0) die("fork");
   if (child == 0) {
     close(pipefd[0]);
+    close(l);
     reader(ntohs(a.sin_port), conns, pipefd[1]);
   }
   close(pipefd[1]);
   int *fds = calloc(conns, sizeof *fds);
+  if (!fds) die("calloc");
   for (int i = 0; i < conns; i++) {
+    // A reader that died while connecting must not leave us in accept().
+    struct pollfd p = {.fd = l, .events = POLLIN};
+    if (poll(&p, 1, 10000) != 1) {
+      fprintf(stderr, "floor: only %d of %d connections arrived\n", i, conns);
+      kill(child, SIGKILL);
+      return 1;
+    }
     fds[i] = accept(l, NULL, NULL);
     if (fds[i] < 0) die("accept");
     int one = 1;
     setsockopt(fds[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
-  // A WebSocket text frame of FRAME_BYTES: header, then JSON-ish filler.
+  close(l);
+  // A server-to-client WebSocket text frame of FRAME_BYTES in all: header
+  // (with the 16-bit length form from 126 bytes of payload), then filler.
   char *frame = malloc(bytes);
+  if (!frame) die("malloc");
   memset(frame, 'x', bytes);
   frame[0] = (char)0x81;
-  if (bytes > 2) frame[1] = (char)(bytes - 2 < 126 ? bytes - 2 : 126);
+  if (bytes - 2 < 126) {
+    frame[1] = (char)(bytes - 2);
+  } else {
+    frame[1] = 126;
+    frame[2] = (char)(((bytes - 4) >> 8) & 0xff);
+    frame[3] = (char)((bytes - 4) & 0xff);
+  }
   double every = group / rate;  // seconds between messages
   long groups = (long)(seconds * rate / group), writes = 0, short_writes = 0;
-  int next = 0;
+  int next = 0, failed = 0;
   double c0 = cpu_seconds(), t0 = now();
   struct timespec start;
   clock_gettime(CLOCK_MONOTONIC, &start);
@@ -139,6 +164,7 @@ int main(int argc, char **argv) {
     }
     for (int j = 0; j < group; j++) {
       ssize_t w = write(fds[next], frame, bytes);
+      if (w < 0 && errno == EPIPE) failed = 1;
       if (w != bytes) short_writes++;
       writes++;
       next = (next + 1) % conns;
@@ -149,6 +175,10 @@ int main(int argc, char **argv) {
   double reader_cpu = 0;
   if (read(pipefd[0], &reader_cpu, sizeof reader_cpu) != sizeof reader_cpu) reader_cpu = -1;
   waitpid(child, NULL, 0);
+  if (failed) {
+    fprintf(stderr, "floor: the reader went away during the run\n");
+    return 1;
+  }
   printf("{\"conns\":%d,\"group\":%d,\"frame_bytes\":%d,\"writes\":%ld,\"short_writes\":%ld,"
          "\"writes_per_sec\":%.0f,\"sender_cpu_pct_of_core\":%.1f,\"sender_us_per_write\":%.2f,"
          "\"reader_us_per_write\":%.2f}\n",

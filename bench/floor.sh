@@ -21,11 +21,11 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cc -O2 -Wall -o "$WORK/floor" bench/floor.c
 # As one of two nodes sees the shapes: (a) 2,000 messages/s to 5 of its
-# sockets each; (b) 300 messages/s to 50 each. 1,000 sockets, as the
-# generator opens.
+# sockets each; (b) 300 messages/s to 50 each. 500 sockets: half of the
+# generator's 1,000.
 : > "$OUT/floor-a.json"
 : > "$OUT/floor-b.json"
 for _ in $(seq "$REPEAT"); do
-  "$WORK/floor" 1000 10000 5 "$SECONDS_EACH" "$FRAME_BYTES" | tee -a "$OUT/floor-a.json"
-  "$WORK/floor" 1000 15000 50 "$SECONDS_EACH" "$FRAME_BYTES" | tee -a "$OUT/floor-b.json"
+  "$WORK/floor" 500 10000 5 "$SECONDS_EACH" "$FRAME_BYTES" | tee -a "$OUT/floor-a.json"
+  "$WORK/floor" 500 15000 50 "$SECONDS_EACH" "$FRAME_BYTES" | tee -a "$OUT/floor-b.json"
 done

@@ -2,6 +2,37 @@
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# N distinct free ports, one per line (held open together while chosen).
+free_ports() {
+  python3 -c 'import socket, sys
+ss = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in ss))' "$1"
+}
+
+# Waits for the ingress on port $1 (PID $2) to be ready; fails when it
+# exits or takes over 60 s.
+wait_ready() {
+  local i
+  for i in $(seq 600); do
+    curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || { echo "process $2 (port $1) exited before it was ready" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "process $2 (port $1) not ready after 60 s" >&2
+  return 1
+}
+
+# Stops the given PIDs (ours): SIGTERM, then SIGKILL after 15 s.
+stop_pids() {
+  local p i
+  for p in "$@"; do kill "$p" 2>/dev/null || true; done
+  for p in "$@"; do
+    for i in $(seq 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+}
+
 # Entries a consumer group has not finished over the shard streams: its lag
 # (not yet read) plus its pending (read, not acknowledged). XINFO GROUPS, Redis 7.
 #   group_backlog <redis port> <group> <shards>

@@ -40,7 +40,7 @@ THREADS=()
 # would otherwise stay behind as offline members of the next shape's rooms
 # (the same room names) and add push work that shape does not ask for.
 start_stack() {
-  RPORT=$(free_port); P1=$(free_port); P2=$(free_port)
+  { read -r RPORT; read -r P1; read -r P2; } < <(free_ports 3)
   redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" --logfile "$WORK/redis.log" &
   RPID=$!; PIDS+=("$RPID")
   until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.1; done
@@ -58,7 +58,8 @@ start_stack() {
   if [ -n "${ARCHIVE:-}" ]; then
     env "${THREADS[@]}" target/release/archive-worker > "$WORK/archive.log" 2>&1 & AW=$!; PIDS+=("$AW")
   fi
-  for p in $P1 $P2; do until curl -sf "http://127.0.0.1:$p/readyz" >/dev/null; do sleep 0.1; done; done
+  wait_ready "$P1" "$I1"
+  wait_ready "$P2" "$I2"
   URLS="ws://127.0.0.1:$P1/v1/ws,ws://127.0.0.1:$P2/v1/ws"
   PIDARG="ingress1=$I1,ingress2=$I2$PIDARG_F,redis=$RPID"
   STACK+=("$I1" "$I2" $FS ${AW:-})
@@ -66,13 +67,12 @@ start_stack() {
 
 stop_stack() {
   local p keep=()
-  for p in "${STACK[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${STACK[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
+  stop_pids "${STACK[@]}"
   # Forget them, so the exit trap never signals a reused PID.
   for p in "${PIDS[@]}"; do
     case " ${STACK[*]} " in *" $p "*) ;; *) keep+=("$p") ;; esac
   done
-  PIDS=("${keep[@]}")
+  PIDS=(${keep[@]+"${keep[@]}"})
 }
 bench() { timeout 600 target/release/chatctl bench --urls "$URLS" --pids "$PIDARG" "$@"; }
 
