@@ -61,7 +61,7 @@ pub async fn read(
     limit: u32,
 ) -> Result<Page, ErrorCode> {
     let mut conn = tiers.redis.clone();
-    let (current, mut messages) = tiers
+    let read = tiers
         .scripts
         .history(&mut conn, tiers.keys, room, before, limit)
         .await
@@ -69,20 +69,23 @@ pub async fn read(
             tracing::warn!(room, error = %e, "history failed");
             script_error_code(&e)
         })?;
-    let (epoch, in_redis) = match epoch {
-        Some(e) if e != current => {
+    let mut messages = read.messages;
+    let (epoch, in_redis, oldest) = match epoch {
+        Some(e) if e != read.epoch => {
             // An earlier epoch: only the archive has it.
             messages.clear();
-            (e.to_owned(), false)
+            (e.to_owned(), false, None)
         }
-        _ => (current, true),
+        _ => (read.epoch, true, read.oldest),
     };
     let Some(archive) = tiers.archive else {
-        // Redis alone: a full page may have older messages below it.
-        let next = match messages.first() {
-            Some(m) if messages.len() as u32 == limit && m.offset > 1 => Some(HistoryCursor {
+        // Redis alone: a full page may have older messages below it. Pages
+        // count entries read, so entries that did not parse (skipped) do
+        // not end the scroll early.
+        let next = match oldest {
+            Some(o) if read.read == u64::from(limit) && o > 1 => Some(HistoryCursor {
                 epoch: epoch.clone(),
-                before: m.offset,
+                before: o,
             }),
             _ => None,
         };
@@ -92,12 +95,20 @@ pub async fn read(
             next,
         });
     };
-    archived_page(archive, room, epoch, in_redis, before, limit, messages)
-        .await
-        .map_err(|e| {
-            tracing::warn!(room, error = %e, "archive history failed");
-            ErrorCode::Unavailable
-        })
+    archived_page(
+        archive,
+        room,
+        epoch,
+        in_redis,
+        oldest.or(before),
+        limit,
+        messages,
+    )
+    .await
+    .map_err(|e| {
+        tracing::warn!(room, error = %e, "archive history failed");
+        ErrorCode::Unavailable
+    })
 }
 
 /// Completes a page from the archive and finds where the next one starts.
@@ -106,17 +117,13 @@ async fn archived_page(
     room: &str,
     epoch: String,
     in_redis: bool,
-    before: Option<u64>,
+    below: Option<u64>,
     limit: u32,
     mut messages: Vec<Message>,
 ) -> Result<Page, StoreError> {
-    // Below what Redis returned (or below `before`): Redis has nothing
-    // older than its oldest entry, so the archive continues exactly there.
-    let below = messages
-        .first()
-        .map(|m| m.offset)
-        .or(before)
-        .unwrap_or(u64::MAX);
+    // Below the oldest entry Redis read (or below `before`): Redis has
+    // nothing older, so the archive continues exactly there.
+    let below = below.unwrap_or(u64::MAX);
     let missing = limit.saturating_sub(messages.len() as u32);
     let mut exhausted = false;
     if missing > 0 && below > 1 && !epoch.is_empty() {

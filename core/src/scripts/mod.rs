@@ -66,6 +66,21 @@ pub struct Joined {
 }
 
 /// Messages after an offset.
+/// One history read of the room stream.
+#[derive(Debug)]
+pub struct HistoryRead {
+    /// Empty when the room does not exist.
+    pub epoch: String,
+    /// Oldest first.
+    pub messages: Vec<Message>,
+    /// Stream entries read, those that did not parse (skipped from
+    /// `messages`) included: a full page when this is the limit asked for.
+    pub read: u64,
+    /// The offset of the oldest entry read, parsed or not: Redis holds
+    /// nothing of the page below it.
+    pub oldest: Option<u64>,
+}
+
 #[derive(Debug)]
 pub struct Range {
     /// Empty when the room does not exist.
@@ -309,7 +324,7 @@ impl Scripts {
         room: &str,
         before: Option<u64>,
         limit: u32,
-    ) -> Result<(String, Vec<Message>), ScriptError> {
+    ) -> Result<HistoryRead, ScriptError> {
         let before_arg = match before {
             Some(b) => b.to_string(),
             None => String::new(),
@@ -326,8 +341,17 @@ impl Scripts {
             return Err(ReplyError(format!("history returned {reply:?}")).into());
         };
         let epoch = entry::string(e)?;
-        let mut messages = messages(room, &epoch, &entry::entries(es)?);
+        let entries = entry::entries(es)?;
+        let mut messages = messages(room, &epoch, &entries);
         messages.reverse();
-        Ok((epoch, messages))
+        Ok(HistoryRead {
+            messages,
+            epoch,
+            read: entries.len() as u64,
+            oldest: entries
+                .last()
+                .and_then(|e| entry::parse_room_id(&e.id))
+                .map(|(offset, _)| offset),
+        })
     }
 }
