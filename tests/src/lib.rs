@@ -727,6 +727,27 @@ impl Client {
         out
     }
 
+    /// Scrolls back through a room with `history` frames of `limit`, from
+    /// the newest message until `next` is null; returns every page, newest
+    /// first.
+    pub async fn history_pages(&mut self, room: &str, limit: u32) -> Vec<Value> {
+        let mut pages = Vec::new();
+        let mut frame = json!({"type": "history", "room": room, "limit": limit});
+        loop {
+            assert!(pages.len() < 200, "too many pages");
+            frame["ref"] = json!(pages.len());
+            self.send_json(frame.clone()).await;
+            let h = self.recv_type("history").await;
+            let next = h["next"].clone();
+            pages.push(h);
+            if next.is_null() {
+                return pages;
+            }
+            frame["epoch"] = next["epoch"].clone();
+            frame["before"] = next["before"].clone();
+        }
+    }
+
     /// The offsets of the next `n` `message` frames.
     pub async fn offsets(&mut self, n: usize) -> Vec<u64> {
         let msgs = self.messages(n).await;

@@ -13,12 +13,7 @@ use std::time::{Duration, Instant};
 /// is null; returns (epoch, offset) of every message, newest first.
 async fn scroll(c: &mut e2e::Client, room: &str) -> Vec<(String, u64)> {
     let mut out: Vec<(String, u64)> = Vec::new();
-    let mut frame = json!({"type": "history", "room": room, "limit": 100});
-    for page in 0.. {
-        assert!(page < 200, "too many pages");
-        frame["ref"] = json!(page);
-        c.send_json(frame.clone()).await;
-        let h = c.recv_type("history").await;
+    for h in c.history_pages(room, 100).await {
         let msgs = h["messages"].as_array().expect("messages");
         let offsets: Vec<u64> = msgs
             .iter()
@@ -34,13 +29,6 @@ async fn scroll(c: &mut e2e::Client, room: &str) -> Vec<(String, u64)> {
                 m["epoch"].as_str().expect("epoch").to_owned(),
                 m["offset"].as_u64().expect("offset"),
             ));
-        }
-        match &h["next"] {
-            Value::Null => return out,
-            next => {
-                frame["epoch"] = next["epoch"].clone();
-                frame["before"] = next["before"].clone();
-            }
         }
     }
     out
