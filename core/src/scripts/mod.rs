@@ -65,7 +65,6 @@ pub struct Joined {
     pub recovered: Option<bool>,
 }
 
-/// Messages after an offset.
 /// One history read of the room stream.
 #[derive(Debug)]
 pub struct HistoryRead {
@@ -81,6 +80,7 @@ pub struct HistoryRead {
     pub oldest: Option<u64>,
 }
 
+/// Messages after an offset.
 #[derive(Debug)]
 pub struct Range {
     /// Empty when the room does not exist.
