@@ -4,7 +4,7 @@
 //! least recently seen are dropped. A token registered by another user moves.
 
 use super::caller::{Caller, admin_or_user};
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, ServerErrors};
 use crate::state::Shared;
 use axum::Json;
 use axum::body::Bytes;
@@ -78,8 +78,7 @@ fn now_ms() -> u64 {
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "An admin API key: devices belong to users", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String),
-        (status = 500, description = "Internal error", body = ErrorBody),
-        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+        ServerErrors,
     )
 )]
 pub async fn register(
@@ -151,8 +150,7 @@ pub async fn register(
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "An admin API key: devices belong to users", body = ErrorBody),
         (status = 404, description = "Not a device of this user", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
-        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+        ServerErrors,
     )
 )]
 pub async fn unregister(

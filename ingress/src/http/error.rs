@@ -54,6 +54,17 @@ pub struct ErrorBody {
     error: ErrorDetail,
 }
 
+/// The server-side failures most handlers document alike (OpenAPI only:
+/// the answers themselves are [`ApiError`]s).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ServerErrors {
+    #[response(status = 500, description = "Internal error")]
+    Internal(ErrorBody),
+    #[response(status = 503, description = "Redis unavailable, retry")]
+    Unavailable(ErrorBody),
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// 400 `bad_request`, 401 `unauthorized`, 403 `forbidden`, 404

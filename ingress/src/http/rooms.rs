@@ -1,7 +1,7 @@
 //! Room endpoints: publish, history, members, presence.
 
 use super::caller::{admin, admin_or_member};
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, ServerErrors};
 use crate::append::append;
 use crate::control::{delete_room_payload, withdraw_payload};
 use crate::state::Shared;
@@ -61,8 +61,7 @@ struct PublishBody {
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 413, description = "`too_large`: text over `max_text_bytes`; text/plain: body over 64 KiB",
             content((ErrorBody = "application/json"), (String = "text/plain"))),
-        (status = 500, description = "Internal error", body = ErrorBody),
-        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+        ServerErrors,
     )
 )]
 pub async fn publish(
@@ -185,8 +184,7 @@ pub struct DeletedBody {
         (status = 200, description = "Deleted", body = DeletedBody),
         (status = 400, description = "Bad room name", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
-        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+        ServerErrors,
     )
 )]
 pub async fn delete_room(
@@ -285,8 +283,7 @@ pub async fn delete_room(
         (status = 204, description = "A member"),
         (status = 400, description = "Bad room or user", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
-        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+        ServerErrors,
     )
 )]
 pub async fn put_member(
@@ -316,8 +313,7 @@ pub async fn put_member(
         (status = 204, description = "Not a member (also when it was not one)"),
         (status = 400, description = "Bad room or user", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
-        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+        ServerErrors,
     )
 )]
 pub async fn delete_member(
@@ -361,8 +357,7 @@ pub struct PresenceBody {
         (status = 400, description = "Bad room name", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key or token", body = ErrorBody),
         (status = 403, description = "The user may not join the room", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
-        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+        ServerErrors,
     )
 )]
 pub async fn presence(

@@ -1,7 +1,7 @@
 //! The auth server's session handoff.
 
 use super::caller::admin;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, ServerErrors};
 use crate::control::{revoke_session, valid_sid};
 use crate::state::Shared;
 use crate::ws::auth::session_value;
@@ -45,8 +45,7 @@ fn sid_ok(sid: &str) -> ApiResult<()> {
         (status = 400, description = "Bad sid or body", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String),
-        (status = 500, description = "Internal error", body = ErrorBody),
-        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+        ServerErrors,
     )
 )]
 pub async fn put(
@@ -88,8 +87,7 @@ pub async fn put(
         (status = 204, description = "Deleted (also when it did not exist); its sockets close 4003 within 1 s"),
         (status = 400, description = "Bad sid", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
-        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+        ServerErrors,
     )
 )]
 pub async fn delete(

@@ -1,7 +1,7 @@
 //! Summaries: batch submission, job status, a room's latest summary.
 
 use super::caller::{admin, admin_or_member};
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, ServerErrors};
 use crate::state::Shared;
 use axum::Json;
 use axum::body::Bytes;
@@ -116,8 +116,7 @@ pub async fn submit(
         (status = 200, description = "The job", body = JobStatus),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such job (or its record expired)", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
-        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+        ServerErrors,
     )
 )]
 pub async fn status(
@@ -146,8 +145,7 @@ pub async fn status(
         (status = 401, description = "Missing or invalid API key or token", body = ErrorBody),
         (status = 403, description = "The user may not join the room", body = ErrorBody),
         (status = 404, description = "No summary for this room", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
-        (status = 503, description = "Redis unavailable, retry", body = ErrorBody),
+        ServerErrors,
     )
 )]
 pub async fn latest(
