@@ -496,6 +496,20 @@ impl Stack {
         format!("http://{}", self.nodes[node].addr)
     }
 
+    /// `GET /v1/rooms/{room}/messages?{query}` on node 0 with the API key:
+    /// the page as JSON.
+    pub async fn history_http(&self, room: &str, query: &str) -> Value {
+        http()
+            .get(format!("{}/v1/rooms/{room}/messages?{query}", self.http(0)))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("history")
+            .json()
+            .await
+            .expect("json")
+    }
+
     pub fn ws_url(&self, node: usize) -> String {
         format!("ws://{}/v1/ws", self.nodes[node].addr)
     }

@@ -95,18 +95,9 @@ async fn scrolling_back_reaches_every_archived_message_across_an_epoch_change() 
     assert_eq!(unique.len(), all.len(), "no duplicates");
 
     // The HTTP API pages the same way, with the cursor's epoch.
-    let page: Value = http()
-        .get(format!(
-            "{}/v1/rooms/{room}/messages?limit=5&epoch={old_epoch}&before=3",
-            stack.http(0)
-        ))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let page = stack
+        .history_http(room, &format!("limit=5&epoch={old_epoch}&before=3"))
+        .await;
     assert_eq!(page["epoch"], json!(old_epoch));
     let offsets: Vec<u64> = page["messages"]
         .as_array()

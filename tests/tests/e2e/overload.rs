@@ -3,7 +3,7 @@
 //! lost. (The 4008 slow-consumer close and its recovery are in lifecycle.rs.)
 
 use e2e::{Stack, http};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test]
@@ -48,18 +48,7 @@ async fn sends_are_refused_while_deliveries_run_behind_and_accepted_again_after(
     );
     let m = alice.messages(1).await;
     assert_eq!(m[0]["offset"], 21);
-    let page: Value = http()
-        .get(format!(
-            "{}/v1/rooms/shed/messages?limit=100",
-            stack.http(0)
-        ))
-        .bearer_auth(e2e::API_KEY)
-        .send()
-        .await
-        .expect("history")
-        .json()
-        .await
-        .expect("json");
+    let page = stack.history_http("shed", "limit=100").await;
     let texts: Vec<&str> = page["messages"]
         .as_array()
         .expect("messages")

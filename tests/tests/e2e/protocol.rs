@@ -379,15 +379,7 @@ async fn http_api_publish_history_members_presence_and_health() {
             .await
             .expect("publish");
     }
-    let h: Value = http
-        .get(format!("{base}/v1/rooms/news/messages?before=5&limit=2"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .expect("history")
-        .json()
-        .await
-        .expect("json");
+    let h = stack.history_http("news", "before=5&limit=2").await;
     let offsets: Vec<u64> = h["messages"]
         .as_array()
         .expect("messages")
