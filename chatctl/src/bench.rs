@@ -95,7 +95,7 @@ struct Incoming<'a> {
     code: Option<std::borrow::Cow<'a, str>>,
 }
 
-fn hist() -> Histogram<u64> {
+pub(crate) fn hist() -> Histogram<u64> {
     // Microseconds up to 60 s, 3 significant digits.
     Histogram::new_with_bounds(1, 60_000_000, 3)
         .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_hist()))
@@ -110,7 +110,7 @@ fn now_us(t0: Instant) -> u64 {
     t0.elapsed().as_micros() as u64
 }
 
-fn token(secret: &str, user: &str) -> anyhow::Result<String> {
+pub(crate) fn token(secret: &str, user: &str) -> anyhow::Result<String> {
     crate::token::mint(secret, user, &["bench:*".to_owned()], None, 3600)
 }
 
@@ -267,7 +267,7 @@ async fn client(
     Ok(Client { tx })
 }
 
-fn quantiles(h: &Option<Histogram<u64>>) -> Value {
+pub(crate) fn quantiles(h: &Option<Histogram<u64>>) -> Value {
     let Some(h) = h else { return json!(null) };
     let ms = |v: u64| (v as f64) / 1000.0;
     json!({
@@ -296,7 +296,7 @@ fn proc_stats(pid: u32) -> Option<(f64, u64)> {
     Some((ticks / 100.0, hwm))
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

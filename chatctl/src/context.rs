@@ -12,6 +12,8 @@ pub struct Context {
     pub keys: Keys,
     /// Set when asked for and `CHAT_MONGODB_URL` is set.
     pub mongodb: Option<MongoSettings>,
+    /// How long a revoked session's tokens stay refused.
+    pub revoked_session_ttl: std::time::Duration,
 }
 
 impl Context {
@@ -20,6 +22,7 @@ impl Context {
         let strings = load_strings()?;
         let mut s = Settings::new(&strings);
         let common = Common::read(&mut s);
+        let revoked_session_ttl = ingress::control::revoked_session_ttl(&mut s);
         let mongodb = if with_mongodb {
             common.read_mongodb(&mut s, false)
         } else {
@@ -31,6 +34,7 @@ impl Context {
             keys: common.keys(),
             common,
             mongodb,
+            revoked_session_ttl,
         })
     }
 

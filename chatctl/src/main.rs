@@ -3,6 +3,7 @@
 //! replay dead letters, submit summaries, generate load. Each command that
 //! touches Redis reads the same configuration as the services.
 
+mod abuse;
 mod bench;
 mod config_check;
 mod context;
@@ -82,6 +83,12 @@ enum Command {
     /// The old name of `summaries submit`.
     #[command(hide = true)]
     Summarize(SubmitArgs),
+    /// Hostile load against one node: slow connections, sockets that do not
+    /// read (bench/abuse.sh; docs/operations.md "Limits and abuse").
+    Abuse {
+        #[command(subcommand)]
+        action: AbuseAction,
+    },
     /// Load generator: R x M real WebSocket clients, open-loop sends, checks
     /// every delivery; prints one JSON line.
     Bench {
@@ -127,6 +134,41 @@ enum Command {
         p99_limit_ms: f64,
         #[arg(long, default_value_t = 40000)]
         max_rate: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AbuseAction {
+    /// Keep N slow request heads open against one node (reopening those it
+    /// closes) while probing /readyz and a user's send; prints one JSON line.
+    Slow {
+        /// host:port of the ingress node.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
+        secret: String,
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        #[arg(long, default_value = "20s")]
+        duration: String,
+        /// The node's pid, for its memory and descriptors.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// M sockets that ask for history pages and never read; prints the
+    /// node's memory per socket.
+    Hog {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
+        secret: String,
+        /// An admin key, to publish the room's messages.
+        #[arg(long, env = "CHAT_API_KEY", hide_env_values = true)]
+        api_key: String,
+        #[arg(long, default_value_t = 20)]
+        sockets: usize,
+        #[arg(long)]
+        pid: u32,
     },
 }
 
@@ -308,6 +350,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             action: SummariesAction::Submit(args),
         }
         | Command::Summarize(args) => submit(args).await,
+        Command::Abuse { action } => {
+            let out = match action {
+                AbuseAction::Slow {
+                    addr,
+                    secret,
+                    connections,
+                    duration,
+                    pid,
+                } => {
+                    let duration = duration_arg("--duration", &duration)?;
+                    abuse::slow(&addr, &secret, connections, duration, pid).await?
+                }
+                AbuseAction::Hog {
+                    addr,
+                    secret,
+                    api_key,
+                    sockets,
+                    pid,
+                } => abuse::hog(&addr, &secret, &api_key, sockets, pid).await?,
+            };
+            println!("{out}");
+            Ok(())
+        }
         Command::Bench {
             urls,
             secret,

@@ -1,6 +1,7 @@
 //! `chatctl sessions revoke SID`: what `DELETE /v1/sessions/{sid}` does, by
-//! the same code: the session key is deleted and every ingress node is told
-//! on the control channel to close the session's sockets (4003).
+//! the same code: the session key is deleted, a tombstone keeps its tokens
+//! refused (`CHAT_REVOKED_SESSION_TTL`), and every ingress node is told on
+//! the control channel to close the session's sockets (4003).
 
 use crate::context::Context;
 use anyhow::bail;
@@ -10,7 +11,9 @@ pub async fn revoke(ctx: &Context, sid: &str) -> anyhow::Result<()> {
         bail!("bad session id {sid:?}: 1-128 printable ASCII characters");
     }
     let mut conn = ctx.redis().await?;
-    let existed = ingress::control::revoke_session(&mut conn, &ctx.keys, sid).await?;
+    let existed =
+        ingress::control::revoke_session(&mut conn, &ctx.keys, sid, ctx.revoked_session_ttl)
+            .await?;
     println!(
         "session {sid}: {}; every ingress node closes its sockets (4003)",
         if existed {

@@ -32,8 +32,12 @@ pub async fn run() -> anyhow::Result<()> {
     strings
         .entry("CHAT_API_KEYS".into())
         .or_insert_with(|| format!("dev-api-key-{:016x}", rand::random::<u64>()));
-    let mut ingress_settings = ingress::settings::IngressSettings::from_strings(&strings)?;
-    ingress_settings.dev_token_secret = Some(secret.clone().into_bytes());
+    // Dev tokens are on unless turned off (`CHAT_DEV_TOKENS=0`), and served
+    // to loopback peers only unless `CHAT_DEV_TOKENS_PUBLIC` says otherwise.
+    strings
+        .entry("CHAT_DEV_TOKENS".into())
+        .or_insert_with(|| "1".into());
+    let ingress_settings = ingress::settings::IngressSettings::from_strings(&strings)?;
     let fanout_settings = fanout_worker::settings::FanoutSettings::from_strings(&strings)?;
     let notifier_settings = notifier_worker::settings::NotifierSettings::from_strings(&strings)?;
     let summarizer_settings =

@@ -3,6 +3,46 @@
 //! Room keys carry the room as a hash tag (`{room}`) so that one room's keys
 //! share a Redis Cluster slot and the append script stays single-slot. Shard
 //! streams carry their shard number as the tag, so shards spread over masters.
+//!
+//! Redis Cluster hashes only what lies between a key's first `{` and the
+//! first `}` after it, and the whole key when that is empty. Room names
+//! (`^[A-Za-z0-9_.:-]{1,128}$`), the prefix (`CHAT_PREFIX`, `[A-Za-z0-9_-]`)
+//! and consumer group names (`[A-Za-z0-9_-]`) hold no braces, so a room's
+//! tag is always the room, even in keys that carry a user, client id or job
+//! id after the tag (`room_dedup`, `room_push`, `summary_job`), and a dead
+//! letter's tag is its group. User ids, session ids, device tokens and push
+//! item ids may hold braces, so the keys tagged by one of them
+//! (`user_devices`, `user_device_platforms`, `device_owner`, `push_sent`,
+//! `session`) carry it percent-escaped by the private `tag` below: `%`, `{`
+//! and `}` become `%25`, `%7B` and `%7D`. An id holding none of the three is
+//! its own tag, so its keys are what they were before the escaping.
+
+use std::borrow::Cow;
+
+/// The hash-tag content for an arbitrary id: never empty, never a `{` or
+/// `}`, and injective (distinct ids give distinct tags), so every key of one
+/// id shares one slot and no id can borrow another's. `%`, `{` and `}` are
+/// percent-escaped; the empty id (which no caller should pass) is a lone
+/// `%`, which no escaped id can be. An id without `%`, `{` or `}` is returned
+/// unchanged.
+fn tag(id: &str) -> Cow<'_, str> {
+    if id.is_empty() {
+        return Cow::Borrowed("%");
+    }
+    if !id.contains(['%', '{', '}']) {
+        return Cow::Borrowed(id);
+    }
+    let mut out = String::with_capacity(id.len() + 8);
+    for c in id.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// Builds every key and channel name from the configured prefix.
 #[derive(Clone, Debug)]
@@ -84,18 +124,20 @@ impl Keys {
     }
 
     /// Sorted set of a user's device tokens scored by last-seen time (ms).
+    /// Tagged by the escaped user, like `user_device_platforms`.
     pub fn user_devices(&self, user: &str) -> String {
-        format!("{}:user:{{{user}}}:devices", self.prefix)
+        format!("{}:user:{{{}}}:devices", self.prefix, tag(user))
     }
 
     /// Hash of a user's device tokens to their platform.
     pub fn user_device_platforms(&self, user: &str) -> String {
-        format!("{}:user:{{{user}}}:platforms", self.prefix)
+        format!("{}:user:{{{}}}:platforms", self.prefix, tag(user))
     }
 
     /// The user a device token is registered to (a device can change hands).
+    /// Tagged by the escaped token.
     pub fn device_owner(&self, token: &str) -> String {
-        format!("{}:device:{{{token}}}", self.prefix)
+        format!("{}:device:{{{}}}", self.prefix, tag(token))
     }
 
     /// The notify work stream (push work queued by fanout).
@@ -113,9 +155,10 @@ impl Keys {
         format!("{}:notify:outbox", self.prefix)
     }
 
-    /// Per work item: which device tokens were sent (idempotency across redeliveries).
+    /// Per work item: which device tokens were sent (idempotency across
+    /// redeliveries). Tagged by the escaped item id (it holds a user id).
     pub fn push_sent(&self, item: &str) -> String {
-        format!("{}:push:{{{item}}}", self.prefix)
+        format!("{}:push:{{{}}}", self.prefix, tag(item))
     }
 
     /// The apalis queue of summary jobs; hash-tagged so its keys share a slot.
@@ -214,9 +257,16 @@ impl Keys {
         format!("{}:dlq:{{{group}}}:lease:{id}", self.prefix)
     }
 
-    /// String `user\nttl_secs` with the session's TTL.
+    /// String `user\nttl_secs` with the session's TTL. Tagged by the escaped
+    /// session id (1-128 printable ASCII, so it may hold braces).
     pub fn session(&self, sid: &str) -> String {
-        format!("{}:session:{{{sid}}}", self.prefix)
+        format!("{}:session:{{{}}}", self.prefix, tag(sid))
+    }
+
+    /// A deleted session's tombstone: its tokens stay refused while it
+    /// lives. Shares the session's slot, so one MGET reads both.
+    pub fn session_revoked(&self, sid: &str) -> String {
+        format!("{}:session:{{{}}}:revoked", self.prefix, tag(sid))
     }
 
     /// Node-wide control channel: session revocations, membership withdrawals.
@@ -273,6 +323,101 @@ mod tests {
             k.dead_letter_lease("fanout", "1-2")
                 .starts_with("chat:dlq:{fanout}:")
         );
+    }
+
+    /// Redis Cluster's rule: the part between the first `{` and the first
+    /// `}` after it when that is not empty, else the whole key.
+    fn redis_hash_tag(key: &str) -> &str {
+        if let Some(open) = key.find('{')
+            && let Some(len) = key[open + 1..].find('}')
+            && len > 0
+        {
+            return &key[open + 1..open + 1 + len];
+        }
+        key
+    }
+
+    const HOSTILE: [&str; 14] = [
+        "a}b", "}", "{}", "{x}", "%7B", "a%b", "{", "%", "%25", "%7D", "}{", "a{b}c", "é{ü}", "",
+    ];
+
+    /// Every key tagged by an id.
+    fn id_keys(k: &Keys, id: &str) -> [String; 5] {
+        [
+            k.user_devices(id),
+            k.user_device_platforms(id),
+            k.device_owner(id),
+            k.push_sent(id),
+            k.session(id),
+        ]
+    }
+
+    #[test]
+    fn an_ids_keys_share_one_non_empty_brace_free_tag() {
+        let k = Keys::new("chat", 8);
+        for id in HOSTILE.iter().chain(&["alice", "s-1", "x:y"]) {
+            let keys = id_keys(&k, id);
+            let t = redis_hash_tag(&keys[0]);
+            assert!(!t.is_empty() && !t.contains(['{', '}']), "{id:?}: {t:?}");
+            assert_ne!(t, keys[0], "{id:?}: the whole key is hashed");
+            assert_eq!(t, tag(id), "{id:?}");
+            for key in &keys {
+                assert_eq!(redis_hash_tag(key), t, "{id:?}: {key}");
+            }
+        }
+    }
+
+    #[test]
+    fn distinct_ids_get_distinct_tags_and_keys() {
+        let k = Keys::new("chat", 8);
+        let ids: Vec<String> = HOSTILE
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["alice", "%7b", "a%25b", "%257B"].map(String::from))
+            .collect();
+        let mut tags = std::collections::HashMap::new();
+        for id in &ids {
+            let t = redis_hash_tag(&k.user_devices(id)).to_owned();
+            if let Some(other) = tags.insert(t.clone(), id) {
+                panic!("{id:?} and {other:?} share the tag {t:?}");
+            }
+        }
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids[i + 1..] {
+                let (ka, kb) = (id_keys(&k, a), id_keys(&k, b));
+                for (x, y) in ka.iter().zip(&kb) {
+                    assert_ne!(x, y, "{a:?} and {b:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ordinary_ids_keep_their_keys() {
+        let k = Keys::new("chat", 8);
+        assert_eq!(k.user_devices("alice"), "chat:user:{alice}:devices");
+        assert_eq!(k.user_device_platforms("bob"), "chat:user:{bob}:platforms");
+        assert_eq!(k.device_owner("tok:1_x"), "chat:device:{tok:1_x}");
+        assert_eq!(k.push_sent("e1|3|5:alicer"), "chat:push:{e1|3|5:alicer}");
+        assert_eq!(k.session("s-1"), "chat:session:{s-1}");
+        assert_eq!(k.user_devices("é ü"), "chat:user:{é ü}:devices");
+        assert_eq!(k.session("a}b"), "chat:session:{a%7Db}");
+        assert_eq!(k.session("%"), "chat:session:{%25}");
+    }
+
+    #[test]
+    fn a_user_after_the_room_tag_keeps_the_rooms_slot() {
+        let k = Keys::new("chat", 8);
+        for user in HOSTILE {
+            for key in [
+                k.room_dedup("team:eng", user, "c}1"),
+                k.room_dedup("team:eng", "u", user),
+                k.room_push("team:eng", user),
+                k.summary_job("team:eng", user),
+            ] {
+                assert_eq!(redis_hash_tag(&key), "team:eng", "{user:?}: {key}");
+            }
+        }
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub mod close {
     pub const UNAUTHENTICATED: u16 = 4001;
     pub const REVOKED: u16 = 4003;
     pub const POLICY: u16 = 4008;
+    /// Not in the contract's list: a socket that had not authenticated yet,
+    /// closed to make room at the node's connection cap (RFC 6455's "try
+    /// again later"); clients reconnect with backoff.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// Who wrote a message: a user, the system (HTTP publish, notices) or the summarizer.
@@ -306,6 +310,64 @@ impl ClientFrame {
 pub fn valid_client_id(id: &str) -> bool {
     let n = id.chars().count();
     (1..=64).contains(&n)
+}
+
+/// A user id (the JWT `sub`, the `user` of the admin API): 1 to 256 bytes,
+/// no control characters (`char::is_control`, general category Cc) and no
+/// format characters (general category Cf).
+///
+/// User ids end up in frames other users' clients display, in key names and
+/// in the line-based pub/sub and session framing. Control characters break
+/// that framing (`\n`) and terminals; format characters are invisible or
+/// reorder the text around them, so they let one user pass for another on
+/// screen: U+202E (right-to-left override) makes `ad\u{202E}nimda` display
+/// as `adadmin`, and U+200B (zero width space) makes `ali\u{200B}ce` look
+/// exactly like `alice`. Any other Unicode (letters of any script, spaces,
+/// punctuation, emoji) is allowed.
+pub fn valid_user_id(user: &str) -> bool {
+    (1..=256).contains(&user.len()) && !user.chars().any(|c| c.is_control() || is_format(c))
+}
+
+/// General category Cf (format), Unicode 18.0; the same as Unicode 15.0 and
+/// later, whose U+13439..=U+1343F (Egyptian hieroglyph format controls)
+/// were unassigned in 14.0. Sorted, inclusive ranges.
+const FORMAT_CHARS: [(u32, u32); 21] = [
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+fn is_format(c: char) -> bool {
+    let c = u32::from(c);
+    FORMAT_CHARS
+        .binary_search_by(|&(lo, hi)| {
+            if hi < c {
+                std::cmp::Ordering::Less
+            } else if lo > c {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
 }
 
 fn bad(reference: Option<Value>, message: String) -> FrameError {
@@ -564,5 +626,66 @@ mod tests {
         }
         .to_json(None);
         assert!(!s.contains("recovered"));
+    }
+
+    #[test]
+    fn user_ids() {
+        for ok in [
+            "alice",
+            "a",
+            "José García",
+            "名前",
+            "😀",
+            "a}b{%",
+            "user@example.com",
+            &"a".repeat(256),
+            &"é".repeat(128),
+        ] {
+            assert!(valid_user_id(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            &"a".repeat(257),
+            &format!("{}a", "é".repeat(128)),
+            "a\nb",
+            "a\tb",
+            "\0",
+            "a\u{7f}",
+            "a\u{85}",
+            "ad\u{202E}nimda",
+            "ali\u{200B}ce",
+            "\u{FEFF}alice",
+            "alice\u{E0041}",
+            "a\u{13439}b",
+        ] {
+            assert!(!valid_user_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_format_table_is_sorted_and_every_range_is_refused_to_its_ends() {
+        let mut total = 0;
+        for (i, &(lo, hi)) in FORMAT_CHARS.iter().enumerate() {
+            assert!(lo <= hi, "{lo:X}");
+            if i > 0 {
+                assert!(FORMAT_CHARS[i - 1].1 + 1 < lo, "{lo:X} overlaps or adjoins");
+            }
+            total += hi - lo + 1;
+            for c in [lo, hi] {
+                let c = char::from_u32(c).expect("a char");
+                assert!(!valid_user_id(&format!("a{c}b")), "U+{:04X}", u32::from(c));
+            }
+            for c in [lo - 1, hi + 1] {
+                let c = char::from_u32(c).expect("a char");
+                assert_eq!(
+                    valid_user_id(&format!("a{c}b")),
+                    !c.is_control(),
+                    "U+{:04X}",
+                    u32::from(c)
+                );
+            }
+        }
+        // Cf has 170 code points from Unicode 15.0 on (163 in 14.0).
+        assert_eq!(total, 170);
     }
 }

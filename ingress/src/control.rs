@@ -25,12 +25,31 @@ pub fn valid_sid(sid: &str) -> bool {
     !sid.is_empty() && sid.len() <= 128 && sid.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Deletes the session and tells every node to close its sockets (4003):
-/// `DELETE /v1/sessions/{sid}` and `chatctl sessions revoke`. Returns whether
-/// the session existed; its sockets are told to close either way.
-pub async fn revoke_session(conn: &mut Conn, keys: &Keys, sid: &str) -> redis::RedisResult<bool> {
+/// `CHAT_REVOKED_SESSION_TTL`: how long a deleted session's tokens stay
+/// refused (default 30 days, the longest a session may be registered for).
+pub fn revoked_session_ttl(s: &mut chat_core::config::Settings<'_>) -> Duration {
+    let ttl = s.duration("CHAT_REVOKED_SESSION_TTL", Duration::from_secs(30 * 86_400));
+    if ttl < Duration::from_secs(1) {
+        s.error("CHAT_REVOKED_SESSION_TTL: must be at least 1s");
+    }
+    ttl
+}
+
+/// Deletes the session, leaves a tombstone so its tokens stay refused for
+/// `tombstone_ttl` (in either session mode), and tells every node to close
+/// its sockets (4003): `DELETE /v1/sessions/{sid}` and `chatctl sessions
+/// revoke`. Returns whether the session existed; its sockets are told to
+/// close either way.
+pub async fn revoke_session(
+    conn: &mut Conn,
+    keys: &Keys,
+    sid: &str,
+    tombstone_ttl: Duration,
+) -> redis::RedisResult<bool> {
     let (deleted,): (u64,) = redis::pipe()
         .del(keys.session(sid))
+        .set_ex(keys.session_revoked(sid), 1, tombstone_ttl.as_secs().max(1))
+        .ignore()
         .publish(keys.control_channel(), revoke_session_payload(sid))
         .ignore()
         .query_async(conn)

@@ -4,6 +4,7 @@
 
 pub mod access;
 mod append;
+pub mod conns;
 pub mod control;
 pub mod history;
 pub mod http;
@@ -48,11 +49,16 @@ pub enum IngressError {
     Archive(#[from] archive_worker::store::StoreError),
 }
 
+/// Connections the metrics listener takes at once: scrapers and probes.
+const METRICS_CONNECTIONS: usize = 64;
+
 /// A bound, ready ingress node; `run` serves until `shutdown` is cancelled.
 pub struct Ingress {
     state: Shared,
     listener: TcpListener,
     addr: SocketAddr,
+    budget: Arc<conns::Budget>,
+    metrics: Option<(TcpListener, SocketAddr)>,
 }
 
 impl Ingress {
@@ -134,6 +140,19 @@ impl Ingress {
         };
         let listener = TcpListener::bind(settings.listen).await?;
         let addr = listener.local_addr()?;
+        let metrics = match settings.metrics_listen {
+            Some(at) => {
+                let l = TcpListener::bind(at).await?;
+                let a = l.local_addr()?;
+                tracing::info!(addr = %a, "metrics listening");
+                Some((l, a))
+            }
+            None => None,
+        };
+        let budget = conns::Budget::new(
+            "public",
+            conns::cap_for_descriptors(settings.limits.max_connections),
+        );
         let state = Arc::new(AppState {
             settings,
             keys: keys.clone(),
@@ -167,16 +186,28 @@ impl Ingress {
                 }
             }
         });
-        tracing::info!(%addr, node = %state.settings.node_id, "ingress listening");
+        tracing::info!(%addr, node = %state.settings.node_id, cap = budget.cap(), "ingress listening");
         Ok(Self {
             state,
             listener,
             addr,
+            budget,
+            metrics,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The metrics listener's address, when `CHAT_METRICS_LISTEN` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, a)| *a)
+    }
+
+    /// Connections the public listener holds at most.
+    pub fn connection_cap(&self) -> usize {
+        self.budget.cap()
     }
 
     pub fn state(&self) -> Shared {
@@ -188,6 +219,16 @@ impl Ingress {
     pub async fn run(self) -> Result<(), IngressError> {
         let state = self.state;
         let app = http::router(state.clone());
+        if let Some((listener, _)) = self.metrics {
+            tokio::spawn(serve::serve(
+                listener,
+                conns::Budget::new("metrics", METRICS_CONNECTIONS),
+                http::operations_router(state.clone()),
+                state.shutdown.clone(),
+                state.settings.limits.head_timeout,
+                state.settings.shutdown_grace,
+            ));
+        }
         let stop = state.shutdown.clone();
         let grace = state.settings.shutdown_grace;
         // One deadline for the whole drain: sockets start closing the moment
@@ -202,6 +243,7 @@ impl Ingress {
         };
         serve::serve(
             self.listener,
+            self.budget,
             app,
             stop,
             state.settings.limits.head_timeout,

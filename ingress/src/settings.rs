@@ -16,11 +16,16 @@ pub struct Limits {
     /// Time for a client to send a whole HTTP request head (the WebSocket
     /// handshake included); a connection that takes longer is closed.
     pub head_timeout: Duration,
+    /// Time for a caller, once authenticated, to send a whole request body.
+    pub body_timeout: Duration,
     /// Sustained client frames per second, and the burst allowed above it.
     pub rate_per_sec: f64,
     pub rate_burst: f64,
     /// Frames queued to a socket before it counts as too slow and is closed 4008.
     pub outbound_queue: usize,
+    /// Bytes queued to a socket (until written) before it counts as too
+    /// slow and is closed 4008; `history` is refused past a quarter of it.
+    pub outbound_queue_bytes: usize,
     /// `expiring` is sent this long before the token's `exp`.
     pub expiring_notice: Duration,
     /// WebSocket ping interval; a socket silent for two intervals is closed.
@@ -31,6 +36,8 @@ pub struct Limits {
     /// behind their append; zero turns it off.
     pub max_delivery_lag: Duration,
     pub max_rooms_per_connection: usize,
+    /// Connections of every kind on the public listener (HTTP, WebSocket
+    /// before and after authentication); lowered to fit the descriptor limit.
     pub max_connections: usize,
 }
 
@@ -56,8 +63,19 @@ pub struct IngressSettings {
     /// Serve `POST /dev/token` (the local stack, or `CHAT_DEV_TOKENS=1`;
     /// never in production: it signs a token for any name).
     pub dev_token_secret: Option<Vec<u8>>,
+    /// Serve dev tokens to any peer, not only loopback (`CHAT_DEV_TOKENS_PUBLIC`).
+    pub dev_tokens_public: bool,
     /// The archive (MongoDB) history reads continue in; `None`: Redis only.
     pub mongodb: Option<chat_core::config::MongoSettings>,
+    /// A second listener for `/metrics`, `/healthz` and `/readyz`, for
+    /// scrapers and probes on a private network.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Whether the public listener serves `/metrics` too (the contract's
+    /// default); production turns it off and scrapes `metrics_listen`.
+    pub public_metrics: bool,
+    /// How long a deleted session's tokens stay refused; a token seen later
+    /// with a longer `exp` extends it.
+    pub revoked_session_ttl: Duration,
 }
 
 impl IngressSettings {
@@ -78,9 +96,11 @@ impl IngressSettings {
             max_text_bytes: s.parse("CHAT_MAX_TEXT_BYTES", 4096),
             auth_timeout: s.duration("CHAT_AUTH_TIMEOUT", Duration::from_secs(5)),
             head_timeout: s.duration("CHAT_HEAD_TIMEOUT", Duration::from_secs(10)),
+            body_timeout: s.duration("CHAT_BODY_TIMEOUT", Duration::from_secs(10)),
             rate_per_sec: s.parse("CHAT_RATE_PER_SEC", 50.0),
             rate_burst: s.parse("CHAT_RATE_BURST", 100.0),
             outbound_queue: s.parse("CHAT_OUTBOUND_QUEUE", 1024),
+            outbound_queue_bytes: s.parse("CHAT_OUTBOUND_QUEUE_BYTES", 4 << 20),
             expiring_notice: s.duration("CHAT_EXPIRING_NOTICE", Duration::from_secs(60)),
             ping_interval: s.duration("CHAT_PING_INTERVAL", Duration::from_secs(30)),
             max_recover: s.parse("CHAT_MAX_RECOVER", 10_000),
@@ -97,11 +117,19 @@ impl IngressSettings {
         if limits.outbound_queue < 16 {
             s.error("CHAT_OUTBOUND_QUEUE: must be at least 16");
         }
+        // A history page of 100 messages of the largest text must fit.
+        if limits.outbound_queue_bytes < 64 * 1024 {
+            s.error("CHAT_OUTBOUND_QUEUE_BYTES: must be at least 65536");
+        }
+        if limits.max_connections == 0 {
+            s.error("CHAT_MAX_CONNECTIONS: must be at least 1");
+        }
         if limits.ping_interval.is_zero()
             || limits.auth_timeout.is_zero()
             || limits.head_timeout.is_zero()
+            || limits.body_timeout.is_zero()
         {
-            s.error("CHAT_PING_INTERVAL / CHAT_AUTH_TIMEOUT / CHAT_HEAD_TIMEOUT: must be more than zero");
+            s.error("CHAT_PING_INTERVAL / CHAT_AUTH_TIMEOUT / CHAT_HEAD_TIMEOUT / CHAT_BODY_TIMEOUT: must be more than zero");
         }
         let jobs_redis_url = common.read_jobs_url(&mut s, false);
         let mongodb = common.read_mongodb(&mut s, false);
@@ -121,6 +149,19 @@ impl IngressSettings {
             }
             _ => None,
         };
+        let metrics_listen = s
+            .opt("CHAT_METRICS_LISTEN")
+            .filter(|v| !v.trim().is_empty())
+            .and_then(|v| match v.trim().parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    s.error(format!(
+                        "CHAT_METRICS_LISTEN={v:?}: expected host:port, e.g. 10.0.0.5:9100"
+                    ));
+                    None
+                }
+            });
+        let revoked_session_ttl = crate::control::revoked_session_ttl(&mut s);
         let settings = Self {
             listen,
             common,
@@ -134,7 +175,11 @@ impl IngressSettings {
             jobs_redis_url,
             shutdown_grace,
             dev_token_secret,
+            dev_tokens_public: s.bool("CHAT_DEV_TOKENS_PUBLIC", false),
             mongodb,
+            metrics_listen,
+            public_metrics: s.bool("CHAT_PUBLIC_METRICS", true),
+            revoked_session_ttl,
         };
         s.finish()?;
         Ok(settings)

@@ -61,6 +61,8 @@ async fn sessions_revoke_closes_the_sessions_sockets_4003_on_every_node() {
     let gone = stack.exists(&k.session("s-gone")).await;
     let other = stack.exists(&k.session("s-kept")).await;
     assert!(!gone && other);
+    // Its tokens stay refused: the tombstone the API leaves too.
+    assert!(stack.exists(&k.session_revoked("s-gone")).await);
 
     // Again: nothing left to delete, and it says so.
     let out = cli.run(&["sessions", "revoke", "s-gone"]).await;

@@ -7,7 +7,7 @@ use super::caller::{Caller, admin_or_user};
 use super::error::{ApiError, ApiResult, ErrorBody, ServerErrors};
 use crate::state::Shared;
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chat_core::protocol::ErrorCode;
@@ -77,18 +77,18 @@ fn now_ms() -> u64 {
         (status = 400, description = "Bad body, token or platform", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "An admin API key: devices belong to users", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String),
+        (status = 408, description = "The body took longer than `CHAT_BODY_TIMEOUT`", body = ErrorBody),
+        (status = 413, description = "`too_large`: body over 64 KiB", body = ErrorBody),
         ServerErrors,
     )
 )]
 pub async fn register(
     State(state): State<Shared>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Json<Device>> {
     let user = user(&state, &headers).await?;
-    let body: DeviceBody =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("invalid body: {e}")))?;
+    let body: DeviceBody = super::body::json(&state, body).await?;
     token_ok(&body.token)?;
     if !PLATFORMS.contains(&body.platform.as_str()) {
         return Err(ApiError::bad("platform must be android, ios or web"));

@@ -10,6 +10,8 @@ use utoipa::ToSchema;
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// The code's own status unless set (408 for a body too slow).
+    status: Option<StatusCode>,
 }
 
 impl ApiError {
@@ -17,7 +19,13 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            status: None,
         }
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
     }
 
     pub fn bad(message: impl Into<String>) -> Self {
@@ -77,8 +85,10 @@ pub struct ErrorDetail {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        });
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,

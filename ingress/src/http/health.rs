@@ -1,9 +1,11 @@
 //! Liveness, readiness and metrics.
 
+use super::error::{ApiError, ErrorBody};
 use crate::state::Shared;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use chat_core::protocol::ErrorCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -65,14 +67,42 @@ pub async fn readyz(State(state): State<Shared>) -> (StatusCode, Json<Health>) {
     (code, Json(Health { status }))
 }
 
-/// Prometheus metrics.
+/// Prometheus metrics (also at `CHAT_METRICS_LISTEN` when set; production
+/// scrapes that one and turns this one off with `CHAT_PUBLIC_METRICS=false`).
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition format",
+            content_type = "text/plain", body = String),
+        (status = 404, description = "`CHAT_PUBLIC_METRICS=false`: scrape `CHAT_METRICS_LISTEN`", body = ErrorBody),
+    )
+)]
+pub async fn metrics(State(state): State<Shared>) -> Result<String, ApiError> {
+    if state.settings.public_metrics {
+        Ok(render_metrics().await)
+    } else {
+        Err(ApiError::new(
+            ErrorCode::NotFound,
+            "metrics are served on the metrics listener",
+        ))
+    }
+}
+
+async fn render_metrics() -> String {
+    chat_core::metrics::render()
+}
+
+/// Prometheus metrics on the metrics listener (`CHAT_METRICS_LISTEN`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "private_metrics",
     responses((status = 200, description = "Prometheus text exposition format",
         content_type = "text/plain", body = String))
 )]
-pub async fn metrics() -> String {
-    chat_core::metrics::render()
+pub async fn private_metrics() -> String {
+    render_metrics().await
 }

@@ -1,5 +1,6 @@
 //! The HTTP API and the router.
 
+mod body;
 mod caller;
 pub mod demo;
 mod devices;
@@ -12,7 +13,6 @@ mod sessions;
 mod summaries;
 
 use crate::state::Shared;
-use axum::extract::DefaultBodyLimit;
 use axum::{Extension, Router};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -49,6 +49,18 @@ pub fn router(state: Shared) -> Router {
         .split_for_parts();
     router
         .layer(Extension(openapi::Served::new(&doc)))
-        .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
+}
+
+/// What the metrics listener (`CHAT_METRICS_LISTEN`) serves: metrics and
+/// the probes, on a private address out of the public listener's way.
+/// Its routes are the public ones of the same paths (its own document is
+/// not served).
+pub fn operations_router(state: Shared) -> Router {
+    let (router, _) = OpenApiRouter::new()
+        .routes(routes!(health::private_metrics))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .split_for_parts();
+    router.with_state(state)
 }

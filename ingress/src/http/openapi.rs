@@ -25,9 +25,12 @@ pub const USER: &str = "user_jwt";
             (docs/protocol.md \"HTTP status codes\"); unknown routes answer 404 \
             `not_found` in that shape, a known path with another method 405 with no body. \
             Requests refused by the framework before a handler runs answer `text/plain` \
-            instead: a request body over 64 KiB (413), a path parameter that is not UTF-8 \
-            once percent-decoded (400), and a `GET /v1/ws` that is not a WebSocket \
-            handshake (400).\n\n\
+            instead: a path parameter that is not UTF-8 once percent-decoded (400), a \
+            `GET /v1/ws` that is not a WebSocket handshake (400), and a connection the \
+            node has no room for (503, `CHAT_MAX_CONNECTIONS`).\n\n\
+            Bodies are read only after the caller is authenticated, within \
+            `CHAT_BODY_TIMEOUT` (408 `bad_request` when slower) and up to 64 KiB \
+            (413 `too_large`).\n\n\
             Admin calls take `Authorization: Bearer <API key>`, user calls the user's JWT."
     ),
     modifiers(&BearerSchemes),

@@ -6,11 +6,13 @@ use crate::append::append;
 use crate::control::{delete_room_payload, withdraw_payload};
 use crate::state::Shared;
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use chat_core::pattern::valid_room;
-use chat_core::protocol::{Ack, HistoryCursor, Kind, Message, valid_client_id, valid_epoch};
+use chat_core::protocol::{
+    Ack, HistoryCursor, Kind, Message, valid_client_id, valid_epoch, valid_user_id,
+};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -24,13 +26,13 @@ pub(super) fn room_name(room: &str) -> ApiResult<()> {
     }
 }
 
-fn user_id(user: &str) -> ApiResult<()> {
-    if user.is_empty() || user.len() > 256 || user.chars().any(char::is_control) {
-        Err(ApiError::bad(
-            "user must be 1-256 characters without control characters",
-        ))
-    } else {
+pub(super) fn user_id(user: &str) -> ApiResult<()> {
+    if valid_user_id(user) {
         Ok(())
+    } else {
+        Err(ApiError::bad(
+            "user must be 1-256 bytes without control or format characters",
+        ))
     }
 }
 
@@ -59,8 +61,8 @@ struct PublishBody {
         (status = 200, description = "Stored, or a duplicate `client_id` (`duplicate: true`)", body = Ack),
         (status = 400, description = "Bad room, body, user or client_id", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 413, description = "`too_large`: text over `max_text_bytes`; text/plain: body over 64 KiB",
-            content((ErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 408, description = "The body took longer than `CHAT_BODY_TIMEOUT`", body = ErrorBody),
+        (status = 413, description = "`too_large`: text over `max_text_bytes`, or a body over 64 KiB", body = ErrorBody),
         ServerErrors,
     )
 )]
@@ -68,12 +70,11 @@ pub async fn publish(
     State(state): State<Shared>,
     Path(room): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Json<Ack>> {
     admin(&state, &headers)?;
     room_name(&room)?;
-    let body: PublishBody =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("invalid body: {e}")))?;
+    let body: PublishBody = super::body::json(&state, body).await?;
     let max = state.settings.limits.max_text_bytes;
     if body.text.is_empty() {
         return Err(ApiError::bad("text must not be empty"));

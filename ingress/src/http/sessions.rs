@@ -5,7 +5,7 @@ use super::error::{ApiError, ApiResult, ErrorBody, ServerErrors};
 use crate::control::{revoke_session, valid_sid};
 use crate::state::Shared;
 use crate::ws::auth::session_value;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
@@ -44,7 +44,8 @@ fn sid_ok(sid: &str) -> ApiResult<()> {
         (status = 204, description = "Stored with its TTL"),
         (status = 400, description = "Bad sid or body", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String),
+        (status = 408, description = "The body took longer than `CHAT_BODY_TIMEOUT`", body = ErrorBody),
+        (status = 413, description = "`too_large`: body over 64 KiB", body = ErrorBody),
         ServerErrors,
     )
 )]
@@ -52,26 +53,28 @@ pub async fn put(
     State(state): State<Shared>,
     Path(sid): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<StatusCode> {
     admin(&state, &headers)?;
     sid_ok(&sid)?;
-    let body: SessionBody =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("invalid body: {e}")))?;
-    if body.user.is_empty() || body.user.len() > 256 || body.user.contains('\n') {
-        return Err(ApiError::bad("user must be 1-256 characters"));
-    }
+    let body: SessionBody = super::body::json(&state, body).await?;
+    super::rooms::user_id(&body.user)?;
     if !(1..=30 * 86_400).contains(&body.ttl_secs) {
         return Err(ApiError::bad("ttl_secs must be 1 to 2592000"));
     }
     let mut conn = state.redis.clone();
-    let _: () = redis::AsyncCommands::set_ex(
-        &mut conn,
-        state.keys.session(&sid),
-        session_value(&body.user, body.ttl_secs),
-        body.ttl_secs,
-    )
-    .await?;
+    // Registering a sid again lifts an earlier revocation of it.
+    let _: () = redis::pipe()
+        .set_ex(
+            state.keys.session(&sid),
+            session_value(&body.user, body.ttl_secs),
+            body.ttl_secs,
+        )
+        .ignore()
+        .del(state.keys.session_revoked(&sid))
+        .ignore()
+        .query_async(&mut conn)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -84,7 +87,7 @@ pub async fn put(
     params(("sid" = String, Path, description = "Session id")),
     security(("api_key" = [])),
     responses(
-        (status = 204, description = "Deleted (also when it did not exist); its sockets close 4003 within 1 s"),
+        (status = 204, description = "Deleted (also when it did not exist); its sockets close 4003 within 1 s, and its tokens are refused for `CHAT_REVOKED_SESSION_TTL` (or their `exp`, if later) unless the sid is registered again"),
         (status = 400, description = "Bad sid", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         ServerErrors,
@@ -97,6 +100,12 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     admin(&state, &headers)?;
     sid_ok(&sid)?;
-    revoke_session(&mut state.redis.clone(), &state.keys, &sid).await?;
+    revoke_session(
+        &mut state.redis.clone(),
+        &state.keys,
+        &sid,
+        state.settings.revoked_session_ttl,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

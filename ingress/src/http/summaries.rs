@@ -4,7 +4,7 @@ use super::caller::{admin, admin_or_member};
 use super::error::{ApiError, ApiResult, ErrorBody, ServerErrors};
 use crate::state::Shared;
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chat_core::pattern::valid_room;
@@ -63,7 +63,8 @@ pub struct SubmittedJobs {
         (status = 202, description = "Submitted", body = SubmittedJobs),
         (status = 400, description = "Bad body, room list or time window", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String),
+        (status = 408, description = "The body took longer than `CHAT_BODY_TIMEOUT`", body = ErrorBody),
+        (status = 413, description = "`too_large`: body over 64 KiB", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),
         (status = 503, description = "Redis or the job queue unavailable, retry", body = ErrorBody),
     )
@@ -71,11 +72,10 @@ pub struct SubmittedJobs {
 pub async fn submit(
     State(state): State<Shared>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<(StatusCode, Json<SubmittedJobs>)> {
     admin(&state, &headers)?;
-    let batch: Batch =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("invalid body: {e}")))?;
+    let batch: Batch = super::body::json(&state, body).await?;
     if batch.rooms.is_empty() || batch.rooms.len() > MAX_BATCH {
         return Err(ApiError::bad(format!(
             "rooms must list 1 to {MAX_BATCH} rooms"

@@ -1,5 +1,6 @@
 //! Turning a token into an authenticated user, with the session check.
 
+use super::conn::now_secs;
 use crate::state::AppState;
 use chat_core::jwt::Claims;
 use chat_core::protocol::ErrorCode;
@@ -37,26 +38,47 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Authed, (Erro
         .verify(token)
         .await
         .map_err(|e| (ErrorCode::Unauthorized, format!("invalid token: {e}")))?;
-    // `sub` names the user in frames, keys and pub/sub framing.
-    if claims.sub.len() > 256 || claims.sub.chars().any(char::is_control) {
+    // `sub` names the user in frames, keys and pub/sub framing, and is
+    // shown to other users: no control or invisible format characters.
+    if !chat_core::protocol::valid_user_id(&claims.sub) {
         return Err((
             ErrorCode::Unauthorized,
-            "invalid token: sub must be at most 256 characters without control characters".into(),
+            "invalid token: sub must be 1-256 bytes without control or format characters".into(),
         ));
     }
     let mut session_ttl = None;
     match &claims.sid {
         Some(sid) => {
             let mut conn = state.redis.clone();
-            let found: Option<String> =
-                redis::AsyncCommands::get(&mut conn, state.keys.session(sid))
-                    .await
-                    .map_err(|_| {
-                        (
-                            ErrorCode::Unavailable,
-                            "session store unavailable".to_owned(),
-                        )
-                    })?;
+            // One slot (the sid's tag), so one MGET even on a cluster.
+            let revoked_key = state.keys.session_revoked(sid);
+            let (found, revoked): (Option<String>, Option<String>) = redis::cmd("MGET")
+                .arg(state.keys.session(sid))
+                .arg(&revoked_key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|_| {
+                    (
+                        ErrorCode::Unavailable,
+                        "session store unavailable".to_owned(),
+                    )
+                })?;
+            if revoked.is_some() {
+                // The tombstone lasts as long as any token seen with the sid.
+                let left = claims.exp.saturating_sub(now_secs());
+                if left > 0 {
+                    let extended: redis::RedisResult<()> = redis::cmd("EXPIRE")
+                        .arg(&revoked_key)
+                        .arg(left)
+                        .arg("GT")
+                        .query_async(&mut conn)
+                        .await;
+                    if let Err(e) = extended {
+                        tracing::debug!(error = %e, "could not extend a session tombstone");
+                    }
+                }
+                return Err((ErrorCode::Unauthorized, "session revoked".into()));
+            }
             match found.as_deref().and_then(parse_session) {
                 Some((user, ttl)) if user == claims.sub => session_ttl = Some(ttl),
                 Some(_) => {

@@ -4,8 +4,9 @@
 
 use super::auth::{Authed, authenticate};
 use super::frames;
-use super::outbound::{Closer, SocketHandle};
+use super::outbound::{Closer, Out, Outbound, SocketHandle};
 use super::rate::{RateLimiter, Verdict};
+use crate::conns::Slot;
 use crate::state::Shared;
 use axum::extract::ws::{Message, WebSocket};
 use chat_core::protocol::{ClientFrame, ErrorCode, FrameLimits, ServerFrame, close};
@@ -16,7 +17,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 /// A joined room as the connection sees it.
@@ -77,56 +77,121 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn error_frame(
+/// Why a socket never got `ready`.
+struct AuthFailure {
     code: ErrorCode,
-    message: &str,
-    reference: Option<&Value>,
-) -> axum::extract::ws::Utf8Bytes {
-    ServerFrame::Error { code, message }
-        .to_json(reference)
-        .into()
+    message: String,
+    reference: Option<Value>,
+    close: u16,
+    /// The `chat_upgrades_refused_total` reason.
+    reason: &'static str,
 }
 
-pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>) {
+impl AuthFailure {
+    fn new(code: ErrorCode, message: impl Into<String>, reference: Option<Value>) -> Self {
+        let (close, reason) = match code {
+            // Redis down: the client retries like after a drain.
+            ErrorCode::Unavailable => (close::GOING_AWAY, "unavailable"),
+            _ => (close::UNAUTHENTICATED, "auth"),
+        };
+        Self {
+            code,
+            message: message.into(),
+            reference,
+            close,
+            reason,
+        }
+    }
+
+    /// Evicted at the connection cap before it authenticated.
+    fn capacity() -> Self {
+        Self {
+            code: ErrorCode::Unavailable,
+            message: "node at capacity, try again".into(),
+            reference: None,
+            close: close::TRY_AGAIN_LATER,
+            reason: "capacity",
+        }
+    }
+
+    fn policy(message: &str) -> Self {
+        Self {
+            close: close::POLICY,
+            reason: "rate",
+            ..Self::new(ErrorCode::RateLimited, message, None)
+        }
+    }
+}
+
+pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>, slot: Option<Slot>) {
     let limits = state.settings.limits.clone();
-    let (sink, mut stream) = ws.split();
-    let (tx, rx) = mpsc::channel(limits.outbound_queue);
+    let (sink, stream) = ws.split();
+    let mut stream = Input {
+        stream,
+        state: ReadState::Open,
+    };
+    let (out, inbox) = Outbound::channel(limits.outbound_queue, limits.outbound_queue_bytes);
     let closer = Closer::default();
-    let writer = tokio::spawn(super::writer::run(state.clone(), sink, rx, closer.clone()));
+    let writer = tokio::spawn(super::writer::run(
+        state.clone(),
+        sink,
+        inbox,
+        closer.clone(),
+    ));
     let id = state.next_socket.fetch_add(1, Ordering::Relaxed);
+    // Every frame counts from the first, control frames included.
+    let mut rate = RateLimiter::new(limits.rate_per_sec, limits.rate_burst);
 
     // The handlers' futures are boxed while they run: inline, the largest
     // of them would sit in this task's state for the socket's whole life
     // (memory per idle connection is a target, docs/benchmarks.md (d)).
-    let authed = match header_token {
-        Some(token) => Box::pin(authenticate(&state, &token))
-            .await
-            .map(|a| (a, None))
-            .map_err(|e| (e, None)),
-        None => Box::pin(first_frame_auth(&state, &mut stream, &closer)).await,
+    let authed = {
+        let auth = async {
+            match header_token {
+                Some(token) => authenticate(&state, &token)
+                    .await
+                    .map(|a| (a, None))
+                    .map_err(|(code, message)| AuthFailure::new(code, message, None)),
+                None => first_frame_auth(&state, &mut stream, &closer, &mut rate).await,
+            }
+        };
+        let evicted = async {
+            match &slot {
+                Some(slot) => slot.evicted().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = evicted => Err(AuthFailure::capacity()),
+            a = Box::pin(auth) => a,
+        }
     };
     let (authed, auth_ref): (Authed, Option<Value>) = match authed {
         Ok(a) => a,
-        Err(((code, message), reference)) => {
-            let _ = tx.try_send(super::outbound::Out::Frame(error_frame(
-                code,
-                &message,
-                reference.as_ref(),
-            )));
-            closer.close(if code == ErrorCode::Unavailable {
-                close::GOING_AWAY
-            } else {
-                close::UNAUTHENTICATED
-            });
-            drop(tx);
-            finish_writer(writer).await;
+        Err(f) => {
+            metrics::counter!("chat_upgrades_refused_total", "reason" => f.reason).increment(1);
+            tracing::info!(socket = id, reason = f.reason, close = f.close, error = %f.message, "socket refused");
+            let _ = out.try_push(Out::Frame(
+                ServerFrame::Error {
+                    code: f.code,
+                    message: &f.message,
+                }
+                .to_json(f.reference.as_ref())
+                .into(),
+            ));
+            closer.close(f.close);
+            drop(out);
+            finish(writer, &mut stream, slot.as_ref()).await;
             return;
         }
     };
+    // Authenticated: the connection cap no longer evicts it.
+    let held = slot.as_ref().map(Slot::hold);
     let claims = authed.claims;
     let user: Arc<str> = Arc::from(claims.sub.as_str());
     let sid: Option<Arc<str>> = claims.sid.as_deref().map(Arc::from);
-    let socket = SocketHandle::new(id, user.clone(), tx, closer.clone());
+    let socket = SocketHandle::new(id, user.clone(), out, closer.clone());
     state
         .sockets
         .insert(socket.clone(), sid.clone(), authed.session_ttl);
@@ -149,7 +214,9 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>) {
         auth_ref.as_ref(),
     );
     let span = tracing::info_span!("socket", user = %user, socket = id);
-    reader_loop(&mut conn, &mut stream).instrument(span).await;
+    reader_loop(&mut conn, &mut stream, &mut rate)
+        .instrument(span)
+        .await;
 
     // Leave every room without `left` frames: the socket is going.
     for (room, joined) in std::mem::take(&mut conn.joined) {
@@ -161,7 +228,96 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>) {
     metrics::gauge!("chat_connections").decrement(1.0);
     closer.close(1000);
     drop(conn);
-    finish_writer(writer).await;
+    drop(held);
+    finish(writer, &mut stream, slot.as_ref()).await;
+}
+
+/// How long the closing handshake may take: the close frame written, the
+/// peer's own close read back.
+const CLOSING: Duration = Duration::from_secs(5);
+/// After the read side failed, how long the socket stays open so the peer
+/// can read the close frame before the kernel resets the connection.
+const LINGER: Duration = Duration::from_secs(1);
+/// What a closing socket evicted at the connection cap has left to write
+/// its close frame.
+const EVICTED_CLOSE: Duration = Duration::from_millis(250);
+
+/// Where the read half stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReadState {
+    Open,
+    /// The peer closed (its close frame, or end of stream).
+    PeerClosed,
+    /// A read failed (too large, protocol error): reading on could buffer
+    /// whatever the peer still sends, so it stops here.
+    Failed,
+}
+
+/// The socket's read half, remembering when it may no longer be read.
+struct Input {
+    stream: SplitStream<WebSocket>,
+    state: ReadState,
+}
+
+impl Input {
+    /// The next message; cancel-safe, as `StreamExt::next`.
+    async fn next(&mut self) -> Option<Result<Message, axum::Error>> {
+        if self.state != ReadState::Open {
+            return None;
+        }
+        let m = self.stream.next().await;
+        match &m {
+            None | Some(Ok(Message::Close(_))) => self.state = ReadState::PeerClosed,
+            Some(Err(_)) => self.state = ReadState::Failed,
+            Some(Ok(_)) => {}
+        }
+        m
+    }
+}
+
+/// Ends a socket with its closing handshake: while the writer sends the
+/// close frame, input is read and discarded until the peer's own close.
+/// Dropping a socket with unread input makes the kernel answer with a
+/// reset, which can destroy the close frame before the peer reads it (the
+/// client would see 1006 instead of the code).
+///
+/// A closing socket still holds its slot of the connection cap; evicted, it
+/// gets a moment for its close frame and goes.
+async fn finish(writer: tokio::task::JoinHandle<()>, input: &mut Input, slot: Option<&Slot>) {
+    let abort = writer.abort_handle();
+    let evicted = async {
+        match slot {
+            Some(s) => {
+                s.evicted().await;
+                tokio::time::sleep(EVICTED_CLOSE).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = closing_handshake(writer, input) => {}
+        _ = evicted => abort.abort(),
+    }
+}
+
+async fn closing_handshake(writer: tokio::task::JoinHandle<()>, input: &mut Input) {
+    let deadline = tokio::time::Instant::now() + CLOSING;
+    let drain = async {
+        while input.state == ReadState::Open {
+            if tokio::time::timeout_at(deadline, input.next())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if input.state == ReadState::Failed {
+            // Unread input may be left: give the peer a moment to read the
+            // close frame before the reset.
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + LINGER)).await;
+        }
+    };
+    tokio::join!(finish_writer(writer), drain);
 }
 
 /// The writer bounds its own writes; this bounds the wait anyway.
@@ -174,12 +330,11 @@ async fn finish_writer(mut writer: tokio::task::JoinHandle<()>) {
     }
 }
 
-type AuthFailure = ((ErrorCode, String), Option<Value>);
-
 async fn first_frame_auth(
     state: &Shared,
-    stream: &mut SplitStream<WebSocket>,
+    stream: &mut Input,
     closer: &Closer,
+    rate: &mut RateLimiter,
 ) -> Result<(Authed, Option<Value>), AuthFailure> {
     let limits = &state.settings.limits;
     let deadline = tokio::time::sleep(limits.auth_timeout);
@@ -187,11 +342,14 @@ async fn first_frame_auth(
     loop {
         let msg = tokio::select! {
             _ = &mut deadline => {
-                return Err(((ErrorCode::Unauthorized, "no auth frame in time".into()), None));
+                return Err(AuthFailure::new(ErrorCode::Unauthorized, "no auth frame in time", None));
             }
-            _ = closer.closed() => return Err(((ErrorCode::Unauthorized, "closed".into()), None)),
+            _ = closer.closed() => return Err(AuthFailure::new(ErrorCode::Unauthorized, "closed", None)),
             m = stream.next() => m,
         };
+        if let Verdict::Abuse = rate.check() {
+            return Err(AuthFailure::policy("too many frames"));
+        }
         match msg {
             Some(Ok(Message::Text(t))) => {
                 let (reference, frame) = ClientFrame::parse(
@@ -203,27 +361,33 @@ async fn first_frame_auth(
                 return match frame {
                     Ok(ClientFrame::Auth { token }) => match authenticate(state, &token).await {
                         Ok(a) => Ok((a, reference)),
-                        Err(e) => Err((e, reference)),
+                        Err((code, message)) => Err(AuthFailure::new(code, message, reference)),
                     },
-                    _ => Err((
-                        (ErrorCode::Unauthorized, "authenticate first".into()),
+                    _ => Err(AuthFailure::new(
+                        ErrorCode::Unauthorized,
+                        "authenticate first",
                         reference,
                     )),
                 };
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            _ => return Err(((ErrorCode::Unauthorized, "authenticate first".into()), None)),
+            _ => {
+                return Err(AuthFailure::new(
+                    ErrorCode::Unauthorized,
+                    "authenticate first",
+                    None,
+                ));
+            }
         }
     }
 }
 
-async fn reader_loop(conn: &mut Conn, stream: &mut SplitStream<WebSocket>) {
+async fn reader_loop(conn: &mut Conn, stream: &mut Input, rate: &mut RateLimiter) {
     let state = conn.state.clone();
     let limits = state.settings.limits.clone();
     let frame_limits = FrameLimits {
         max_text_bytes: limits.max_text_bytes,
     };
-    let mut rate = RateLimiter::new(limits.rate_per_sec, limits.rate_burst);
     let mut last_seen = Instant::now();
     let mut liveness = tokio::time::interval(limits.ping_interval);
     liveness.reset();
@@ -278,7 +442,15 @@ async fn reader_loop(conn: &mut Conn, stream: &mut SplitStream<WebSocket>) {
                         closer.close(close::UNSUPPORTED);
                         return;
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    // Control frames cost what any frame costs: counted, and
+                    // a flood of them closes the socket like any other.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                        if let Verdict::Abuse = rate.check() {
+                            conn.error(ErrorCode::RateLimited, "too many frames", None);
+                            closer.close(close::POLICY);
+                            return;
+                        }
+                    }
                     Some(Ok(Message::Text(t))) => {
                         conn.socket.active.store(true, Ordering::Release);
                         match rate.check() {

@@ -8,7 +8,9 @@ pub mod outbound;
 mod rate;
 mod writer;
 
+use crate::conns::Slot;
 use crate::state::Shared;
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -39,22 +41,29 @@ use axum::response::{IntoResponse, Response};
         (status = 101, description = "Switching Protocols: frames as in PROTOCOL.md \"WebSocket\""),
         (status = 400, description = "Not a WebSocket handshake", content_type = "text/plain", body = String),
         (status = 403, description = "`origin not allowed`", content_type = "text/plain", body = String),
-        (status = 503, description = "`no capacity`: at CHAT_MAX_CONNECTIONS or draining",
+        (status = 503, description = "`no capacity`: the node is at CHAT_MAX_CONNECTIONS with nothing to evict, or draining",
             content_type = "text/plain", body = String),
     )
 )]
 pub async fn upgrade(
     State(state): State<Shared>,
     headers: HeaderMap,
+    slot: Option<Extension<Slot>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     if !origin_allowed(&state.settings.allowed_origins, &headers) {
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        tracing::info!(origin, "upgrade refused: origin not allowed");
+        metrics::counter!("chat_upgrades_refused_total", "reason" => "origin").increment(1);
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
-    if state.sockets.len() >= state.settings.limits.max_connections || state.shutdown.is_cancelled()
-    {
+    // The connection cap itself is kept by the listener: this socket holds
+    // its connection's slot from accept on (ingress/src/conns.rs).
+    if state.shutdown.is_cancelled() {
+        metrics::counter!("chat_upgrades_refused_total", "reason" => "draining").increment(1);
         return (StatusCode::SERVICE_UNAVAILABLE, "no capacity").into_response();
     }
+    let slot = slot.map(|Extension(s)| s);
     let header_token = auth::bearer(&headers).map(str::to_owned);
     let max = state.settings.limits.max_frame_bytes;
     let tracker = state.tracker.clone();
@@ -66,7 +75,7 @@ pub async fn upgrade(
         .write_buffer_size(4096)
         .on_upgrade(move |socket| async move {
             // Tracked, not detached: the drain waits for every socket's last write.
-            tracker.spawn(conn::run(state, socket, header_token));
+            tracker.spawn(conn::run(state, socket, header_token, slot));
         })
 }
 

@@ -1,14 +1,15 @@
 //! What a socket's writer receives, and how anyone closes a socket.
 //!
 //! Every producer (the connection's own replies, room hubs, the session
-//! sweeper) pushes with `try_send` into one bounded queue per socket: a full
-//! queue means the reader on the other end is too slow, and the socket is
-//! closed 4008 instead of letting memory grow.
+//! sweeper) pushes with `try_send` into one queue per socket, bounded in
+//! frames and in bytes (counted until the writer has handed them to the
+//! kernel): a full queue means the reader on the other end is too slow, and
+//! the socket is closed 4008 instead of letting memory grow.
 
 use axum::extract::ws::Utf8Bytes;
 use chat_core::protocol::close;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +31,95 @@ pub struct Replay {
     pub epoch: String,
     pub from: u64,
     pub to: u64,
+}
+
+impl Out {
+    /// What it holds in memory while queued (a replay is read later, in chunks).
+    fn bytes(&self) -> usize {
+        match self {
+            Out::Frame(f) => f.len(),
+            Out::Replay(_) => 0,
+        }
+    }
+}
+
+/// The producers' end of a socket's queue.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    tx: mpsc::Sender<Out>,
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// The writer's end.
+pub struct Inbox {
+    rx: mpsc::Receiver<Out>,
+    queued: Arc<AtomicUsize>,
+}
+
+pub enum Refused {
+    /// Over the frame or byte bound: the peer does not keep up.
+    Full,
+    /// The writer is gone.
+    Closed,
+}
+
+impl Outbound {
+    pub fn channel(frames: usize, max_bytes: usize) -> (Self, Inbox) {
+        let (tx, rx) = mpsc::channel(frames);
+        let queued = Arc::new(AtomicUsize::new(0));
+        (
+            Self {
+                tx,
+                queued: queued.clone(),
+                max_bytes,
+            },
+            Inbox { rx, queued },
+        )
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    pub fn try_push(&self, out: Out) -> Result<(), Refused> {
+        let n = out.bytes();
+        if self.queued.fetch_add(n, Ordering::Relaxed) + n > self.max_bytes {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            return Err(Refused::Full);
+        }
+        self.tx.try_send(out).map_err(|e| {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            match e {
+                mpsc::error::TrySendError::Full(_) => Refused::Full,
+                mpsc::error::TrySendError::Closed(_) => Refused::Closed,
+            }
+        })
+    }
+}
+
+impl Inbox {
+    pub async fn recv(&mut self) -> Option<Out> {
+        self.rx.recv().await
+    }
+
+    pub fn try_recv(&mut self) -> Option<Out> {
+        self.rx.try_recv().ok()
+    }
+
+    /// What `out` held, now written: no longer counted against the socket.
+    pub fn written(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    pub fn bytes_of(out: &Out) -> usize {
+        out.bytes()
+    }
 }
 
 /// Closes a socket once, with the first code asked for.
@@ -76,6 +166,7 @@ pub fn close_reason(code: u16) -> &'static str {
         close::UNAUTHENTICATED => "unauthenticated",
         close::REVOKED => "session revoked",
         close::POLICY => "policy violation",
+        close::TRY_AGAIN_LATER => "node at capacity",
         _ => "",
     }
 }
@@ -85,7 +176,7 @@ pub fn close_reason(code: u16) -> &'static str {
 pub struct SocketHandle {
     pub id: u64,
     pub user: Arc<str>,
-    tx: mpsc::Sender<Out>,
+    pub out: Outbound,
     pub closer: Closer,
     /// Set by any client frame; read (and cleared) by the session sweeper.
     pub active: Arc<AtomicBool>,
@@ -94,11 +185,11 @@ pub struct SocketHandle {
 }
 
 impl SocketHandle {
-    pub fn new(id: u64, user: Arc<str>, tx: mpsc::Sender<Out>, closer: Closer) -> Self {
+    pub fn new(id: u64, user: Arc<str>, out: Outbound, closer: Closer) -> Self {
         Self {
             id,
             user,
-            tx,
+            out,
             closer,
             active: Arc::new(AtomicBool::new(true)),
             removed: Arc::new(tokio::sync::Notify::new()),
@@ -111,15 +202,18 @@ impl SocketHandle {
     }
 
     pub fn push_out(&self, out: Out) -> bool {
-        match self.tx.try_send(out) {
+        match self.out.try_push(out) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("chat_slow_consumers_total").increment(1);
-                tracing::warn!(user = %self.user, socket = self.id, "slow consumer, closing 4008");
+            Err(Refused::Full) => {
+                // Once: every later push fails the same way until it closes.
+                if !self.closer.is_closed() {
+                    metrics::counter!("chat_slow_consumers_total").increment(1);
+                    tracing::warn!(user = %self.user, socket = self.id, "slow consumer, closing 4008");
+                }
                 self.closer.close(close::POLICY);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closed) => false,
         }
     }
 }

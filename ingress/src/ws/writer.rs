@@ -2,7 +2,7 @@
 //! then one `flush`), streams recoveries from the room stream, sends pings,
 //! and ends with the close code asked for.
 
-use super::outbound::{Closer, Out, Replay, close_reason};
+use super::outbound::{Closer, Inbox, Out, Replay, close_reason};
 use crate::hub::message_frame;
 use crate::state::Shared;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -10,12 +10,11 @@ use chat_core::protocol::close;
 use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 const BATCH: usize = 64;
 /// Messages read from Redis per replay step.
 const REPLAY_CHUNK: u64 = 200;
-/// A peer that accepts nothing for this long is gone: its writer stops
+/// A peer that accepts nothing for this long is too slow: it is closed 4008
 /// instead of pinning the task and its queue.
 const WRITE_STALL: Duration = Duration::from_secs(10);
 /// The last frames and the close after the loop ends.
@@ -26,12 +25,14 @@ type Sink = SplitSink<WebSocket, Message>;
 enum WriteError {
     /// The peer is gone.
     Socket,
+    /// The peer took nothing for `WRITE_STALL`.
+    Stalled,
     /// A recovery could not be completed (Redis down, or the range trimmed
     /// meanwhile): the client must reconnect and re-join.
     Replay,
 }
 
-pub async fn run(state: Shared, mut sink: Sink, mut rx: mpsc::Receiver<Out>, closer: Closer) {
+pub async fn run(state: Shared, mut sink: Sink, mut rx: Inbox, closer: Closer) {
     let ping_every = state.settings.limits.ping_interval;
     let mut ping = tokio::time::interval(ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -49,23 +50,23 @@ pub async fn run(state: Shared, mut sink: Sink, mut rx: mpsc::Receiver<Out>, clo
             _ = &mut closed => break,
             m = rx.recv() => {
                 let Some(first) = m else { break };
-                let mut write = std::pin::pin!(write_batch(&state, &mut sink, &mut rx, first));
-                // Most writes finish at once (the kernel takes the bytes);
-                // only one that has to wait races the closer and a stall
-                // deadline, so a peer that stops reading cannot hold this
-                // task, and the common case arms no timer.
-                let written = match poll_once(&mut write).await {
-                    Some(w) => w,
-                    None => tokio::select! {
-                        biased;
-                        _ = &mut closed => break,
-                        w = tokio::time::timeout(WRITE_STALL, write) => {
-                            w.unwrap_or(Err(WriteError::Socket))
-                        }
-                    },
+                let written = {
+                    let write = write_batch(&state, &mut sink, &mut rx, first);
+                    match guarded(write, closed.as_mut()).await {
+                        Some(w) => w,
+                        None => break,
+                    }
                 };
                 match written {
-                    Ok(()) => {}
+                    Ok(bytes) => rx.written(bytes),
+                    // The close frame queues behind what the peer has not
+                    // taken; it sees 4008 if it ever reads again in time.
+                    Err(WriteError::Stalled) => {
+                        tracing::info!("peer took nothing for {WRITE_STALL:?}, closing 4008");
+                        metrics::counter!("chat_slow_consumers_total").increment(1);
+                        closer.close(close::POLICY);
+                        break;
+                    }
                     Err(WriteError::Socket) => {
                         closer.close(close::GOING_AWAY);
                         return;
@@ -78,9 +79,22 @@ pub async fn run(state: Shared, mut sink: Sink, mut rx: mpsc::Receiver<Out>, clo
                 }
             }
             _ = ping.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    closer.close(close::GOING_AWAY);
-                    return;
+                let ping = async {
+                    sink.send(Message::Ping(Default::default()))
+                        .await
+                        .map_err(|_| WriteError::Socket)
+                };
+                match guarded(ping, closed.as_mut()).await {
+                    None => break,
+                    Some(Ok(())) => {}
+                    Some(Err(WriteError::Stalled)) => {
+                        closer.close(close::POLICY);
+                        break;
+                    }
+                    Some(Err(_)) => {
+                        closer.close(close::GOING_AWAY);
+                        return;
+                    }
                 }
             }
         }
@@ -95,7 +109,7 @@ pub async fn run(state: Shared, mut sink: Sink, mut rx: mpsc::Receiver<Out>, clo
         // messages before a drain); a slow consumer is cut off at once, and
         // only a drain still streams recoveries.
         if code != close::POLICY && flush_queued {
-            while let Ok(out) = rx.try_recv() {
+            while let Some(out) = rx.try_recv() {
                 let out = match out {
                     Out::Replay(_) if code != close::GOING_AWAY => continue,
                     out => out,
@@ -112,6 +126,25 @@ pub async fn run(state: Shared, mut sink: Sink, mut rx: mpsc::Receiver<Out>, clo
     .await;
 }
 
+/// Runs a write. Most finish at once (the kernel takes the bytes); only one
+/// that has to wait races the closer and a stall deadline, so a peer that
+/// stops reading cannot hold this task, and the common case arms no timer.
+/// `None`: the socket was closed meanwhile.
+async fn guarded<T>(
+    write: impl Future<Output = Result<T, WriteError>>,
+    closed: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<Result<T, WriteError>> {
+    let mut write = std::pin::pin!(write);
+    if let Some(w) = poll_once(&mut write).await {
+        return Some(w);
+    }
+    tokio::select! {
+        biased;
+        _ = closed => None,
+        w = tokio::time::timeout(WRITE_STALL, write) => Some(w.unwrap_or(Err(WriteError::Stalled))),
+    }
+}
+
 /// Polls a future once: its output if it is ready, `None` if it would wait.
 async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
     std::future::poll_fn(|cx| match std::pin::Pin::new(&mut *f).poll(cx) {
@@ -121,20 +154,27 @@ async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
     .await
 }
 
+/// Writes `first` and what else is queued, up to a batch; returns the bytes
+/// written, which stay counted against the socket until the flush is done.
 async fn write_batch(
     state: &Shared,
     sink: &mut Sink,
-    rx: &mut mpsc::Receiver<Out>,
+    rx: &mut Inbox,
     first: Out,
-) -> Result<(), WriteError> {
+) -> Result<usize, WriteError> {
+    let mut bytes = Inbox::bytes_of(&first);
     write_one(state, sink, first).await?;
     for _ in 1..BATCH {
         match rx.try_recv() {
-            Ok(out) => write_one(state, sink, out).await?,
-            Err(_) => break,
+            Some(out) => {
+                bytes += Inbox::bytes_of(&out);
+                write_one(state, sink, out).await?
+            }
+            None => break,
         }
     }
-    sink.flush().await.map_err(|_| WriteError::Socket)
+    sink.flush().await.map_err(|_| WriteError::Socket)?;
+    Ok(bytes)
 }
 
 async fn write_one(state: &Shared, sink: &mut Sink, out: Out) -> Result<(), WriteError> {

@@ -437,3 +437,21 @@ async fn huge_exp_neither_panics_nor_hangs_the_socket() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_sub_that_could_display_as_another_user_is_refused() {
+    let stack = Stack::builder().workers(0).start().await;
+    let before = redis_keys(&stack).await;
+    // A bidi override, a zero-width space, a soft hyphen, an empty id.
+    for (sub, what) in [
+        ("adm\u{202E}nimda", "U+202E"),
+        ("ali\u{200B}ce", "U+200B"),
+        ("al\u{00AD}ice", "U+00AD"),
+        ("", "empty"),
+    ] {
+        refused_both_ways(&stack, &sign(claims(sub)), what).await;
+    }
+    assert_eq!(redis_keys(&stack).await, before, "refusals wrote to Redis");
+    // Letters of any script and emoji are fine.
+    accepted_by_header(&stack, &sign(claims("Zoë 李 🙂")), "Zoë 李 🙂").await;
+}

@@ -3,7 +3,7 @@
 
 use e2e::*;
 use redis::AsyncCommands;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::Duration;
 
 fn policy(
@@ -23,16 +23,46 @@ fn policy(
     }
 }
 
-/// Small stream nodes so that approximate trimming (`~`) acts on a few entries.
+/// Entries per stream node in the tests' Redis (see `small_nodes`).
+const NODE: u64 = 10;
+
+/// Small stream nodes so that approximate trimming (`~`, which only removes
+/// whole nodes) acts on a few entries: `NODE` entries a node, and no byte
+/// limit (0), so where a node ends depends on the entry count alone.
 async fn small_nodes(stack: &Stack) {
     let mut r = stack.redis().await;
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("stream-node-max-entries")
-        .arg(10)
-        .query_async(&mut r)
-        .await
-        .expect("config set");
+    for (name, value) in [
+        ("stream-node-max-entries", NODE),
+        ("stream-node-max-bytes", 0),
+    ] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut r)
+            .await
+            .expect("config set");
+    }
+}
+
+/// The offsets of a room stream's entries, oldest first (ids are `<offset>-<ms>`).
+async fn stream_offsets(r: &mut chat_core::redis_conn::Conn, key: &str) -> Vec<u64> {
+    let all: redis::streams::StreamRangeReply = r.xrange_all(key).await.expect("xrange");
+    all.ids.iter().map(|e| id_part(&e.id, 0)).collect()
+}
+
+/// Part `i` of a stream id `<offset>-<ms>`.
+fn id_part(id: &str, i: usize) -> u64 {
+    id.split('-')
+        .nth(i)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("stream id {id:?}"))
+}
+
+/// Redis's clock (ms), the one the append script stamps and trims by.
+async fn redis_now_ms(r: &mut chat_core::redis_conn::Conn) -> Option<u64> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(r).await.ok()?;
+    Some(secs * 1000 + micros / 1000)
 }
 
 #[tokio::test]
@@ -50,8 +80,9 @@ async fn stream_length_stays_near_maxlen() {
     let mut r = stack.redis().await;
     let k = stack.keys();
     let short: u64 = r.xlen(k.room_stream("short:1")).await.expect("xlen");
+    // MAXLEN ~ removes whole nodes while at least maxlen entries remain.
     assert!(
-        (50..=60).contains(&short),
+        (50..50 + NODE).contains(&short),
         "XLEN {short} not near maxlen 50"
     );
     let long: u64 = r.xlen(k.room_stream("long")).await.expect("xlen");
@@ -63,45 +94,69 @@ async fn stream_length_stays_near_maxlen() {
 
 #[tokio::test]
 async fn old_entries_are_trimmed_by_age() {
+    const MAX_AGE: Duration = Duration::from_millis(500);
+    // Whole nodes: the first message after this batch opens a node of its own.
+    const FIRST: u64 = 4 * NODE;
     let stack = Stack::builder()
         .streams(|s| {
             s.rooms.push(policy(
                 "aged:*",
                 10_000,
-                Some(Duration::from_millis(500)),
+                Some(MAX_AGE),
                 Duration::from_secs(3600),
             ))
         })
         .start()
         .await;
     small_nodes(&stack).await;
-    stack.publish("aged:1", 40).await;
+    let last = stack.publish("aged:1", FIRST as usize).await;
+    assert_eq!(last["offset"], FIRST);
     let mut r = stack.redis().await;
-    let key = stack.keys().room_stream("aged:1");
-    // Entries age past max_age; the next appends trim them (checked at most once a second).
-    let len = wait_until(Duration::from_secs(10), "old entries trimmed", || {
-        let mut r = r.clone();
-        let key = key.clone();
-        let stack = &stack;
-        async move {
-            stack.publish("aged:1", 1).await;
-            let len: u64 = r.xlen(&key).await.ok()?;
-            (len < 20).then_some(len)
-        }
-    })
+    let k = stack.keys();
+    let (key, meta) = (k.room_stream("aged:1"), k.room_meta("aged:1"));
+    let newest: redis::streams::StreamRangeReply = r
+        .xrevrange_count(&key, "+", "-", 1)
+        .await
+        .expect("xrevrange");
+    let newest_ms = id_part(&newest.ids[0].id, 1);
+
+    // Nothing is published now. The append script trims entries older than
+    // max_age, checking at most once a second (`agechk` in the meta): wait,
+    // on Redis's clock, until the whole batch is older than max_age and the
+    // last check a second old, so the next append must trim it all.
+    let max_age_ms = MAX_AGE.as_millis() as u64;
+    wait_until(
+        Duration::from_secs(10),
+        "the batch to age and the age check to be due",
+        || {
+            let (mut r, meta) = (r.clone(), meta.clone());
+            async move {
+                let now = redis_now_ms(&mut r).await?;
+                let checked: Option<u64> = r.hget(&meta, "agechk").await.ok()?;
+                (now > newest_ms + max_age_ms && now >= checked.unwrap_or(0) + 1000).then_some(())
+            }
+        },
+    )
     .await;
-    assert!(len >= 1);
-    let first: redis::streams::StreamRangeReply =
-        r.xrange_count(&key, "-", "+", 1).await.expect("xrange");
-    let first_offset: u64 = first.ids[0]
-        .id
-        .split('-')
-        .next()
-        .and_then(|o| o.parse().ok())
-        .expect("offset");
+    let ack = stack.publish("aged:1", 1).await;
+    assert_eq!(ack["offset"], FIRST + 1);
+
+    // `MINID ~` removes whole nodes only: of the nodes older than the new
+    // message none may stay, so at most the new message's node is left.
+    let offsets = stream_offsets(&mut r, &key).await;
     assert!(
-        first_offset > 30,
-        "the oldest entries went first (first offset {first_offset})"
+        offsets.len() as u64 <= NODE,
+        "{} entries left after the age trim, more than a node of {NODE}: {offsets:?}",
+        offsets.len()
+    );
+    assert_eq!(
+        offsets.last(),
+        Some(&(FIRST + 1)),
+        "the new message is kept"
+    );
+    assert!(
+        offsets[0] > FIRST,
+        "the aged batch (offsets 1..={FIRST}) is gone: {offsets:?}"
     );
 }
 
@@ -116,20 +171,38 @@ async fn the_ttl_is_set_and_an_idle_room_expires_and_returns_with_a_new_epoch() 
         .await;
     let mut watcher = stack.connect(0, "watcher").await;
     let joined = watcher.join("idle:1").await;
+    let sent = std::time::Instant::now();
     let first = stack.publish("idle:1", 2).await;
     assert_eq!(first["epoch"], joined["epoch"]);
     let mut r = stack.redis().await;
     let k = stack.keys();
     for key in [k.room_stream("idle:1"), k.room_meta("idle:1")] {
         let ttl: i64 = r.pttl(&key).await.expect("pttl");
-        assert!((1..=1000).contains(&ttl), "{key} has PTTL {ttl}");
+        // At most the policy's second; or, on a machine slow enough that the
+        // second has passed since the publish, already gone (never sooner).
+        assert!(
+            (1..=1000).contains(&ttl)
+                || (ttl == -2 && sent.elapsed() >= Duration::from_millis(990)),
+            "{key} has PTTL {ttl} {:?} after the publish",
+            sent.elapsed()
+        );
     }
     let other: i64 = {
         stack.publish("forever", 1).await;
         r.ttl(k.room_stream("forever")).await.expect("ttl")
     };
     assert!(other > 3600, "default TTL applies elsewhere ({other})");
-    assert_eq!(watcher.messages(2).await.len(), 2);
+    let live: Vec<(Value, Value)> = watcher
+        .messages(2)
+        .await
+        .into_iter()
+        .map(|m| (m["epoch"].clone(), m["offset"].clone()))
+        .collect();
+    assert_eq!(
+        live,
+        [1, 2].map(|o| (first["epoch"].clone(), json!(o))),
+        "the watcher got both messages live"
+    );
 
     wait_until(Duration::from_secs(10), "the idle room to expire", || {
         let mut r = r.clone();

@@ -322,6 +322,10 @@ async fn sessions_api_refuses_bad_bodies_and_bad_keys() {
             json!({"user": "", "ttl_secs": 60}).to_string(),
             "empty user",
         ),
+        (
+            json!({"user": "al\u{202E}ice", "ttl_secs": 60}).to_string(),
+            "a bidi override in the user",
+        ),
         ("not json".to_owned(), "not JSON"),
         (String::new(), "empty body"),
     ] {
@@ -423,4 +427,65 @@ async fn refresh_for_another_session_is_refused_and_lowercase_bearer_is_accepted
         (e["code"].as_str(), e["ref"].as_str()),
         (Some("unauthorized"), Some("x"))
     );
+}
+
+#[tokio::test]
+async fn refresh_to_a_narrower_claim_leaves_the_rooms_it_no_longer_allows() {
+    let stack = Stack::builder().workers(0).start().await;
+    stack.add_member("club", "alice").await;
+    let t = |rooms: &[&str]| sign(json!({"sub": "alice", "exp": now() + 3600, "rooms": rooms}));
+    let (mut c, _) = connect_token(&stack, 0, &t(&["team:*", "lobby"])).await;
+    for room in ["team:eng", "lobby", "club"] {
+        c.send_json(json!({"type": "join", "room": room})).await;
+        c.recv_type("joined").await;
+    }
+
+    // The new token drops `team:*`; `club` stays by membership.
+    c.send_json(json!({"type": "refresh", "token": t(&["lobby"]), "ref": "r"}))
+        .await;
+    assert_eq!(c.recv_type("refreshed").await["ref"], "r");
+    let left = c.recv_type("left").await;
+    assert_eq!(left["room"], "team:eng", "{left}");
+    assert!(left.get("ref").is_none_or(Value::is_null), "{left}");
+    // Nothing else is left, and the room is really gone from the socket.
+    c.send_json(
+        json!({"type": "send", "room": "team:eng", "text": "x", "client_id": "c1", "ref": 1}),
+    )
+    .await;
+    let e = c.recv_type("error").await;
+    assert_eq!(e["code"], "not_joined", "{e}");
+    for (room, id) in [("lobby", "c2"), ("club", "c3")] {
+        let ack = c.send(room, "still here", id).await;
+        assert_eq!(ack["room"], room, "{ack}");
+    }
+    c.send_json(json!({"type": "join", "room": "team:eng", "ref": 2}))
+        .await;
+    let e = c.recv_type("error").await;
+    assert_eq!(e["code"], "forbidden", "{e}");
+}
+
+#[tokio::test]
+async fn a_deleted_session_leaves_a_tombstone_that_a_new_put_lifts() {
+    let stack = Stack::builder().workers(0).start().await;
+    put_session(&stack, 0, "s-t", "alice", 60).await;
+    let r = http()
+        .delete(session_url(&stack, 0, "s-t"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(r.status().as_u16(), 204);
+    let k = stack.keys();
+    assert!(
+        stack.exists(&k.session_revoked("s-t")).await,
+        "no tombstone"
+    );
+    let mut c =
+        Client::connect_with_header(&stack.ws_url(0), Some(&sid_token("alice", "s-t"))).await;
+    assert_refused(&mut c, "a revoked sid").await;
+    put_session(&stack, 0, "s-t", "alice", 60).await;
+    assert!(!stack.exists(&k.session_revoked("s-t")).await);
+    let (mut c, ready) = connect_token(&stack, 0, &sid_token("alice", "s-t")).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    ping_pong(&mut c, json!("back")).await;
 }

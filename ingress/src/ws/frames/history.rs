@@ -14,6 +14,16 @@ pub async fn handle(
     limit: u32,
     r: Option<&Value>,
 ) {
+    // A page can be a few MB: while earlier output sits unread, more would
+    // only pile up in this node's memory (the socket's byte bound).
+    let out = &conn.socket.out;
+    if out.queued_bytes() > out.max_bytes() / 4 {
+        return conn.error(
+            ErrorCode::RateLimited,
+            "earlier replies are not read yet",
+            r,
+        );
+    }
     if !conn.joined.contains_key(room) {
         match authorize(&conn.state, conn.rooms_claim.as_deref(), conn.user(), room).await {
             Ok(Access::Denied) => {

@@ -7,16 +7,23 @@ use serde_json::Value;
 use std::sync::atomic::Ordering;
 
 pub async fn handle(conn: &mut Conn, room: &str, reference: Option<Value>) {
-    let Some(joined) = conn.joined.remove(room) else {
+    if !leave(conn, room, reference.as_ref()).await {
         conn.error(
             ErrorCode::NotJoined,
             "not joined to this room",
             reference.as_ref(),
         );
-        return;
+    }
+}
+
+/// Leaves `room` with a `left` frame (the client's `leave`, or access lost
+/// on `refresh`); false when the socket had not joined it.
+pub async fn leave(conn: &mut Conn, room: &str, reference: Option<&Value>) -> bool {
+    let Some(joined) = conn.joined.remove(room) else {
+        return false;
     };
     joined.active.store(false, Ordering::Release);
-    conn.reply(&ServerFrame::Left { room }, reference.as_ref());
+    conn.reply(&ServerFrame::Left { room }, reference);
     let state = conn.state.clone();
     state.hubs.leave(room, conn.socket.id);
     state.sockets.set_member_room(conn.socket.id, room, false);
@@ -28,4 +35,5 @@ pub async fn handle(conn: &mut Conn, room: &str, reference: Option<Value>) {
     if let Err(e) = joined {
         tracing::warn!(room, error = %e, "could not drop the user from the room's push recipients");
     }
+    true
 }

@@ -2,84 +2,20 @@
 //! stops accepting, writes every frame already queued to its sockets, closes
 //! them 1001, and exits within the grace.
 
+use super::support::{API_KEY, Node, token};
 use futures_util::StreamExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-const SECRET: &str = "process-test-secret-0123456789abcdef";
-const API_KEY: &str = "process-test-api-key-0123";
 const MESSAGES: u64 = 200;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn token(user: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({"sub": user, "exp": exp, "rooms": ["*"]}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign")
-}
-
-async fn http_get(addr: &str, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    Some(out)
-}
-
-async fn deliveries(addr: &str) -> u64 {
-    let metrics = http_get(addr, "/metrics").await.unwrap_or_default();
-    metrics
-        .lines()
-        .find(|l| l.starts_with("chat_deliveries_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_queued_frames_closes_1001_and_exits() {
     let redis = chat_core::redis_server::RedisServer::start().expect("redis-server");
-    let port = chat_core::redis_server::free_port().expect("port");
-    let addr = format!("127.0.0.1:{port}");
-    let mut ingress = Proc(
-        Command::new(env!("CARGO_BIN_EXE_ingress"))
-            .env("CHAT_REDIS_URL", redis.url())
-            .env("CHAT_LISTEN", &addr)
-            .env("CHAT_JWT_SECRET", SECRET)
-            .env("CHAT_API_KEYS", API_KEY)
-            .env("CHAT_SHUTDOWN_GRACE", "5s")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("ingress starts"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !http_get(&addr, "/readyz")
-        .await
-        .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
-    {
-        assert!(Instant::now() < deadline, "ingress not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut node = Node::start(&redis.url(), &[("CHAT_SHUTDOWN_GRACE", "5s")], None).await;
+    let addr = node.addr.clone();
     // The fanout worker runs in this process: the ingress is the one under test.
     let env: std::collections::HashMap<String, String> =
         [("CHAT_REDIS_URL".to_owned(), redis.url())].into();
@@ -125,7 +61,7 @@ async fn sigterm_flushes_queued_frames_closes_1001_and_exits() {
         assert!(r.status().is_success());
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while deliveries(&addr).await < MESSAGES {
+    while node.metric("chat_deliveries_total", "").await < MESSAGES as f64 {
         assert!(
             Instant::now() < deadline,
             "messages not delivered to the node"
@@ -135,7 +71,7 @@ async fn sigterm_flushes_queued_frames_closes_1001_and_exits() {
 
     let term = Command::new("kill")
         .arg("-TERM")
-        .arg(ingress.0.id().to_string())
+        .arg(node.proc.0.id().to_string())
         .status()
         .expect("kill");
     assert!(term.success());
@@ -176,7 +112,7 @@ async fn sigterm_flushes_queued_frames_closes_1001_and_exits() {
     // No longer accepting, and gone within the grace.
     let deadline = Instant::now() + Duration::from_secs(8);
     let status = loop {
-        if let Some(s) = ingress.0.try_wait().expect("wait") {
+        if let Some(s) = node.proc.0.try_wait().expect("wait") {
             break s;
         }
         assert!(Instant::now() < deadline, "ingress still running");
