@@ -1,10 +1,11 @@
 //! `chatctl abuse`: hostile load against one ingress node, for the figures
 //! in docs/operations.md ("Limits and abuse"); `bench/abuse.sh` runs it.
 //!
-//! - `slow`: keeps N connections that send a request head and never finish
-//!   it (reopening each one the node closes), while a prober asks `/readyz`
-//!   and a user connects, authenticates and gets a message acked, over and
-//!   over. Reports how often and how fast both were served.
+//! - `slow`: opens N connections that send a request head and never finish
+//!   it (with `--churn`, each one the node closes is reopened at once),
+//!   while a prober asks `/readyz` and a user connects, authenticates and
+//!   gets a message acked, over and over. Reports how often and how fast
+//!   both were served.
 //! - `hog`: M sockets with a 4 KiB receive buffer each ask for pages of
 //!   history far faster than they read them (they never read); reports the
 //!   node's memory per such socket.
@@ -32,6 +33,7 @@ pub async fn slow(
     addr: &str,
     secret: &str,
     connections: usize,
+    churn: bool,
     duration: Duration,
     pid: Option<u32>,
 ) -> anyhow::Result<Value> {
@@ -79,6 +81,9 @@ pub async fn slow(
                         }
                     }
                 }
+                if !churn {
+                    return;
+                }
             }
         }));
     }
@@ -122,6 +127,7 @@ pub async fn slow(
     });
     Ok(json!({
         "slow_connections": connections,
+        "reopened_when_closed": churn,
         "seconds": t0.elapsed().as_secs_f64(),
         "attacker": {
             "connections_opened": opened.load(Ordering::Relaxed),

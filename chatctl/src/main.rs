@@ -149,6 +149,9 @@ enum AbuseAction {
         secret: String,
         #[arg(long, default_value_t = 1000)]
         connections: usize,
+        /// Reopen each connection the node closes, at once.
+        #[arg(long)]
+        churn: bool,
         #[arg(long, default_value = "20s")]
         duration: String,
         /// The node's pid, for its memory and descriptors.
@@ -356,11 +359,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     addr,
                     secret,
                     connections,
+                    churn,
                     duration,
                     pid,
                 } => {
                     let duration = duration_arg("--duration", &duration)?;
-                    abuse::slow(&addr, &secret, connections, duration, pid).await?
+                    abuse::slow(&addr, &secret, connections, churn, duration, pid).await?
                 }
                 AbuseAction::Hog {
                     addr,

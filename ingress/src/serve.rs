@@ -69,24 +69,31 @@ pub async fn serve(
             },
         };
         let slot = match budget.try_admit() {
-            Some(slot) => Some(slot),
-            // The evicted connection's task frees its slot at once.
-            None if budget.evict_oldest() => None,
+            Some(slot) => slot,
+            // The evicted connection's task frees its slot and descriptor
+            // at once. Waiting for it here, not accepting meanwhile, keeps
+            // the descriptors we hold at the cap: newcomers wait in the
+            // kernel's backlog instead.
+            None if budget.evict_oldest() => {
+                let admitted = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    a = tokio::time::timeout(ADMIT_WAIT, budget.admit()) => a,
+                };
+                match admitted {
+                    Ok(Some(slot)) => slot,
+                    _ => {
+                        refuse(&stream, &budget);
+                        continue;
+                    }
+                }
+            }
             None => {
                 refuse(&stream, &budget);
                 continue;
             }
         };
-        let (app, stop, budget, builder) =
-            (app.clone(), stop.clone(), budget.clone(), builder.clone());
+        let (app, stop, builder) = (app.clone(), stop.clone(), builder.clone());
         conns.spawn(async move {
-            let slot = match slot {
-                Some(slot) => slot,
-                None => match tokio::time::timeout(ADMIT_WAIT, budget.admit()).await {
-                    Ok(Some(slot)) => slot,
-                    _ => return refuse(&stream, &budget),
-                },
-            };
             serve_connection(stream, peer, slot, app, stop, &builder).await;
         });
     }

@@ -239,8 +239,9 @@ const CLOSING: Duration = Duration::from_secs(5);
 /// can read the close frame before the kernel resets the connection.
 const LINGER: Duration = Duration::from_secs(1);
 /// What a closing socket evicted at the connection cap has left to write
-/// its close frame.
-const EVICTED_CLOSE: Duration = Duration::from_millis(250);
+/// its close frame: short, as the listener waits for its slot before it
+/// accepts the next connection.
+const EVICTED_CLOSE: Duration = Duration::from_millis(50);
 
 /// Where the read half stands.
 #[derive(Clone, Copy, PartialEq, Eq)]
