@@ -182,7 +182,7 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>, slo
             ));
             closer.close(f.close);
             drop(out);
-            finish(writer, &mut stream, slot.as_ref()).await;
+            Box::pin(finish(writer, &mut stream, slot.as_ref())).await;
             return;
         }
     };
@@ -229,7 +229,8 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>, slo
     closer.close(1000);
     drop(conn);
     drop(held);
-    finish(writer, &mut stream, slot.as_ref()).await;
+    // Boxed: inline, its state would sit in every socket's task (see above).
+    Box::pin(finish(writer, &mut stream, slot.as_ref())).await;
 }
 
 /// How long the closing handshake may take: the close frame written, the
