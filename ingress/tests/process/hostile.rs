@@ -2,7 +2,9 @@
 //! node down, pin its memory, outlive a revoked session, overshoot the
 //! connection cap, flood it with control frames, or lose the close code.
 
-use super::support::{API_KEY, DEADLINE, Event, Node, Ws, http, http_get, token, token_with};
+use super::support::{
+    API_KEY, DEADLINE, Event, Node, Ws, free_addr, http, http_get, token, token_with, wait_metrics,
+};
 use chat_core::redis_server::RedisServer;
 use futures_util::SinkExt;
 use serde_json::json;
@@ -287,8 +289,7 @@ async fn a_revoked_session_stays_revoked_in_both_session_modes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_cap_counts_sockets_from_the_upgrade() {
     let redis = RedisServer::start().expect("redis-server");
-    let port = chat_core::redis_server::free_port().expect("port");
-    let metrics_addr = format!("127.0.0.1:{port}");
+    let metrics_addr = free_addr();
     let node = Node::start(
         &redis.url(),
         &[
@@ -323,6 +324,10 @@ async fn the_connection_cap_counts_sockets_from_the_upgrade() {
         }
     }
     assert_eq!(ready.len(), 3, "{evicted} evicted");
+    wait_metrics(&metrics_addr, |m| {
+        m.contains("chat_upgrades_refused_total{reason=\"capacity\"} 7")
+    })
+    .await;
 
     // At the cap with only authenticated sockets: refused, while the
     // metrics listener still answers.
@@ -334,15 +339,10 @@ async fn the_connection_cap_counts_sockets_from_the_upgrade() {
     // Concurrent upgrades, each authenticated by its header: never more
     // than the cap.
     drop(ready);
-    let deadline = Instant::now() + DEADLINE;
-    while !http_get(&metrics_addr, "/metrics")
-        .await
-        .unwrap_or_default()
-        .contains("chat_listener_connections{listener=\"public\"} 0")
-    {
-        assert!(Instant::now() < deadline, "sockets not freed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_metrics(&metrics_addr, |m| {
+        m.contains("chat_listener_connections{listener=\"public\"} 0")
+    })
+    .await;
     let url = node.ws_url();
     let attempts = (0..10).map(|i| {
         let url = url.clone();
@@ -497,8 +497,7 @@ async fn close_codes_reach_clients_whose_input_is_still_unread() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_logged_and_counted_and_metrics_can_leave_the_public_port() {
     let redis = RedisServer::start().expect("redis-server");
-    let port = chat_core::redis_server::free_port().expect("port");
-    let private = format!("127.0.0.1:{port}");
+    let private = free_addr();
     let node = Node::start(
         &redis.url(),
         &[
@@ -523,17 +522,11 @@ async fn refusals_are_logged_and_counted_and_metrics_can_leave_the_public_port()
     assert!(tokio_tungstenite::connect_async(req).await.is_err(), "403");
     let mut ws = Ws::connect(&node.ws_url(), Some("not-a-token")).await;
     assert_eq!(ws.until_closed().await.0, Some(4001));
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let m = http_get(&private, "/metrics").await.unwrap_or_default();
-        if m.contains("chat_upgrades_refused_total{reason=\"origin\"} 1")
+    wait_metrics(&private, |m| {
+        m.contains("chat_upgrades_refused_total{reason=\"origin\"} 1")
             && m.contains("chat_upgrades_refused_total{reason=\"auth\"} 1")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not counted: {m}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     let log = node.log_text();
     assert!(
         log.contains("upgrade refused: origin not allowed") && log.contains("evil.example"),

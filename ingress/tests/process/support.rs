@@ -183,6 +183,25 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
+/// A free loopback address, for a second listener.
+pub fn free_addr() -> String {
+    let port = chat_core::redis_server::free_port().expect("port");
+    format!("127.0.0.1:{port}")
+}
+
+/// Waits until the `/metrics` text at `addr` satisfies `ok`.
+pub async fn wait_metrics(addr: &str, ok: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let text = http_get(addr, "/metrics").await.unwrap_or_default();
+        if ok(&text) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "metrics never matched: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// One HTTP/1.1 request on a fresh connection; the whole answer, or `None`
 /// when the connection failed.
 pub async fn http_get(addr: &str, path: &str) -> Option<String> {
