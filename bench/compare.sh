@@ -8,6 +8,11 @@
 #   bench/compare.sh                 # shapes a b c overload, both sides
 #   SHAPES="a b" bench/compare.sh    # some of them
 #   SIDES=ours bench/compare.sh      # one side only (ours | peer)
+#   SESSIONS=0 bench/compare.sh      # our clients without the session handoff
+#
+# Our clients use the session handoff by default, as production does: each
+# token carries a `sid` the generator registered with PUT /v1/sessions/{sid}
+# (its --sessions). SESSIONS=0 leaves it out.
 #
 # Ours: two ingress nodes, two fanout workers and one redis-server, release
 # builds, separate processes. Peer: ../shared/peers/run-socketio.sh (two
@@ -28,6 +33,9 @@ STEP_DURATION=${STEP_DURATION:-10}
 STEPS=${STEPS:-2000 3000 4000 5000 6000 8000 12000 16000}
 P99_LIMIT_MS=${P99_LIMIT_MS:-50}
 OVERLOAD_RATE=${OVERLOAD_RATE:-8000}
+SESSIONS=${SESSIONS:-1}
+SESSION_ARGS=()
+[ "$SESSIONS" = 0 ] || SESSION_ARGS=(--api-key compare-api-key-0123456789 --sessions)
 STAMP=$(date -u +%Y-%m-%dT%H%MZ)
 OUT=${OUT:-bench/results/compare-$STAMP}
 mkdir -p "$OUT"
@@ -62,6 +70,7 @@ LOADGEN="$WORK/peers/loadgen/loadgen.js"
   echo "node: $(node -v)"
   echo "redis: $(redis-server --version)"
   echo "ours: $(git rev-parse --short HEAD), release build; 2 ingress + 2 fanout + 1 redis"
+  echo "our clients: $([ "$SESSIONS" = 0 ] && echo 'no sessions' || echo 'session handoff (--sessions)')"
   echo "shapes: $SHAPES; duration ${DURATION}s, warmup ${WARMUP}s, drain ${DRAIN}s, steps ($STEPS) of ${STEP_DURATION}s, p99 limit ${P99_LIMIT_MS} ms"
 } > "$OUT/env.txt"
 
@@ -113,7 +122,7 @@ run_ours() {
   one() {
     redis-cli -p "$RPORT" config resetstat >/dev/null
     timeout --kill-after=5 "$(($5 + WARMUP + ${6:-$DRAIN} + 40))" node "$LOADGEN" --target chatv1 --urls "$urls" \
-      --jwt-secret "$SECRET" --rooms "$2" --members "$3" --rate "$4" --duration "$5" \
+      --jwt-secret "$SECRET" "${SESSION_ARGS[@]}" --rooms "$2" --members "$3" --rate "$4" --duration "$5" \
       --warmup "$WARMUP" --drain "${6:-$DRAIN}" --text-bytes 64 --pids "$pids" \
       --label "$1" --out "$OUT/$1.json" >/dev/null 2>>"$WORK/loadgen.log" || true
     redis-cli -p "$RPORT" info commandstats | tr -d '\r' | grep '^cmdstat' > "$OUT/$1.commandstats.txt"
