@@ -228,26 +228,10 @@ async fn a_revoked_session_stays_revoked_in_both_session_modes() {
         )
         .await;
         let sid = format!("s-{require}");
-        let put = || async {
-            let r = http()
-                .put(node.http(&format!("/v1/sessions/{sid}")))
-                .bearer_auth(API_KEY)
-                .json(&json!({"user": "alice", "ttl_secs": 600}))
-                .send()
-                .await
-                .expect("put");
-            assert_eq!(r.status(), 204);
-        };
-        put().await;
+        node.put_session(&sid, "alice").await;
         let t = token_with("alice", json!({"sid": sid}));
         let mut ws = node.connect(&t).await;
-        let r = http()
-            .delete(node.http(&format!("/v1/sessions/{sid}")))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .expect("delete");
-        assert_eq!(r.status(), 204);
+        node.delete_session(&sid).await;
         assert_eq!(ws.until_closed().await.0, Some(4003), "require={require}");
 
         // The same token again: refused, over WebSocket and HTTP.
@@ -281,7 +265,7 @@ async fn a_revoked_session_stays_revoked_in_both_session_modes() {
         assert!(ttl > 3000, "tombstone TTL {ttl}");
 
         // A sid registered again is live again.
-        put().await;
+        node.put_session(&sid, "alice").await;
         node.connect(&t).await;
     }
 }
@@ -459,14 +443,7 @@ async fn close_codes_reach_clients_whose_input_is_still_unread() {
     assert_eq!(strict_close(&mut ws.0).await.0, Some(1009), "too large");
 
     // 4003: a session revoked while its socket keeps sending.
-    let r = http()
-        .put(node.http("/v1/sessions/busy"))
-        .bearer_auth(API_KEY)
-        .json(&json!({"user": "busy", "ttl_secs": 600}))
-        .send()
-        .await
-        .expect("put");
-    assert_eq!(r.status(), 204);
+    node.put_session("busy", "busy").await;
     let ws = node
         .connect(&token_with("busy", json!({"sid": "busy"})))
         .await;
@@ -482,13 +459,7 @@ async fn close_codes_reach_clients_whose_input_is_still_unread() {
             }
         }
     });
-    let r = http()
-        .delete(node.http("/v1/sessions/busy"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(r.status(), 204);
+    node.delete_session("busy").await;
     let closed = strict_close(&mut stream).await;
     let wrote = sender.await.expect("sender");
     assert_eq!((wrote, closed), (true, (Some(4003), true)), "revoked");

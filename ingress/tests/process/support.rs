@@ -149,6 +149,29 @@ impl Node {
         }
     }
 
+    /// `PUT /v1/sessions/{sid}` for `user` with the admin key; expects 204.
+    pub async fn put_session(&self, sid: &str, user: &str) {
+        let r = http()
+            .put(self.http(&format!("/v1/sessions/{sid}")))
+            .bearer_auth(API_KEY)
+            .json(&serde_json::json!({"user": user, "ttl_secs": 600}))
+            .send()
+            .await
+            .expect("PUT session");
+        assert_eq!(r.status(), 204, "PUT session {sid}");
+    }
+
+    /// `DELETE /v1/sessions/{sid}` with the admin key; expects 204.
+    pub async fn delete_session(&self, sid: &str) {
+        let r = http()
+            .delete(self.http(&format!("/v1/sessions/{sid}")))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("DELETE session");
+        assert_eq!(r.status(), 204, "DELETE session {sid}");
+    }
+
     /// Connects with `Authorization: Bearer` and reads `ready`.
     pub async fn connect(&self, token: &str) -> Ws {
         let mut ws = Ws::connect(&self.ws_url(), Some(token)).await;
