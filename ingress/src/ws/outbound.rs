@@ -33,12 +33,19 @@ pub struct Replay {
     pub to: u64,
 }
 
+/// Frames below this size are not counted in bytes: the frame bound alone
+/// keeps them under 1,024 × 4 KiB, and most are live messages whose buffer
+/// every recipient shares. Counting only the large ones (history pages, big
+/// messages) keeps an atomic add off the common delivery.
+const COUNTED_FROM: usize = 4096;
+
 impl Out {
-    /// What it holds in memory while queued (a replay is read later, in chunks).
+    /// What it holds in memory while queued and counts against the byte
+    /// bound (a replay is read later, in chunks).
     fn bytes(&self) -> usize {
         match self {
-            Out::Frame(f) => f.len(),
-            Out::Replay(_) => 0,
+            Out::Frame(f) if f.len() >= COUNTED_FROM => f.len(),
+            _ => 0,
         }
     }
 }
@@ -89,12 +96,14 @@ impl Outbound {
 
     pub fn try_push(&self, out: Out) -> Result<(), Refused> {
         let n = out.bytes();
-        if self.queued.fetch_add(n, Ordering::Relaxed) + n > self.max_bytes {
+        if n > 0 && self.queued.fetch_add(n, Ordering::Relaxed) + n > self.max_bytes {
             self.queued.fetch_sub(n, Ordering::Relaxed);
             return Err(Refused::Full);
         }
         self.tx.try_send(out).map_err(|e| {
-            self.queued.fetch_sub(n, Ordering::Relaxed);
+            if n > 0 {
+                self.queued.fetch_sub(n, Ordering::Relaxed);
+            }
             match e {
                 mpsc::error::TrySendError::Full(_) => Refused::Full,
                 mpsc::error::TrySendError::Closed(_) => Refused::Closed,
@@ -114,7 +123,9 @@ impl Inbox {
 
     /// What `out` held, now written: no longer counted against the socket.
     pub fn written(&self, bytes: usize) {
-        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+        if bytes > 0 {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
+        }
     }
 
     pub fn bytes_of(out: &Out) -> usize {
