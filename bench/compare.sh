@@ -12,7 +12,7 @@
 #
 # Our clients use the session handoff by default, as production does: each
 # token carries a `sid` the generator registered with PUT /v1/sessions/{sid}
-# (its --sessions). SESSIONS=0 leaves it out.
+# (its --sessions, with bench/loadgen-sessions.patch). SESSIONS=0 leaves it out.
 #
 # Ours: two ingress nodes, two fanout workers and one redis-server, release
 # builds, separate processes. Peer: ../shared/peers/run-socketio.sh (two
@@ -60,6 +60,12 @@ trap cleanup EXIT
 
 # A writable copy of the peer harness, with its Node packages.
 cp -r "$PEERS_SRC" "$WORK/peers" && chmod -R u+w "$WORK/peers"
+# The generator's fix for --sessions (registers them from a worker thread
+# before connecting; see the patch's comment and docs/benchmarks.md), until
+# the shared copy has it. Skipped when it is already there.
+if ! grep -q registerSessions "$WORK/peers/loadgen/loadgen.js"; then
+  (cd "$WORK/peers" && git apply "$ROOT/bench/loadgen-sessions.patch")
+fi
 (cd "$WORK/peers/loadgen" && npm ci --no-audit --no-fund --loglevel=error)
 (cd "$WORK/peers/socketio" && npm ci --no-audit --no-fund --loglevel=error)
 LOADGEN="$WORK/peers/loadgen/loadgen.js"

@@ -44,6 +44,35 @@ struct Tally {
     errors: Mutex<HashMap<String, u64>>,
     latency: Shards,
     ack_latency: Shards,
+    /// (100 ms window of the send time into the measured window, latency µs)
+    /// of every measured delivery, for the p99 per window.
+    series: Series,
+}
+
+/// Samples in shards by client, as [`Shards`].
+struct Series(Vec<Mutex<Vec<(u32, u32)>>>);
+
+impl Default for Series {
+    fn default() -> Self {
+        Self((0..SHARDS).map(|_| Mutex::new(Vec::new())).collect())
+    }
+}
+
+impl Series {
+    fn record(&self, client: usize, window: u32, us: u64) {
+        self.0[client % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((window, us.min(u32::MAX as u64) as u32));
+    }
+
+    fn all(&self) -> Vec<(u32, u32)> {
+        let mut all = Vec::new();
+        for shard in &self.0 {
+            all.extend_from_slice(&shard.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        all
+    }
 }
 
 /// Histograms in shards by client, so a thousand readers on a few threads
@@ -239,8 +268,13 @@ async fn client(
                         _ => {}
                     }
                     seen.insert(sender, seq);
-                    if sent >= measure_from.load(Ordering::Relaxed) {
-                        tally.latency.record(index, now.saturating_sub(sent));
+                    let from = measure_from.load(Ordering::Relaxed);
+                    if sent >= from {
+                        let us = now.saturating_sub(sent);
+                        tally.latency.record(index, us);
+                        tally
+                            .series
+                            .record(index, ((sent - from) / 100_000) as u32, us);
                         tally.delivered.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -349,6 +383,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
     let mut seq: Vec<u64> = vec![0; n];
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     let mut measuring = false;
+    let mut hops_before = None;
     let run_id: u32 = rand::random();
     while Instant::now() < end {
         tick.tick().await;
@@ -358,6 +393,11 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
             measure_from.store(now_us(t0), Ordering::Relaxed);
             cpu_before = args.pids.iter().map(|(_, p)| proc_stats(*p)).collect();
             own_before = proc_stats(std::process::id());
+            // Off the send loop's schedule: a late tick is caught up (open loop).
+            let urls = args.urls.clone();
+            hops_before = Some(tokio::spawn(
+                async move { crate::hops::scrape(&urls).await },
+            ));
         }
         let due = (now.duration_since(start).as_nanos() as u64) / interval_ns;
         if due > k + args.rate / 20 {
@@ -399,6 +439,13 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
     }
     drop(clients);
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // After the drain: the deliveries of the window's last messages count,
+    // and a few of the drain's own (nothing is sent then) do too.
+    let hops_after = crate::hops::scrape(&args.urls).await;
+    let hops_before = match hops_before {
+        Some(h) => h.await.unwrap_or_default(),
+        None => Default::default(),
+    };
     let delivered = tally.delivered.load(Ordering::Relaxed);
     let mut cpu = serde_json::Map::new();
     let mut total_cpu = 0.0;
@@ -429,6 +476,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         "deliveries_per_s": (delivered as f64 / window).round(),
         "latency_ms": quantiles(&tally.latency.merged()),
         "ack_latency_ms": quantiles(&tally.ack_latency.merged()),
+        "hops": crate::hops::breakdown(&hops_before, &hops_after),
+        "p99_per_window": crate::hops::series(&tally.series.all()),
         "cpu": cpu,
         "cpu_us_per_delivery": if delivered > 0 { total_cpu * 1e6 / delivered as f64 } else { 0.0 },
         "errors": *tally.errors.lock().unwrap_or_else(|p| p.into_inner()),

@@ -8,6 +8,7 @@ mod bench;
 mod config_check;
 mod context;
 mod dlq;
+mod hops;
 mod output;
 mod rooms;
 mod sessions;

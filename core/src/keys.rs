@@ -67,7 +67,8 @@ impl Keys {
         self.shards
     }
 
-    /// Hash: `epoch`, `offset` (last assigned), `agechk` (last age-trim check).
+    /// Hash: `epoch`, `offset` (last assigned), `agechk` (last age-trim check),
+    /// `ttlchk` (last TTL refresh; append.lua refreshes at most every 1% of the TTL, 1 s at most).
     pub fn room_meta(&self, room: &str) -> String {
         format!("{}:room:{{{room}}}:meta", self.prefix)
     }

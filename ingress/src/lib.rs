@@ -7,6 +7,7 @@ mod append;
 pub mod conns;
 pub mod control;
 pub mod history;
+pub mod hops;
 pub mod http;
 pub mod hub;
 pub mod overload;

@@ -1,6 +1,9 @@
 -- Appends one message to a room, atomically: dedup check, next offset, XADD
 -- to the room stream (MAXLEN ~ and age trim), TTL refresh, and a full copy
--- of the message on the room's fanout shard stream.
+-- of the message on the room's fanout shard stream. The TTL is refreshed at
+-- most every 1% of it (1 s at most) per room, not per message: a busy room
+-- costs two EXPIREs a second, and its keys outlive its last message by at
+-- least 99% of the TTL.
 -- KEYS: 1 meta, 2 room stream, 3 dedup key, 4 shard stream (absent in a cluster)
 -- ARGV: 1 room, 2 user, 3 text, 4 client_id, 5 kind, 6 epoch candidate,
 --       7 maxlen, 8 max age ms (0 = none), 9 ttl secs, 10 dedup secs, 11 shard maxlen
@@ -16,8 +19,11 @@ if dup then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+-- One read of the meta for the epoch and the last age and TTL checks.
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'agechk', 'ttlchk')
+local epoch = meta[1]
 if not epoch then
+  meta = {}
   -- A fresh room (or one that expired): a stale stream must not leak into the new epoch.
   epoch = ARGV[6]
   redis.call('DEL', KEYS[2])
@@ -32,7 +38,7 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], id,
 local max_age = tonumber(ARGV[8])
 if max_age > 0 then
   -- Age trimming looks at most once a second per room: MINID ~ by the first offset young enough.
-  local checked = tonumber(redis.call('HGET', KEYS[1], 'agechk') or '0')
+  local checked = tonumber(meta[2] or '0')
   if now - checked >= 1000 then
     redis.call('HSET', KEYS[1], 'agechk', now)
     local cutoff = now - max_age
@@ -60,8 +66,12 @@ if max_age > 0 then
   end
 end
 
-redis.call('EXPIRE', KEYS[2], ARGV[9])
-redis.call('EXPIRE', KEYS[1], ARGV[9])
+local ttl = tonumber(ARGV[9])
+if now - tonumber(meta[3] or '0') >= math.min(1000, ttl * 10) then
+  redis.call('HSET', KEYS[1], 'ttlchk', now)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[1], ttl)
+end
 -- In Redis Cluster the shard stream lives in another slot: the caller adds
 -- the copy right after this script (KEYS has 3 entries then).
 if KEYS[4] then

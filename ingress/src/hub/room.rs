@@ -1,6 +1,7 @@
 //! One room's hub: the actor that orders live delivery to local sockets.
 
 use super::{Ctl, HubContext, SubOp};
+use crate::hops::Stamp;
 use crate::ws::outbound::{Out, Replay, SocketHandle};
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
@@ -290,21 +291,19 @@ impl RoomHub {
             }
             // `m<offset> <epoch>`: a stored message.
             Some(b'm') => {
-                // `m<offset> <epoch> <ts>`
-                let Some((offset, epoch, ts)) =
+                // `m<offset> <epoch> <ts> [<read µs> <publish µs>]`
+                let Some((offset, epoch, ts, read_us, publish_us)) =
                     std::str::from_utf8(&header[1..]).ok().and_then(|h| {
                         let mut it = h.split(' ');
                         let offset = it.next()?.parse::<u64>().ok()?;
                         let epoch = it.next()?;
-                        Some((
-                            offset,
-                            epoch,
-                            it.next().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0),
-                        ))
+                        let mut num = || it.next().and_then(|t| t.parse::<u64>().ok());
+                        Some((offset, epoch, num().unwrap_or(0), num(), num()))
                     })
                 else {
                     return;
                 };
+                crate::hops::arrived(ts, read_us, publish_us, crate::hops::unix_us());
                 if self.subs.is_empty() {
                     return;
                 }
@@ -465,11 +464,15 @@ impl RoomHub {
     fn deliver(&mut self, offset: u64, ts: u64, frame: &Utf8Bytes) {
         let mut dead = false;
         let mut delivered = 0u64;
+        let stamp = Stamp {
+            hub_us: crate::hops::unix_us(),
+            ts_ms: ts,
+        };
         for s in &mut self.subs {
             if s.cursor < offset && s.joined.load(Ordering::Acquire) {
                 s.cursor = offset;
                 delivered += 1;
-                if !s.socket.push(frame.clone()) {
+                if !s.socket.push_out(Out::Live(frame.clone(), stamp)) {
                     dead = true;
                 }
             }

@@ -19,6 +19,8 @@ pub enum Out {
     /// A frame; `Utf8Bytes` clones share one buffer, so a message fanned out
     /// to many sockets is serialized once.
     Frame(Utf8Bytes),
+    /// A live message from a room hub, with the times its hops are measured from.
+    Live(Utf8Bytes, crate::hops::Stamp),
     /// Messages `from..=to` of a room, read from the room stream by the
     /// writer itself in chunks: a long recovery streams with the socket's own
     /// backpressure instead of flooding the queue or memory.
@@ -44,7 +46,7 @@ impl Out {
     /// bound (a replay is read later, in chunks).
     fn bytes(&self) -> usize {
         match self {
-            Out::Frame(f) if f.len() >= COUNTED_FROM => f.len(),
+            Out::Frame(f) | Out::Live(f, _) if f.len() >= COUNTED_FROM => f.len(),
             _ => 0,
         }
     }
@@ -62,6 +64,9 @@ pub struct Outbound {
 pub struct Inbox {
     rx: mpsc::Receiver<Out>,
     queued: Arc<AtomicUsize>,
+    /// The live frames of the batch being written, timed when its flush is
+    /// done (empty, and unallocated, on a socket that gets no live messages).
+    pub stamps: Vec<crate::hops::Stamp>,
 }
 
 pub enum Refused {
@@ -81,7 +86,11 @@ impl Outbound {
                 queued: queued.clone(),
                 max_bytes,
             },
-            Inbox { rx, queued },
+            Inbox {
+                rx,
+                queued,
+                stamps: Vec::new(),
+            },
         )
     }
 

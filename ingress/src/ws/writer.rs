@@ -114,7 +114,10 @@ pub async fn run(state: Shared, mut sink: Sink, mut rx: Inbox, closer: Closer) {
                     Out::Replay(_) if code != close::GOING_AWAY => continue,
                     out => out,
                 };
-                if write_one(&state, &mut sink, out).await.is_err() {
+                if write_one(&state, &mut sink, out, &mut rx.stamps)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -162,27 +165,40 @@ async fn write_batch(
     rx: &mut Inbox,
     first: Out,
 ) -> Result<usize, WriteError> {
+    rx.stamps.clear();
     let mut bytes = Inbox::bytes_of(&first);
-    write_one(state, sink, first).await?;
+    write_one(state, sink, first, &mut rx.stamps).await?;
     for _ in 1..BATCH {
         match rx.try_recv() {
             Some(out) => {
                 bytes += Inbox::bytes_of(&out);
-                write_one(state, sink, out).await?
+                write_one(state, sink, out, &mut rx.stamps).await?
             }
             None => break,
         }
     }
     sink.flush().await.map_err(|_| WriteError::Socket)?;
+    crate::hops::written(&rx.stamps, crate::hops::unix_us());
     Ok(bytes)
 }
 
-async fn write_one(state: &Shared, sink: &mut Sink, out: Out) -> Result<(), WriteError> {
+async fn write_one(
+    state: &Shared,
+    sink: &mut Sink,
+    out: Out,
+    stamps: &mut Vec<crate::hops::Stamp>,
+) -> Result<(), WriteError> {
     match out {
         Out::Frame(t) => sink
             .feed(Message::Text(t))
             .await
             .map_err(|_| WriteError::Socket),
+        Out::Live(t, stamp) => {
+            stamps.push(stamp);
+            sink.feed(Message::Text(t))
+                .await
+                .map_err(|_| WriteError::Socket)
+        }
         // Boxed while it runs: rare, and inline it would sit in every
         // writer task's state for the socket's whole life.
         Out::Replay(r) => Box::pin(replay(state, sink, &r)).await,

@@ -63,6 +63,13 @@ async fn metrics_are_exposed_and_move_with_traffic() {
         ("chat_appends_total", "result=\"stored\"", 5.0),
         ("chat_deliveries_total", "", 10.0),
         ("chat_delivery_latency_seconds_count", "", 5.0),
+        // Per message on the node: the worker's times came in the header.
+        ("chat_delivery_hop_seconds_count", "hop=\"read\"", 5.0),
+        ("chat_delivery_hop_seconds_count", "hop=\"publish\"", 5.0),
+        ("chat_delivery_hop_seconds_count", "hop=\"receive\"", 5.0),
+        // Per delivery: alice's and bob's.
+        ("chat_delivery_hop_seconds_count", "hop=\"write\"", 10.0),
+        ("chat_delivery_hop_seconds_count", "hop=\"total\"", 10.0),
         ("chat_fanout_published_total", "", 5.0),
         ("chat_pushes_total", "outcome=\"dry_run\"", 1.0),
         ("chat_summary_jobs_total", "status=\"done\"", 1.0),

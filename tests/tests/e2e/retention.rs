@@ -223,3 +223,57 @@ async fn the_ttl_is_set_and_an_idle_room_expires_and_returns_with_a_new_epoch() 
         (again["epoch"].clone(), json!(1))
     );
 }
+
+/// Redis's clock in ms (the script's `now`).
+async fn redis_ms(r: &mut chat_core::redis_conn::Conn) -> u64 {
+    let (s, us): (u64, u64) = redis::cmd("TIME").query_async(r).await.expect("TIME");
+    s * 1000 + us / 1000
+}
+
+#[tokio::test]
+async fn a_busy_rooms_ttl_is_refreshed_once_a_second_not_per_message() {
+    let stack = Stack::builder()
+        .streams(|s| {
+            s.rooms
+                .push(policy("busy:*", 100, None, Duration::from_secs(100)))
+        })
+        .start()
+        .await;
+    let mut r = stack.redis().await;
+    let k = stack.keys();
+    let (stream, meta) = (k.room_stream("busy:1"), k.room_meta("busy:1"));
+    let reader = r.clone();
+    let pttl = |key: String| {
+        let mut r = reader.clone();
+        async move { r.pttl::<_, i64>(&key).await.expect("pttl") }
+    };
+    stack.publish("busy:1", 1).await;
+    let refreshed: u64 = r.hget(&meta, "ttlchk").await.expect("ttlchk");
+    assert!(pttl(stream.clone()).await > 90_000);
+    // Shortened by hand: a message within the second leaves it so (no
+    // refresh per message) ...
+    for key in [&stream, &meta] {
+        let _: () = r.pexpire(key, 50_000).await.expect("pexpire");
+    }
+    stack.publish("busy:1", 1).await;
+    if redis_ms(&mut r).await < refreshed + 1000 {
+        for key in [&stream, &meta] {
+            let left = pttl(key.clone()).await;
+            assert!(
+                (1..=50_000).contains(&left),
+                "{key} refreshed within the second ({left} ms)"
+            );
+        }
+    }
+    // ... and the first message a second later restores the whole TTL.
+    wait_until(Duration::from_secs(10), "a second on Redis's clock", || {
+        let mut r = r.clone();
+        async move { (redis_ms(&mut r).await >= refreshed + 1000).then_some(()) }
+    })
+    .await;
+    stack.publish("busy:1", 1).await;
+    for key in [&stream, &meta] {
+        let left = pttl(key.clone()).await;
+        assert!(left > 90_000, "{key} refreshed after a second ({left} ms)");
+    }
+}
