@@ -2,7 +2,7 @@
 
 use crate::hub::script_error_code;
 use crate::state::AppState;
-use chat_core::protocol::{Ack, ErrorCode, Kind};
+use chat_core::protocol::{Ack, ErrorCode, Kind, Message, ServerFrame};
 use chat_core::scripts::AppendRequest;
 
 pub async fn append(
@@ -42,4 +42,40 @@ pub async fn append(
         metrics::counter!("chat_redis_errors_total", "service" => "ingress").increment(1);
         script_error_code(&e)
     })
+}
+
+/// This node's sockets in the room get a message appended here at once,
+/// without waiting for the fanout's round trip (called after the `ack` is
+/// queued, so the sender sees its `ack` before its message): the hub delivers it only
+/// when it is the next offset of the current epoch, and drops the fanout's
+/// copy later as a duplicate (any other case is left to the fanout's copy,
+/// which remains the delivery guarantee). The frame is the one the fanout
+/// worker would publish (`fanout_worker::live_payload`).
+pub fn deliver_here(state: &AppState, ack: &Ack, user: &str, text: &str, kind: Kind) {
+    if ack.duplicate {
+        return;
+    }
+    let rooms = state.hubs.rooms();
+    if !rooms.contains(&ack.room) {
+        return;
+    }
+    let m = Message {
+        room: ack.room.clone(),
+        offset: ack.offset,
+        id: ack.id.clone(),
+        epoch: ack.epoch.clone(),
+        user: user.to_owned(),
+        text: text.to_owned(),
+        ts: ack.ts,
+        client_id: ack.client_id.clone(),
+        kind,
+    };
+    let payload = format!(
+        "l{} {} {}\n{}",
+        m.offset,
+        m.epoch,
+        m.ts,
+        ServerFrame::Message(&m).to_json(None)
+    );
+    rooms.dispatch_local(&ack.room, payload.into());
 }

@@ -94,6 +94,7 @@ pub async fn publish(
         None => format!("http-{:016x}", rand::random::<u64>()),
     };
     let ack = append(&state, &room, &user, &body.text, &client_id, kind).await?;
+    crate::append::deliver_here(&state, &ack, &user, &body.text, kind);
     Ok(Json(ack))
 }
 

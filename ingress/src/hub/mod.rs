@@ -85,6 +85,20 @@ impl Rooms {
         }
     }
 
+    /// Whether this node has a hub for the room (a socket in it).
+    pub fn contains(&self, room: &str) -> bool {
+        self.lock().contains_key(room)
+    }
+
+    /// A message appended on this node, for its own sockets (see
+    /// `append::deliver_here`). A full queue drops it: the fanout's copy
+    /// follows, so nothing is healed on its account.
+    pub fn dispatch_local(&self, room: &str, payload: Bytes) {
+        if let Some(e) = self.lock().get(room) {
+            let _ = e.live.try_send(payload);
+        }
+    }
+
     /// After the pub/sub connection dropped: every hub re-reads its tail.
     /// Re-reads one room from Redis (after its subscription was restored).
     pub fn resync(&self, room: &str) {

@@ -289,9 +289,9 @@ impl RoomHub {
                     }
                 }
             }
-            // `m<offset> <epoch>`: a stored message.
-            Some(b'm') => {
-                // `m<offset> <epoch> <ts> [<read µs> <publish µs>]`
+            // `m<offset> <epoch> <ts> [<read µs> <publish µs>]`: a stored
+            // message from the fanout; `l…`: one appended on this node.
+            Some(&kind @ (b'm' | b'l')) => {
                 let Some((offset, epoch, ts, read_us, publish_us)) =
                     std::str::from_utf8(&header[1..]).ok().and_then(|h| {
                         let mut it = h.split(' ');
@@ -303,9 +303,24 @@ impl RoomHub {
                 else {
                     return;
                 };
-                crate::hops::arrived(ts, read_us, publish_us, crate::hops::unix_us());
                 if self.subs.is_empty() {
                     return;
+                }
+                if kind == b'l' {
+                    // Only the next offset of the current epoch; anything
+                    // else waits for the fanout's copy.
+                    if self.epoch.as_deref() == Some(epoch) && offset == self.last + 1 {
+                        self.deliver(offset, ts, &text, false);
+                    }
+                    return;
+                }
+                crate::hops::arrived(ts, read_us, publish_us, crate::hops::unix_us());
+                // How late the fanout's copies arrive, delivered here or
+                // not (this node's own messages are delivered before them):
+                // what `CHAT_MAX_DELIVERY_LAG` sheds on.
+                if ts > 0 {
+                    let now = crate::overload::now_ms();
+                    self.ctx.backpressure.observe(now.saturating_sub(ts), now);
                 }
                 if self.epoch.as_deref() != Some(epoch) {
                     // A late message of a retired epoch must not flip the hub:
@@ -325,7 +340,7 @@ impl RoomHub {
                         return;
                     }
                 }
-                self.deliver(offset, ts, &text);
+                self.deliver(offset, ts, &text, false);
             }
             _ => {}
         }
@@ -457,11 +472,13 @@ impl RoomHub {
 
     fn deliver_message(&mut self, m: &Message) {
         if m.offset > self.last {
-            self.deliver(m.offset, m.ts, &message_frame(m));
+            self.deliver(m.offset, m.ts, &message_frame(m), true);
         }
     }
 
-    fn deliver(&mut self, offset: u64, ts: u64, frame: &Utf8Bytes) {
+    /// `observe`: count its lag for load shedding (messages read back from
+    /// the room stream; the fanout's copies are counted on arrival).
+    fn deliver(&mut self, offset: u64, ts: u64, frame: &Utf8Bytes, observe: bool) {
         let mut dead = false;
         let mut delivered = 0u64;
         let stamp = Stamp {
@@ -484,7 +501,9 @@ impl RoomHub {
             if ts > 0 {
                 let lag = now.saturating_sub(ts);
                 metrics::histogram!("chat_delivery_latency_seconds").record(lag as f64 / 1000.0);
-                self.ctx.backpressure.observe(lag, now);
+                if observe {
+                    self.ctx.backpressure.observe(lag, now);
+                }
             }
         }
         if dead {

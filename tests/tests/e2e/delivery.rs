@@ -4,6 +4,7 @@ use e2e::*;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use std::collections::HashSet;
+use std::time::Duration;
 
 /// Checks a member's view: offsets 1..=n, each once, in order.
 fn assert_exact(who: &str, msgs: &[Value], n: u64) {
@@ -194,4 +195,44 @@ async fn offsets_are_gap_free_and_each_client_id_stored_once_with_concurrent_ret
         })
         .collect();
     assert_eq!(ids.len() as u64, n, "each (user, client_id) stored once");
+}
+
+/// Whether the fanout group has read and acknowledged everything of `room`'s shard.
+async fn fanout_done(stack: &Stack, room: &str) -> Option<()> {
+    let mut r = stack.redis().await;
+    let shard = stack.keys().room_shard_stream(room);
+    let groups: redis::streams::StreamInfoGroupsReply = r.xinfo_groups(&shard).await.ok()?;
+    let stream: redis::streams::StreamInfoStreamReply = r.xinfo_stream(&shard).await.ok()?;
+    let g = groups.groups.iter().find(|g| g.name == "fanout")?;
+    (g.pending == 0 && g.last_delivered_id == stream.last_generated_id).then_some(())
+}
+
+#[tokio::test]
+async fn a_nodes_own_appends_reach_its_sockets_first_and_once() {
+    let mut stack = Stack::builder().workers(0).start().await;
+    let mut alice = stack.connect(0, "alice").await;
+    let mut bob = stack.connect(0, "bob").await;
+    alice.join("near").await;
+    bob.join("near").await;
+    // No fanout worker: this node delivers what it appended itself, the
+    // sender's `ack` before its own message.
+    alice
+        .send_json(json!({"type": "send", "room": "near", "text": "one", "client_id": "n1"}))
+        .await;
+    assert_eq!(alice.recv_type("ack").await["offset"], 1);
+    assert_eq!(alice.recv_type("message").await["offset"], 1);
+    assert_eq!(bob.messages(1).await[0]["text"], "one");
+    // The fanout's copy, once a worker runs, is not delivered again.
+    stack.add_worker().await;
+    wait_until(Duration::from_secs(10), "the fanout to catch up", || {
+        fanout_done(&stack, "near")
+    })
+    .await;
+    alice.send("near", "two", "n2").await;
+    let next = bob.messages(1).await;
+    assert_eq!(
+        (next[0]["offset"].clone(), next[0]["text"].clone()),
+        (json!(2), json!("two")),
+        "the fanout's copy of 1 came again"
+    );
 }

@@ -143,8 +143,10 @@ async fn over_delivered_and_malformed_entries_go_to_the_dead_letter_stream() {
 
 #[tokio::test]
 async fn a_vanished_group_is_recreated_instead_of_crashing() {
-    let stack = Stack::builder().start().await;
-    let mut reader = stack.connect(0, "reader").await;
+    // The reader on another node than the sender: only the fanout (its
+    // group recreated) brings it the message.
+    let stack = Stack::builder().nodes(2).start().await;
+    let mut reader = stack.connect(1, "reader").await;
     reader.join("phoenix").await;
     let mut r = stack.redis().await;
     for s in stack.keys().all_shard_streams() {

@@ -8,11 +8,15 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn sends_are_refused_while_deliveries_run_behind_and_accepted_again_after() {
+    // Alice is on node 1, the messages are published on node 0: node 1
+    // gets them only from the fanout (a node delivers its own appends to
+    // its own sockets at once, and sheds on how late the fanout's copies are).
     let mut stack = Stack::builder()
+        .nodes(2)
         .env("CHAT_MAX_DELIVERY_LAG", "300ms")
         .start()
         .await;
-    let mut alice = stack.connect(0, "alice").await;
+    let mut alice = stack.connect(1, "alice").await;
     alice.join("shed").await;
     // The fanout stops: messages are stored but nobody delivers them.
     stack.kill_worker(0);
@@ -31,7 +35,7 @@ async fn sends_are_refused_while_deliveries_run_behind_and_accepted_again_after(
     assert_eq!(refused["ref"], 7);
     // The HTTP publish is refused the same way.
     let r = http()
-        .post(format!("{}/v1/rooms/shed/messages", stack.http(0)))
+        .post(format!("{}/v1/rooms/shed/messages", stack.http(1)))
         .bearer_auth(e2e::API_KEY)
         .json(&json!({"text": "also now"}))
         .send()

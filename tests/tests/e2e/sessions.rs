@@ -457,6 +457,12 @@ async fn refresh_to_a_narrower_claim_leaves_the_rooms_it_no_longer_allows() {
     for (room, id) in [("lobby", "c2"), ("club", "c3")] {
         let ack = c.send(room, "still here", id).await;
         assert_eq!(ack["room"], room, "{ack}");
+        // Delivered by this node itself (there is no fanout worker here).
+        let m = c.messages(1).await;
+        assert_eq!(
+            (m[0]["room"].as_str(), m[0]["client_id"].as_str()),
+            (Some(room), Some(id))
+        );
     }
     c.send_json(json!({"type": "join", "room": "team:eng", "ref": 2}))
         .await;

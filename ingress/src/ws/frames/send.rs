@@ -1,6 +1,6 @@
 //! `send`: one append script call, then the `ack`.
 
-use crate::append::append;
+use crate::append::{append, deliver_here};
 use crate::ws::conn::Conn;
 use chat_core::protocol::{ErrorCode, Kind, ServerFrame};
 use serde_json::Value;
@@ -11,7 +11,10 @@ pub async fn handle(conn: &mut Conn, room: &str, text: &str, client_id: &str, r:
         return;
     }
     match append(&conn.state, room, conn.user(), text, client_id, Kind::User).await {
-        Ok(ack) => conn.reply(&ServerFrame::Ack(&ack), r),
+        Ok(ack) => {
+            conn.reply(&ServerFrame::Ack(&ack), r);
+            deliver_here(&conn.state, &ack, conn.user(), text, Kind::User);
+        }
         Err(code) => conn.error(code, "message not stored", r),
     }
 }
