@@ -9,6 +9,7 @@ pub mod google;
 pub mod group;
 pub mod jwt;
 pub mod keys;
+pub mod live;
 pub mod metrics;
 pub mod mongo_server;
 pub mod outbox;

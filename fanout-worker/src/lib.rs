@@ -10,7 +10,6 @@ use chat_core::consumer::{Batch, BatchHandler, ConsumerSpec, ShardConsumer};
 use chat_core::entry::shard_message;
 use chat_core::group;
 use chat_core::keys::Keys;
-use chat_core::protocol::ServerFrame;
 use chat_core::redis_conn;
 use chat_core::redis_conn::Conn;
 use settings::FanoutSettings;
@@ -48,32 +47,6 @@ struct Publisher {
 
 /// Preview bytes kept in push work (the notifier trims further by characters).
 const PREVIEW_BYTES: u64 = 512;
-
-/// The pub/sub payload of a stored message:
-/// `m<offset> <epoch> <ts> <read µs> <publish µs>\n<message frame>`.
-/// Serialized once here; every ingress node forwards the frame bytes as they
-/// are. The two times (µs since the Unix epoch, when this worker read the
-/// entry and when it sent the publish) let the ingress time each hop of the
-/// delivery (`chat_delivery_hop_seconds`); older ingress nodes ignore them.
-pub fn live_payload(m: &chat_core::protocol::Message, read_us: u64, publish_us: u64) -> String {
-    format!(
-        "m{} {} {} {} {}\n{}",
-        m.offset,
-        m.epoch,
-        m.ts,
-        read_us,
-        publish_us,
-        ServerFrame::Message(m).to_json(None)
-    )
-}
-
-/// Microseconds since the Unix epoch (the hop times are compared across processes).
-pub fn unix_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
 
 impl Fanout {
     pub async fn build(settings: FanoutSettings) -> Result<Self, FanoutError> {
@@ -182,7 +155,7 @@ impl Publisher {
         batches: Batch,
         deliveries: &HashMap<String, u64>,
     ) -> Result<StepOutcome, FanoutError> {
-        let read_us = unix_us();
+        let read_us = chat_core::live::unix_us();
         let policy = &self.settings.common.streams.fanout;
         let dlq = self.keys.dead_letter(&policy.group);
         let mut out = StepOutcome::default();
@@ -216,7 +189,7 @@ impl Publisher {
                         self.conn.publish_room(
                             &mut pipe,
                             &self.keys.room_channel(&m.room),
-                            live_payload(&m, read_us, unix_us()),
+                            chat_core::live::fanout(&m, read_us, chat_core::live::unix_us()),
                         );
                         out.published += 1;
                         match by_room.iter_mut().find(|(r, _)| *r == m.room) {

@@ -2,7 +2,7 @@
 
 use crate::hub::script_error_code;
 use crate::state::AppState;
-use chat_core::protocol::{Ack, ErrorCode, Kind, Message, ServerFrame};
+use chat_core::protocol::{Ack, ErrorCode, Kind, Message};
 use chat_core::scripts::AppendRequest;
 
 pub async fn append(
@@ -50,7 +50,7 @@ pub async fn append(
 /// when it is the next offset of the current epoch, and drops the fanout's
 /// copy later as a duplicate (any other case is left to the fanout's copy,
 /// which remains the delivery guarantee). The frame is the one the fanout
-/// worker would publish (`fanout_worker::live_payload`).
+/// worker would publish (`chat_core::live`).
 pub fn deliver_here(state: &AppState, ack: &Ack, user: &str, text: &str, kind: Kind) {
     if ack.duplicate {
         return;
@@ -70,12 +70,5 @@ pub fn deliver_here(state: &AppState, ack: &Ack, user: &str, text: &str, kind: K
         client_id: ack.client_id.clone(),
         kind,
     };
-    let payload = format!(
-        "l{} {} {}\n{}",
-        m.offset,
-        m.epoch,
-        m.ts,
-        ServerFrame::Message(&m).to_json(None)
-    );
-    rooms.dispatch_local(&ack.room, payload.into());
+    rooms.dispatch_local(&ack.room, chat_core::live::local(&m).into());
 }

@@ -9,7 +9,7 @@
 //! - `total`: append → the socket's flush completed (per delivery).
 //!
 //! The first three are per message and node, from the times the worker puts
-//! in the pub/sub header (`fanout_worker::live_payload`); all are wall-clock
+//! in the pub/sub header (`chat_core::live`); all are wall-clock
 //! differences between processes on one host.
 
 use chat_core::metrics::HOP_METRIC;
@@ -43,13 +43,7 @@ pub struct Stamp {
     pub ts_ms: u64,
 }
 
-/// µs since the Unix epoch.
-pub fn unix_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
+pub use chat_core::live::unix_us;
 
 fn secs(us: u64) -> f64 {
     us as f64 / 1e6

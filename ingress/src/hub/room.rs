@@ -5,6 +5,7 @@ use crate::hops::Stamp;
 use crate::ws::outbound::{Out, Replay, SocketHandle};
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
+use chat_core::live;
 use chat_core::protocol::{ErrorCode, Message, ServerFrame, Since};
 use chat_core::redis_conn::is_unavailable;
 use chat_core::scripts::ScriptError;
@@ -289,24 +290,24 @@ impl RoomHub {
                     }
                 }
             }
-            // `m<offset> <epoch> <ts> [<read µs> <publish µs>]`: a stored
-            // message from the fanout; `l…`: one appended on this node.
-            Some(&kind @ (b'm' | b'l')) => {
-                let Some((offset, epoch, ts, read_us, publish_us)) =
-                    std::str::from_utf8(&header[1..]).ok().and_then(|h| {
-                        let mut it = h.split(' ');
-                        let offset = it.next()?.parse::<u64>().ok()?;
-                        let epoch = it.next()?;
-                        let mut num = || it.next().and_then(|t| t.parse::<u64>().ok());
-                        Some((offset, epoch, num().unwrap_or(0), num(), num()))
-                    })
+            // A stored message (`chat_core::live`): the fanout's, or one
+            // appended on this node.
+            Some(b'm' | b'l') => {
+                let Some(live::Header {
+                    source,
+                    offset,
+                    epoch,
+                    ts,
+                    read_us,
+                    publish_us,
+                }) = live::header(&header)
                 else {
                     return;
                 };
                 if self.subs.is_empty() {
                     return;
                 }
-                if kind == b'l' {
+                if source == live::Source::Local {
                     // Only the next offset of the current epoch; anything
                     // else waits for the fanout's copy.
                     if self.epoch.as_deref() == Some(epoch) && offset == self.last + 1 {
