@@ -108,6 +108,15 @@ impl Keys {
         format!("{}:room:{{{room}}}:joined", self.prefix)
     }
 
+    /// Present when every push recipient of the room was present, expiring
+    /// when the first of their presence entries lapses (`SET .. PXAT`): the
+    /// notify script skips the room's push work while it exists. Whatever may
+    /// make a recipient absent sooner (a presence entry removed, a member or
+    /// joined user added) deletes it after that change.
+    pub fn room_all_present(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:allpresent", self.prefix)
+    }
+
     /// Hash of a user's push collapse state in a room (`last`, `pend`, preview...).
     pub fn room_push(&self, room: &str, user: &str) -> String {
         format!("{}{user}", self.room_push_prefix(room))
@@ -204,6 +213,7 @@ impl Keys {
             self.room_reads(room),
             self.room_presence(room),
             self.room_joined(room),
+            self.room_all_present(room),
             self.room_push_outbox(room),
             self.room_summary_job(room),
             self.room_summary_count(room),

@@ -230,6 +230,7 @@ impl Publisher {
                 .arg(self.keys.room_members(room))
                 .arg(self.keys.room_joined(room))
                 .arg(self.keys.room_presence(room))
+                .arg(self.keys.room_all_present(room))
                 .arg(self.keys.room_summary_count(room))
                 .arg(self.keys.room_push_prefix(room))
                 .arg(messages.len());

@@ -78,6 +78,9 @@ impl Presence {
             .zadd(&key, self.member(user), now_ms() + LAPSE.as_millis() as u64)
             .ignore()
             .expire(&key, (LAPSE.as_secs() * 2) as i64)
+            .ignore()
+            // A new recipient: the room's all-present marker is recomputed.
+            .del(self.keys.room_all_present(room))
             .ignore();
         self.record(pipe, room, user, "join").await;
     }
@@ -88,7 +91,11 @@ impl Presence {
             return;
         }
         let mut pipe = redis::pipe();
+        // The marker goes after the entry: a notify call between the two
+        // counts this user as present, as if it ran before the leave.
         pipe.zrem(self.keys.room_presence(room), self.member(user))
+            .ignore()
+            .del(self.keys.room_all_present(room))
             .ignore();
         self.record(pipe, room, user, "leave").await;
     }
@@ -159,6 +166,8 @@ impl Presence {
         let mut pipe = redis::pipe();
         for (room, user) in &entries {
             pipe.zrem(self.keys.room_presence(room), self.member(user))
+                .ignore()
+                .del(self.keys.room_all_present(room))
                 .ignore();
         }
         let mut conn = self.redis.clone();

@@ -7,6 +7,10 @@
 -- only count, and one push at the window's end carries the count and the
 -- latest preview. Re-running a batch (fanout redelivery) counts nothing
 -- twice: the state remembers the last offset counted in the epoch.
+-- A room whose recipients were all present leaves a marker that lives until
+-- the first of their presence entries lapses; while it lives the room is
+-- skipped at the cost of one EXISTS (its writers delete it on any change
+-- that could make a recipient absent sooner: see Keys::room_all_present).
 -- It also counts each room's messages for the automatic summary trigger.
 -- KEYS: 1 notify stream, 2 due zset. In Redis Cluster those live in other
 -- slots: KEYS is then just the (single) room's outbox, and the stream and
@@ -16,8 +20,8 @@
 -- repeats ops (the notifier drops a repeated push) instead of losing them.
 -- ARGV: 1 window ms, 2 notify maxlen, 3 preview max bytes, 4 state ttl ms,
 --       5 summarize every N messages (0 = off), then per room:
---       room, members key, joined key, presence key, summary counter key,
---       push-state key prefix, message count k,
+--       room, members key, joined key, presence key, all-present marker key,
+--       summary counter key, push-state key prefix, message count k,
 --       then k x (sender, offset, epoch, text, kind)
 -- Returns one flag per room, in order: 1 when its count crossed a multiple of N.
 -- Deferred (cluster): {flags, outbox}; the entries are described in
@@ -110,29 +114,41 @@ local function count_for_summary(counter, msgs)
   return 0
 end
 
-local function queue_pushes(room, members, joined, presence, prefix, msgs)
-  local recipients = redis.call('SUNION', members, joined)
-  if #recipients == 0 then
-    return
-  end
+local function queue_pushes(room, members, joined, presence, marker, prefix, msgs)
   local pushable = {}
   for _, m in ipairs(msgs) do
     if m.kind ~= 'summary' then
       pushable[#pushable + 1] = m
     end
   end
-  if #pushable == 0 then
+  if #pushable == 0 or redis.call('EXISTS', marker) == 1 then
     return
   end
+  local recipients = redis.call('SUNION', members, joined)
+  if #recipients == 0 then
+    return
+  end
+  -- Per present user, when their last presence entry lapses.
   local online = {}
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', presence, now, '+inf')) do
+  local entries = redis.call('ZRANGEBYSCORE', presence, now, '+inf', 'WITHSCORES')
+  for j = 1, #entries, 2 do
+    local m = entries[j]
     local bar = string.find(m, '|', 1, true)
     if bar then
-      online[string.sub(m, bar + 1)] = true
+      local u, lapse = string.sub(m, bar + 1), tonumber(entries[j + 1])
+      if not online[u] or lapse > online[u] then
+        online[u] = lapse
+      end
     end
   end
+  local all_until = nil
   for _, u in ipairs(recipients) do
-    if not online[u] then
+    if online[u] then
+      if all_until ~= false and (all_until == nil or online[u] < all_until) then
+        all_until = online[u]
+      end
+    else
+      all_until = false
       local key = prefix .. u
       local st = redis.call('HMGET', key, 'last', 'pend', 'ep', 'seen')
       local last, pend = tonumber(st[1] or '0'), tonumber(st[2] or '0')
@@ -163,22 +179,26 @@ local function queue_pushes(room, members, joined, presence, prefix, msgs)
       end
     end
   end
+  if all_until then
+    local at = string.format('%d', all_until)
+    redis.call('SET', marker, at, 'PXAT', at)
+  end
 end
 
 local flags = {}
 local i = 6
-while i + 6 <= #ARGV do
-  local room, members, joined, presence, counter, prefix =
-    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  local k = tonumber(ARGV[i + 6])
-  i = i + 7
+while i + 7 <= #ARGV do
+  local room, members, joined, presence, marker, counter, prefix =
+    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local k = tonumber(ARGV[i + 7])
+  i = i + 8
   local msgs = {}
   for _ = 1, k do
     msgs[#msgs + 1] = {sender = ARGV[i], offset = tonumber(ARGV[i + 1]), epoch = ARGV[i + 2], text = ARGV[i + 3], kind = ARGV[i + 4]}
     i = i + 5
   end
   flags[#flags + 1] = count_for_summary(counter, msgs)
-  queue_pushes(room, members, joined, presence, prefix, msgs)
+  queue_pushes(room, members, joined, presence, marker, prefix, msgs)
 end
 if DEFER then
   redis.call('PEXPIRE', OUTBOX, TTL)

@@ -297,7 +297,14 @@ pub async fn put_member(
     room_name(&room)?;
     user_id(&user)?;
     let mut conn = state.redis.clone();
-    let _: () = conn.sadd(state.keys.room_members(&room), &user).await?;
+    // A new push recipient, maybe absent: the all-present marker goes after it.
+    let _: () = redis::pipe()
+        .sadd(state.keys.room_members(&room), &user)
+        .ignore()
+        .del(state.keys.room_all_present(&room))
+        .ignore()
+        .query_async(&mut conn)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -394,3 +394,70 @@ async fn a_push_queued_twice_is_sent_once() {
         .collect();
     assert_eq!(sent.len(), 1, "{sent:?}");
 }
+
+/// Whether `user` has a presence entry in `room`, waited for.
+async fn wait_present(stack: &Stack, room: &str, user: &str, present: bool) {
+    let r = stack.redis().await;
+    let key = stack.keys().room_presence(room);
+    let suffix = format!("|{user}");
+    wait_until(Duration::from_secs(5), "presence to change", || {
+        let (mut r, key, suffix) = (r.clone(), key.clone(), suffix.clone());
+        async move {
+            let m: Vec<String> = r.zrange(key, 0, -1).await.ok()?;
+            (m.iter().any(|m| m.ends_with(&suffix)) == present).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_room_whose_members_were_all_present_pushes_again_once_one_is_not() {
+    let stack = Stack::builder().nodes(2).notifiers(1).start().await;
+    for u in ["bob", "carol"] {
+        stack.register_device(u, &format!("{u}-phone")).await;
+    }
+    let mut alice = stack.connect(0, "alice").await;
+    alice.join("crew").await;
+    let mut bob = stack.connect(1, "bob").await;
+    bob.join("crew").await;
+    wait_present(&stack, "crew", "bob", true).await;
+    let marker = stack.keys().room_all_present("crew");
+    let mut r = stack.redis().await;
+
+    // Everyone present: no push, and the room is marked until the first
+    // presence entry lapses (30 s after its last refresh at most).
+    alice.send("crew", "one", "c1").await;
+    settled(&stack).await;
+    assert!(outbox(&stack).await.is_empty());
+    let ttl: i64 = r.pttl(&marker).await.expect("pttl");
+    assert!(ttl > 0 && ttl <= 30_000, "marker pttl {ttl}");
+
+    // bob leaves (his node, not alice's): the next message pushes to him.
+    bob.close().await;
+    wait_present(&stack, "crew", "bob", false).await;
+    alice.send("crew", "two", "c2").await;
+    settled(&stack).await;
+    let pushed: Vec<String> = outbox(&stack).await.into_iter().map(|p| p.0).collect();
+    assert_eq!(pushed, vec!["bob"]);
+    assert!(!r.exists::<_, bool>(&marker).await.expect("exists"));
+
+    // bob back: marked again; then carol, offline, becomes a member and is pushed.
+    let mut bob = stack.connect(1, "bob").await;
+    bob.join("crew").await;
+    wait_present(&stack, "crew", "bob", true).await;
+    alice.send("crew", "three", "c3").await;
+    settled(&stack).await;
+    assert!(r.exists::<_, bool>(&marker).await.expect("exists"));
+    stack.add_member("crew", "carol").await;
+    alice.send("crew", "four", "c4").await;
+    settled(&stack).await;
+    let pushed: Vec<String> = outbox(&stack).await.into_iter().map(|p| p.0).collect();
+    assert_eq!(
+        pushed,
+        vec!["bob", "carol"],
+        "carol's first, nothing more for bob"
+    );
+    let m = &outbox(&stack).await[1].2["message"];
+    assert_eq!(m["notification"]["body"], "alice: four");
+    bob.close().await;
+}
