@@ -9,6 +9,13 @@
 #   SHAPES="a b" bench/compare.sh    # some of them
 #   SIDES=ours bench/compare.sh      # one side only (ours | peer)
 #   SESSIONS=0 bench/compare.sh      # our clients without the session handoff
+#   INGRESS_THREADS= bench/compare.sh # each ingress node a thread per core
+#
+# Each ingress node gets INGRESS_THREADS tokio worker threads, by default
+# the cores divided by the two nodes (at least one): the threads of the
+# processes on a host add up to its cores, as docs/operations.md advises
+# (the peer's two Node processes are one thread each). Empty: tokio's
+# default, a thread per core per node. Fanout workers are one thread always.
 #
 # Our clients use the session handoff by default, as production does: each
 # token carries a `sid` the generator registered with PUT /v1/sessions/{sid}
@@ -26,6 +33,9 @@ ROOT=$PWD
 PEERS_SRC=${PEERS_SRC:-$ROOT/../shared/peers}
 SHAPES=${SHAPES:-a b c overload}
 SIDES=${SIDES:-ours peer}
+INGRESS_THREADS=${INGRESS_THREADS-$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))}
+INGRESS_ENV=()
+[ -n "$INGRESS_THREADS" ] && INGRESS_ENV=("TOKIO_WORKER_THREADS=$INGRESS_THREADS")
 DURATION=${DURATION:-20}
 WARMUP=${WARMUP:-2}
 DRAIN=${DRAIN:-5}
@@ -75,7 +85,7 @@ LOADGEN="$WORK/peers/loadgen/loadgen.js"
   echo "host: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
   echo "node: $(node -v)"
   echo "redis: $(redis-server --version)"
-  echo "ours: $(git rev-parse --short HEAD), release build; 2 ingress + 2 fanout + 1 redis"
+  echo "ours: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' ':!docs' || echo ' + uncommitted changes'), release build; 2 ingress + 2 fanout + 1 redis; ingress threads: ${INGRESS_THREADS:-one per core} each"
   echo "our clients: $([ "$SESSIONS" = 0 ] && echo 'no sessions' || echo 'session handoff (--sessions)')"
   echo "shapes: $SHAPES; duration ${DURATION}s, warmup ${WARMUP}s, drain ${DRAIN}s, steps ($STEPS) of ${STEP_DURATION}s, p99 limit ${P99_LIMIT_MS} ms"
 } > "$OUT/env.txt"
@@ -103,8 +113,9 @@ start_ours() {
   SECRET="compare-secret-$(date +%s%N)"
   export CHAT_REDIS_URL="redis://127.0.0.1:$RPORT/" CHAT_JWT_SECRET="$SECRET"
   export CHAT_API_KEYS="compare-api-key-0123456789" RUST_LOG=warn
-  CHAT_LISTEN="127.0.0.1:$P1" CHAT_NODE_ID=n1 target/release/ingress > "$WORK/i1.log" 2>&1 & I1=$!; PIDS+=("$I1")
-  CHAT_LISTEN="127.0.0.1:$P2" CHAT_NODE_ID=n2 target/release/ingress > "$WORK/i2.log" 2>&1 & I2=$!; PIDS+=("$I2")
+  # (`env` execs, so $! stays the node's own PID.)
+  CHAT_LISTEN="127.0.0.1:$P1" CHAT_NODE_ID=n1 env "${INGRESS_ENV[@]}" target/release/ingress > "$WORK/i1.log" 2>&1 & I1=$!; PIDS+=("$I1")
+  CHAT_LISTEN="127.0.0.1:$P2" CHAT_NODE_ID=n2 env "${INGRESS_ENV[@]}" target/release/ingress > "$WORK/i2.log" 2>&1 & I2=$!; PIDS+=("$I2")
   target/release/fanout-worker > "$WORK/f1.log" 2>&1 & F1=$!; PIDS+=("$F1")
   target/release/fanout-worker > "$WORK/f2.log" 2>&1 & F2=$!; PIDS+=("$F2")
   wait_ready "$P1" "$I1"

@@ -3,7 +3,10 @@
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
+// One thread: the worker handles one batch at a time, so a second thread
+// would only add cross-thread wakeups (futexes) to every round trip; it
+// scales by running more processes in the group (docs/operations.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     chat_core::telemetry::init("info");
     let strings = chat_core::config::load_strings()?;
