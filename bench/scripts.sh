@@ -67,6 +67,10 @@ echo "script of the two XADDs alone:        $(per_call evalsha evalsha "$TWO_XAD
 echo "append.lua:                           $(per_call evalsha evalsha "$APPEND" "${APPEND_ARGS[@]}")"
 echo "notify.lua, 3 rooms, all present:     $(per_call evalsha evalsha "$NOTIFY" "${NOTIFY_ARGS[@]}")"
 # One member of each room absent: no marker, the whole path every call.
-for r in r1 r2 r3; do "${R[@]}" zrem "chat:room:{$r}:presence" "n1|u10" >/dev/null; done
+# (As a leave does: the entry, then the room's marker.)
+for r in r1 r2 r3; do
+  "${R[@]}" zrem "chat:room:{$r}:presence" "n1|u10" >/dev/null
+  "${R[@]}" del "chat:room:{$r}:allpresent" >/dev/null
+done
 echo "notify.lua, 3 rooms, one absent each: $(per_call evalsha evalsha "$NOTIFY" "${NOTIFY_ARGS[@]}")"
 echo "XADD alone (the peer's append):       $(per_call xadd xadd 'chat:peer' MAXLEN '~' 100000 '*' u u1 t 'a message of about the benchmark text size, 64 bytes or so....')"
