@@ -8,6 +8,7 @@
 #   bench/run.sh a b        # some of them
 #   FANOUT=1 bench/run.sh c # shape c with one fanout worker instead of two
 #   ARCHIVE=1 bench/run.sh a # also an archive worker into nx-27017, and its lag
+#   REDIS_ARGS="--appendonly yes --appendfsync always" bench/run.sh a  # Redis durability settings
 set -euo pipefail
 # 10,000 idle sockets need as many descriptors on each side.
 ulimit -n 65536 2>/dev/null || true
@@ -41,7 +42,9 @@ THREADS=()
 # (the same room names) and add push work that shape does not ask for.
 start_stack() {
   { read -r RPORT; read -r P1; read -r P2; } < <(free_ports 3)
-  redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" --logfile "$WORK/redis.log" &
+  # REDIS_ARGS come last, so they override (e.g. "--appendonly yes --appendfsync always").
+  # shellcheck disable=SC2086
+  redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" --logfile "$WORK/redis.log" ${REDIS_ARGS:-} &
   RPID=$!; PIDS+=("$RPID")
   until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.1; done
 
