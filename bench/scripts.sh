@@ -44,7 +44,10 @@ return 1")
 # append.lua's arguments (core/src/scripts/append.lua), a fresh client_id per call.
 APPEND_ARGS=(4 'chat:room:{r1}:meta' 'chat:room:{r1}:log' 'chat:room:{r1}:dedup:2:u1:__rand_int__'
   'chat:fanout:{1}' r1 u1 'a message of about the benchmark text size, 64 bytes or so....'
-  __rand_int__ user 00000000000000ab 100000 3600000 3600 600 1000000)
+  __rand_int__ user 00000000000000ab 100000 3600000 3600 600 1000000 1)
+# The same with the store declared durable (CHAT_REDIS_DURABLE: no writer check).
+DURABLE_ARGS=("${APPEND_ARGS[@]}")
+DURABLE_ARGS[${#DURABLE_ARGS[@]}-1]=0
 
 present() {
   "${R[@]}" del "chat:room:{$1}:allpresent" >/dev/null
@@ -65,6 +68,7 @@ echo "redis: $(redis-server --version | cut -d' ' -f3), $N calls each, µs per c
 echo "empty script:                         $(per_call evalsha evalsha "$EMPTY" "${APPEND_ARGS[@]}")"
 echo "script of the two XADDs alone:        $(per_call evalsha evalsha "$TWO_XADD" "${APPEND_ARGS[@]}")"
 echo "append.lua:                           $(per_call evalsha evalsha "$APPEND" "${APPEND_ARGS[@]}")"
+echo "append.lua, CHAT_REDIS_DURABLE:       $(per_call evalsha evalsha "$APPEND" "${DURABLE_ARGS[@]}")"
 echo "notify.lua, 3 rooms, all present:     $(per_call evalsha evalsha "$NOTIFY" "${NOTIFY_ARGS[@]}")"
 # One member of each room absent: no marker, the whole path every call.
 # (As a leave does: the entry, then the room's marker.)

@@ -68,7 +68,8 @@ impl Keys {
     }
 
     /// Hash: `epoch`, `offset` (last assigned), `agechk` (last age-trim check),
-    /// `ttlchk` (last TTL refresh; append.lua refreshes at most every 1% of the TTL, 1 s at most).
+    /// `ttlchk` (last TTL refresh; append.lua refreshes at most every 1% of the TTL, 1 s at most),
+    /// `rid` (run_id of the Redis process that wrote it last: see append.lua).
     pub fn room_meta(&self, room: &str) -> String {
         format!("{}:room:{{{room}}}:meta", self.prefix)
     }

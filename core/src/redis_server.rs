@@ -77,8 +77,31 @@ impl RedisServer {
     /// Kills the server (SIGKILL, data lost) and starts a new empty one on
     /// the same port: what clients see when Redis restarts without its data.
     pub fn restart_empty(&mut self) -> Result<(), ServerError> {
+        self.restart(false)
+    }
+
+    /// Writes a snapshot now (`SAVE`): what a later
+    /// [`restart_from_snapshot`](Self::restart_from_snapshot) brings back.
+    pub fn snapshot(&self) -> Result<(), ServerError> {
+        match ask(self.port, "SAVE") {
+            Some(r) if r.starts_with("+OK") => Ok(()),
+            r => Err(ServerError::Start(format!("SAVE answered {r:?}"))),
+        }
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port from
+    /// its last snapshot: every write acknowledged since then is gone, as
+    /// after a restart from an RDB file (or a failover to a replica that was
+    /// that far behind).
+    pub fn restart_from_snapshot(&mut self) -> Result<(), ServerError> {
+        self.restart(true)
+    }
+
+    fn restart(&mut self, keep_snapshot: bool) -> Result<(), ServerError> {
         self.stop();
-        let _ = std::fs::remove_file(self.dir.path().join("dump.rdb"));
+        if !keep_snapshot {
+            let _ = std::fs::remove_file(self.dir.path().join("dump.rdb"));
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
@@ -261,6 +284,19 @@ impl RedisCluster {
     pub fn restart_empty(&mut self) -> Result<(), ServerError> {
         for n in &mut self.nodes {
             n.restart_empty()?;
+        }
+        self.wait_ok()
+    }
+
+    /// A snapshot of every node ([`RedisServer::snapshot`]).
+    pub fn snapshot(&self) -> Result<(), ServerError> {
+        self.nodes.iter().try_for_each(RedisServer::snapshot)
+    }
+
+    /// Every node killed and started again from its snapshot.
+    pub fn restart_from_snapshot(&mut self) -> Result<(), ServerError> {
+        for n in &mut self.nodes {
+            n.restart_from_snapshot()?;
         }
         self.wait_ok()
     }

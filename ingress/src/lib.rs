@@ -103,7 +103,7 @@ impl Ingress {
             keys.clone(),
             subs_tx.clone(),
         ));
-        let scripts = Arc::new(Scripts::default());
+        let scripts = Arc::new(Scripts::for_store(settings.common.redis_durable));
         let backpressure = Arc::new(overload::Backpressure::new(
             settings.limits.max_delivery_lag,
         ));

@@ -81,7 +81,7 @@ impl Summarizer {
             ctx: Arc::new(JobCtx {
                 keys,
                 redis,
-                scripts: Scripts::default(),
+                scripts: Scripts::for_store(settings.common.redis_durable),
                 settings: settings.clone(),
                 gemini,
             }),

@@ -369,6 +369,23 @@ impl Stack {
         }
     }
 
+    /// Snapshots the chat data's Redis (every node of a cluster) now.
+    pub fn snapshot_redis(&self) {
+        match &self.cluster {
+            Some(c) => c.snapshot().expect("cluster snapshot"),
+            None => self.redis.snapshot().expect("redis snapshot"),
+        }
+    }
+
+    /// Kills the chat data's Redis and starts it from its last snapshot:
+    /// the writes acknowledged since are lost.
+    pub fn restart_redis_from_snapshot(&mut self) {
+        match &mut self.cluster {
+            Some(c) => c.restart_from_snapshot().expect("cluster back"),
+            None => self.redis.restart_from_snapshot().expect("redis back"),
+        }
+    }
+
     /// Brings the chat data's Redis back, empty.
     pub fn restart_redis_empty(&mut self) {
         match &mut self.cluster {

@@ -53,6 +53,10 @@ pub struct Common {
     pub streams: std::sync::Arc<StreamsConfig>,
     /// After SIGTERM: how long a service may finish the work in hand.
     pub shutdown_grace: std::time::Duration,
+    /// `CHAT_REDIS_DURABLE`: Redis keeps every acknowledged write across
+    /// restarts and failovers (e.g. `appendfsync always`), so a room keeps
+    /// its epoch when the Redis process behind it changes.
+    pub redis_durable: bool,
 }
 
 impl Common {
@@ -88,7 +92,9 @@ impl Common {
             None => StreamsConfig::default(),
         };
         let shutdown_grace = s.duration("CHAT_SHUTDOWN_GRACE", std::time::Duration::from_secs(10));
+        let redis_durable = s.bool("CHAT_REDIS_DURABLE", false);
         Self {
+            redis_durable,
             shutdown_grace,
             redis_url,
             prefix,

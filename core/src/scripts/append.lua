@@ -4,30 +4,57 @@
 -- most every 1% of it (1 s at most) per room, not per message: a busy room
 -- costs two EXPIREs a second, and its keys outlive its last message by at
 -- least 99% of the TTL.
+-- The room's meta remembers which Redis process wrote it last (`rid`, its
+-- run_id). A room last written by another process (Redis restarted, or a
+-- replica took over) may have lost acknowledged writes, and with them
+-- offsets already handed out; but a Cluster slot migration moves a room
+-- intact to another process too. ARGV 12 says what to do: '0' nothing (the
+-- store is declared durable), '1' ask the caller (which knows the live
+-- processes), 'renew' go on in a new epoch, 'adopt' keep the epoch.
 -- KEYS: 1 meta, 2 room stream, 3 dedup key, 4 shard stream (absent in a cluster)
 -- ARGV: 1 room, 2 user, 3 text, 4 client_id, 5 kind, 6 epoch candidate,
---       7 maxlen, 8 max age ms (0 = none), 9 ttl secs, 10 dedup secs, 11 shard maxlen
--- Returns {1, "epoch|offset|id"} for a duplicate, {0, epoch, offset, id} when stored.
-local dup = redis.call('GET', KEYS[3])
-if dup then
-  -- Only a duplicate within the room's current epoch: a room recreated
-  -- inside the dedup window stores the retry afresh.
-  local current = redis.call('HGET', KEYS[1], 'epoch')
-  if current and string.sub(dup, 1, #current + 1) == current .. '|' then
-    return {1, dup}
-  end
-end
+--       7 maxlen, 8 max age ms (0 = none), 9 ttl secs, 10 dedup secs, 11 shard maxlen,
+--       12 the writer check: '0', '1', 'renew' or 'adopt' (above)
+-- Returns {1, "epoch|offset|id"} for a duplicate, {0, epoch, offset, id} when
+-- stored, {2, last writer, this process} when asking (nothing written).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
--- One read of the meta for the epoch and the last age and TTL checks.
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'agechk', 'ttlchk')
+-- One read of the meta for the epoch, the last age and TTL checks and the writer.
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'agechk', 'ttlchk', 'rid')
 local epoch = meta[1]
-if not epoch then
+local rid = nil
+if ARGV[12] ~= '0' then
+  local info = redis.call('INFO', 'server')
+  local at = string.find(info, 'run_id:', 1, true)
+  if at then
+    rid = string.sub(info, at + 7, at + 46)
+  end
+end
+-- A meta without `rid` predates the check: it is adopted, not renewed.
+if epoch and rid and meta[4] and meta[4] ~= rid then
+  if ARGV[12] == '1' then
+    return {2, meta[4], rid}
+  elseif ARGV[12] == 'renew' then
+    epoch = nil
+  end
+end
+if epoch then
+  local dup = redis.call('GET', KEYS[3])
+  -- Only a duplicate within the room's current epoch: a room recreated
+  -- inside the dedup window stores the retry afresh.
+  if dup and string.sub(dup, 1, #epoch + 1) == epoch .. '|' then
+    return {1, dup}
+  end
+else
   meta = {}
-  -- A fresh room (or one that expired): a stale stream must not leak into the new epoch.
+  -- A fresh room (one that expired, or renewed above): nothing of the old
+  -- epoch leaks into the new one.
   epoch = ARGV[6]
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+end
+if rid and meta[4] ~= rid then
+  redis.call('HSET', KEYS[1], 'rid', rid)
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 -- Ids are <offset>-<ms> so that every read by offset is a direct range.

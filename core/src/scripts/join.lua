@@ -1,14 +1,38 @@
 -- Join: the room's epoch (created when the room has none) and last offset,
 -- and, with `since`, whether every message after it is still retained.
+-- A room last written by another Redis process is checked as in append.lua
+-- (its `rid`; ARGV 6 '0', '1', 'renew' or 'adopt').
 -- KEYS: 1 meta, 2 room stream
--- ARGV: 1 epoch candidate, 2 ttl secs, 3 since epoch ('' = no since), 4 since offset, 5 max recover
--- Returns {epoch, last, recovered (-1 no since, 0 false, 1 true)}
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+-- ARGV: 1 epoch candidate, 2 ttl secs, 3 since epoch ('' = no since), 4 since offset, 5 max recover,
+--       6 the writer check
+-- Returns {epoch, last, recovered (-1 no since, 0 false, 1 true)}, or
+-- {'writer', last writer, this process, 0} when asking (nothing written).
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'rid')
+local epoch = meta[1]
+local rid = nil
+if ARGV[6] ~= '0' then
+  local info = redis.call('INFO', 'server')
+  local at = string.find(info, 'run_id:', 1, true)
+  if at then
+    rid = string.sub(info, at + 7, at + 46)
+  end
+end
+if epoch and rid and meta[2] and meta[2] ~= rid then
+  if ARGV[6] == '1' then
+    return {'writer', meta[2], rid, 0}
+  elseif ARGV[6] == 'renew' then
+    epoch = nil
+  end
+end
 if not epoch then
   epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
   redis.call('EXPIRE', KEYS[1], ARGV[2])
+  meta[2] = nil
+end
+if rid and meta[2] ~= rid then
+  redis.call('HSET', KEYS[1], 'rid', rid)
 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
 if ARGV[3] == '' then

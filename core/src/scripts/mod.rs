@@ -28,11 +28,16 @@ pub struct Scripts {
     pub notify: Script,
     /// Run by the notifier for collapsed pushes whose window ended.
     pub due: Script,
+    /// Whether append and join renew the epoch of a room last written by
+    /// another Redis process (`CHAT_REDIS_DURABLE` off, the default): see
+    /// docs/design.md, "When Redis loses acknowledged writes".
+    check_store: bool,
 }
 
 impl Default for Scripts {
     fn default() -> Self {
         Self {
+            check_store: true,
             append: Script::new(include_str!("append.lua")),
             join: Script::new(include_str!("join.lua")),
             range: Script::new(include_str!("range.lua")),
@@ -40,6 +45,49 @@ impl Default for Scripts {
             notify: Script::new(include_str!("notify.lua")),
             due: Script::new(include_str!("due.lua")),
         }
+    }
+}
+
+/// What append and join do with a room last written by another Redis
+/// process, `writer` (its run_id): when that process is still a live master
+/// of the cluster, the room moved with its slot (resharding) and keeps its
+/// epoch ("adopt"); otherwise the process restarted or was replaced, writes
+/// it acknowledged may be gone, and the room goes on in a new epoch
+/// ("renew"). Asked only when a room's writer changed: rare, so one `INFO`
+/// to every master then is cheap.
+async fn after_writer_change(conn: &mut Conn, writer: &str) -> Result<&'static str, ScriptError> {
+    use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+    let Conn::Cluster(c) = conn else {
+        return Ok("renew");
+    };
+    let mut info = redis::cmd("INFO");
+    info.arg("server");
+    let reply = c
+        .route_command(
+            info,
+            RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
+        )
+        .await?;
+    let needle = format!("run_id:{writer}");
+    Ok(if mentions(&reply, &needle) {
+        "adopt"
+    } else {
+        "renew"
+    })
+}
+
+/// Whether any text in `v` (nested replies included) contains `needle`.
+fn mentions(v: &redis::Value, needle: &str) -> bool {
+    use redis::Value;
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).contains(needle),
+        Value::SimpleString(s) => s.contains(needle),
+        Value::VerbatimString { text, .. } => text.contains(needle),
+        Value::Array(items) | Value::Set(items) => items.iter().any(|i| mentions(i, needle)),
+        Value::Map(pairs) => pairs
+            .iter()
+            .any(|(k, v)| mentions(k, needle) || mentions(v, needle)),
+        _ => false,
     }
 }
 
@@ -121,6 +169,19 @@ fn secs(d: Duration) -> u64 {
 }
 
 impl Scripts {
+    /// The scripts for a store declared durable (`CHAT_REDIS_DURABLE`): a
+    /// room keeps its epoch across Redis restarts and failovers.
+    pub fn for_store(durable: bool) -> Self {
+        Self {
+            check_store: !durable,
+            ..Self::default()
+        }
+    }
+
+    fn check_arg(&self) -> &'static str {
+        if self.check_store { "1" } else { "0" }
+    }
+
     /// Dedup, offset, XADD with trimming, TTL, shard copy: one round trip.
     /// Stores one message. On a standalone Redis this is one script call
     /// that also copies the message to its fanout shard stream. In a cluster
@@ -135,27 +196,37 @@ impl Scripts {
         req: &AppendRequest<'_>,
     ) -> Result<Ack, ScriptError> {
         let cluster = conn.is_cluster();
-        let mut call = self.append.prepare_invoke();
-        call.key(keys.room_meta(req.room))
-            .key(keys.room_stream(req.room))
-            .key(keys.room_dedup(req.room, req.user, req.client_id));
-        if !cluster {
-            call.key(keys.room_shard_stream(req.room));
-        }
-        let reply: redis::Value = call
-            .arg(req.room)
-            .arg(req.user)
-            .arg(req.text)
-            .arg(req.client_id)
-            .arg(req.kind.as_str())
-            .arg(new_epoch())
-            .arg(req.retention.maxlen)
-            .arg(req.retention.max_age.map_or(0, |d| d.as_millis() as u64))
-            .arg(secs(req.retention.ttl))
-            .arg(secs(req.dedup_window))
-            .arg(req.shard_maxlen)
-            .invoke_async(conn)
-            .await?;
+        let mut check = self.check_arg();
+        let reply = loop {
+            let mut call = self.append.prepare_invoke();
+            call.key(keys.room_meta(req.room))
+                .key(keys.room_stream(req.room))
+                .key(keys.room_dedup(req.room, req.user, req.client_id));
+            if !cluster {
+                call.key(keys.room_shard_stream(req.room));
+            }
+            let reply: redis::Value = call
+                .arg(req.room)
+                .arg(req.user)
+                .arg(req.text)
+                .arg(req.client_id)
+                .arg(req.kind.as_str())
+                .arg(new_epoch())
+                .arg(req.retention.maxlen)
+                .arg(req.retention.max_age.map_or(0, |d| d.as_millis() as u64))
+                .arg(secs(req.retention.ttl))
+                .arg(secs(req.dedup_window))
+                .arg(req.shard_maxlen)
+                .arg(check)
+                .invoke_async(conn)
+                .await?;
+            match entry::array(&reply)? {
+                [flag, writer, _] if check == "1" && entry::int(flag)? == 2 => {
+                    check = after_writer_change(conn, &entry::string(writer)?).await?;
+                }
+                _ => break reply,
+            }
+        };
         let parts = entry::array(&reply)?;
         let flag = parts.first().map(entry::int).transpose()?;
         let (duplicate, epoch, offset, id) = match (flag, parts) {
@@ -244,26 +315,36 @@ impl Scripts {
 
     /// The room's epoch and last offset (creating the epoch for a new room),
     /// and with `since` whether every missed message is retained.
-    pub async fn join<C: ConnectionLike>(
+    pub async fn join(
         &self,
-        conn: &mut C,
+        conn: &mut Conn,
         keys: &Keys,
         room: &str,
         since: Option<&Since>,
         max_recover: u64,
         ttl: Duration,
     ) -> Result<Joined, ScriptError> {
-        let reply: redis::Value = self
-            .join
-            .key(keys.room_meta(room))
-            .key(keys.room_stream(room))
-            .arg(new_epoch())
-            .arg(secs(ttl))
-            .arg(since.map_or("", |s| s.epoch.as_str()))
-            .arg(since.map_or(0, |s| s.offset))
-            .arg(max_recover)
-            .invoke_async(conn)
-            .await?;
+        let mut check = self.check_arg();
+        let reply = loop {
+            let reply: redis::Value = self
+                .join
+                .key(keys.room_meta(room))
+                .key(keys.room_stream(room))
+                .arg(new_epoch())
+                .arg(secs(ttl))
+                .arg(since.map_or("", |s| s.epoch.as_str()))
+                .arg(since.map_or(0, |s| s.offset))
+                .arg(max_recover)
+                .arg(check)
+                .invoke_async(conn)
+                .await?;
+            match entry::array(&reply)? {
+                [_, writer, _, _] if check == "1" => {
+                    check = after_writer_change(conn, &entry::string(writer)?).await?;
+                }
+                _ => break reply,
+            }
+        };
         let [e, last, rec] = entry::array(&reply)? else {
             return Err(ReplyError(format!("join returned {reply:?}")).into());
         };

@@ -189,6 +189,8 @@ impl RoomHub {
                 return;
             }
         };
+        // (Before an epoch switch: this socket gets its own `joined` below.)
+        self.subs.retain(|s| s.socket.id != socket.id);
         match &self.epoch {
             None => {
                 self.epoch = Some(joined.epoch.clone());
@@ -201,7 +203,6 @@ impl RoomHub {
             }
             Some(_) => {}
         }
-        self.subs.retain(|s| s.socket.id != socket.id);
         let frame = ServerFrame::Joined {
             room: &self.room,
             epoch: &joined.epoch,
@@ -265,11 +266,25 @@ impl RoomHub {
         if self.closing.is_some() {
             self.remove_deleted();
         }
-        self.epoch = Some(epoch);
-        self.last = 0;
+        // The sockets still joined are told, as a rejoin would tell them:
+        // the room started afresh (it expired, or Redis lost writes and it
+        // went on in a new epoch), and its messages follow from offset 1.
+        let told: Utf8Bytes = ServerFrame::Joined {
+            room: &self.room,
+            epoch: &epoch,
+            offset: 0,
+            recovered: Some(false),
+        }
+        .to_json(None)
+        .into();
         for s in &mut self.subs {
             s.cursor = 0;
+            if s.joined.load(Ordering::Acquire) {
+                s.socket.push(told.clone());
+            }
         }
+        self.epoch = Some(epoch);
+        self.last = 0;
     }
 
     async fn on_live(&mut self, payload: Bytes) {

@@ -19,4 +19,5 @@ mod recovery;
 mod retention;
 mod sessions;
 mod smoke;
+mod storeloss;
 mod summaries;
