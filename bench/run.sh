@@ -9,6 +9,7 @@
 #   FANOUT=1 bench/run.sh c # shape c with one fanout worker instead of two
 #   ARCHIVE=1 bench/run.sh a # also an archive worker into nx-27017, and its lag
 #   REDIS_ARGS="--appendonly yes --appendfsync always" bench/run.sh a  # Redis durability settings
+#   REPLICA=1 CHAT_REDIS_ACK_REPLICAS=1 bench/run.sh a  # a replica, and acks that wait for it
 set -euo pipefail
 # 10,000 idle sockets need as many descriptors on each side.
 ulimit -n 65536 2>/dev/null || true
@@ -20,7 +21,12 @@ DURATION=${DURATION:-20s}
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+# KEEP_LOGS=1 copies the services' logs into $OUT/logs before the work directory goes.
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$OUT/logs"; cp "$WORK"/*.log "$OUT/logs/" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 . bench/lib.sh
@@ -41,15 +47,24 @@ THREADS=()
 # would otherwise stay behind as offline members of the next shape's rooms
 # (the same room names) and add push work that shape does not ask for.
 start_stack() {
-  { read -r RPORT; read -r P1; read -r P2; } < <(free_ports 3)
+  { read -r RPORT; read -r P1; read -r P2; read -r QPORT; } < <(free_ports 4)
   # REDIS_ARGS come last, so they override (e.g. "--appendonly yes --appendfsync always").
   # shellcheck disable=SC2086
-  redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" --logfile "$WORK/redis.log" ${REDIS_ARGS:-} &
+  redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" --logfile "$WORK/redis.log" ${REPLICA:+--repl-diskless-sync-delay 0} ${REDIS_ARGS:-} &
   RPID=$!; PIDS+=("$RPID")
   until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.1; done
 
-  export CHAT_REDIS_URL="redis://127.0.0.1:$RPORT/"
   STACK=("$RPID")
+  PIDARG_Q=""
+  if [ -n "${REPLICA:-}" ]; then
+    # REPLICA=1: a replica of it (its CPU is reported as `replica`).
+    mkdir -p "$WORK/replica"
+    redis-server --port "$QPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK/replica" --logfile "$WORK/replica.log" --replicaof 127.0.0.1 "$RPORT" ${REDIS_ARGS:-} &
+    QPID=$!; PIDS+=("$QPID"); STACK+=("$QPID"); PIDARG_Q=",replica=$QPID"
+    # Online for the primary (what WAIT counts) only after the replica's first ack, up to a second after its link is up.
+    until redis-cli -p "$RPORT" info replication 2>/dev/null | grep -Eq 'slave0:.*state=online,offset=[1-9]'; do sleep 0.1; done
+  fi
+  export CHAT_REDIS_URL="redis://127.0.0.1:$RPORT/"
   CHAT_LISTEN="127.0.0.1:$P1" CHAT_NODE_ID=n1 env "${THREADS[@]}" target/release/ingress > "$WORK/i1.log" 2>&1 & I1=$!; PIDS+=("$I1")
   CHAT_LISTEN="127.0.0.1:$P2" CHAT_NODE_ID=n2 env "${THREADS[@]}" target/release/ingress > "$WORK/i2.log" 2>&1 & I2=$!; PIDS+=("$I2")
   # FANOUT (default 2) fanout workers share the `fanout` group.
@@ -64,7 +79,7 @@ start_stack() {
   wait_ready "$P1" "$I1"
   wait_ready "$P2" "$I2"
   URLS="ws://127.0.0.1:$P1/v1/ws,ws://127.0.0.1:$P2/v1/ws"
-  PIDARG="ingress1=$I1,ingress2=$I2$PIDARG_F,redis=$RPID"
+  PIDARG="ingress1=$I1,ingress2=$I2$PIDARG_F,redis=$RPID$PIDARG_Q"
   STACK+=("$I1" "$I2" $FS ${AW:-})
 }
 

@@ -59,6 +59,7 @@ impl Archive {
             claim_idle: policy.claim_idle,
             // No one waits on the archive: fuller batches, fewer writes.
             linger: ARCHIVE_LINGER,
+            acks: settings.common.ack_replicas,
         };
         let consumer = ShardConsumer::connect(spec, conn.clone(), keys.all_shard_streams()).await?;
         info!(consumer = %settings.consumer, shards = consumer.streams().len(), "archive worker ready");

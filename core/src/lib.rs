@@ -17,6 +17,7 @@ pub mod pattern;
 pub mod protocol;
 pub mod redis_conn;
 pub mod redis_server;
+pub mod replicas;
 pub mod scripts;
 pub mod shutdown;
 pub mod telemetry;

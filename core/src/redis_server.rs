@@ -32,7 +32,9 @@ impl RedisServer {
 
     /// A free port is only free until someone binds it: tests run in
     /// parallel, so a port taken in between is retried with another.
-    fn start_with(extra: &[&str]) -> Result<Self, ServerError> {
+    /// Starts a server with more `redis-server` arguments (e.g.
+    /// `--appendonly yes`), kept for its restarts.
+    pub fn start_with(extra: &[&str]) -> Result<Self, ServerError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -120,6 +122,43 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Starts a replica of the server on `primary`'s port.
+    pub fn start_replica_of(primary: u16) -> Result<Self, ServerError> {
+        let primary = primary.to_string();
+        // It serves its own replicas once promoted: at once, without the
+        // default 5 s wait for more of them.
+        Self::start_with(&[
+            "--replicaof",
+            "127.0.0.1",
+            &primary,
+            "--repl-diskless-sync-delay",
+            "0",
+        ])
+    }
+
+    /// `REPLICAOF`: follow the server on `primary`'s port, or with `None`
+    /// stop following and take writes (a promotion).
+    pub fn replicate(&self, primary: Option<u16>) -> Result<(), ServerError> {
+        let command = match primary {
+            Some(p) => format!("REPLICAOF 127.0.0.1 {p}"),
+            None => "REPLICAOF NO ONE".to_owned(),
+        };
+        match ask(self.port, &command) {
+            Some(r) if r.starts_with("+OK") => Ok(()),
+            r => Err(ServerError::Start(format!("{command} answered {r:?}"))),
+        }
+    }
+
+    /// The replication offset this server has reached (`master_repl_offset`
+    /// of `INFO replication`): a replica has every write of its primary
+    /// when the two are equal.
+    pub fn repl_offset(&self) -> Option<u64> {
+        let info = ask(self.port, "INFO replication")?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("master_repl_offset:"))
+            .and_then(|v| v.trim().parse().ok())
     }
 
     /// Kills the server (SIGKILL); `restart_empty` brings it back.

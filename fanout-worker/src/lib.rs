@@ -62,6 +62,7 @@ impl Fanout {
             block: settings.block,
             claim_idle: policy.claim_idle,
             linger: policy.linger,
+            acks: settings.common.ack_replicas,
         };
         let consumer = ShardConsumer::connect(spec, conn.clone(), keys.all_shard_streams()).await?;
         let summaries = if settings.common.streams.summarize.every_messages > 0 {

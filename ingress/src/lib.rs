@@ -103,7 +103,10 @@ impl Ingress {
             keys.clone(),
             subs_tx.clone(),
         ));
-        let scripts = Arc::new(Scripts::for_store(settings.common.redis_durable));
+        let scripts = Arc::new(Scripts::for_store(
+            settings.common.redis_durable,
+            settings.common.ack_replicas,
+        ));
         let backpressure = Arc::new(overload::Backpressure::new(
             settings.limits.max_delivery_lag,
         ));

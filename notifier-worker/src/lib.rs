@@ -263,6 +263,7 @@ impl Notifier {
             .map_err(|e| match e {
                 chat_core::scripts::ScriptError::Redis(r) => NotifierError::Redis(r),
                 chat_core::scripts::ScriptError::Reply(r) => NotifierError::Reply(r),
+                other => NotifierError::Reply(chat_core::entry::ReplyError(other.to_string())),
             })?;
         let mut n = 0;
         for e in entries {
@@ -398,6 +399,7 @@ impl Notifier {
             .map_err(|e| match e {
                 ScriptError::Redis(r) => NotifierError::Redis(r),
                 ScriptError::Reply(r) => NotifierError::Reply(r),
+                other => NotifierError::Reply(chat_core::entry::ReplyError(other.to_string())),
             })?;
         Ok(due.len() as u64)
     }

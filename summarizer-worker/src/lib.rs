@@ -81,7 +81,10 @@ impl Summarizer {
             ctx: Arc::new(JobCtx {
                 keys,
                 redis,
-                scripts: Scripts::for_store(settings.common.redis_durable),
+                scripts: Scripts::for_store(
+                    settings.common.redis_durable,
+                    settings.common.ack_replicas,
+                ),
                 settings: settings.clone(),
                 gemini,
             }),

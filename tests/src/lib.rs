@@ -5,6 +5,7 @@
 pub mod fake_fcm;
 pub mod fake_gemini;
 pub mod fake_server;
+pub mod forwarder;
 pub mod google_api;
 
 use chat_core::config::StreamsConfig;
@@ -59,6 +60,15 @@ pub struct Stack {
     pub archivers: Vec<Worker>,
     pub env: HashMap<String, String>,
     pub streams: Arc<StreamsConfig>,
+    /// A replica of `redis` and the forwarder the services reach Redis
+    /// through, when asked for: see [`StackBuilder::replica`].
+    pub failover: Option<Failover>,
+}
+
+/// A replica of the stack's Redis, and the one address the services use.
+pub struct Failover {
+    pub replica: RedisServer,
+    pub forwarder: forwarder::Forwarder,
 }
 
 /// What to start.
@@ -71,6 +81,8 @@ pub struct StackBuilder {
     env: HashMap<String, String>,
     cluster: bool,
     archive: bool,
+    replica: bool,
+    redis_args: Vec<String>,
 }
 
 impl Default for StackBuilder {
@@ -88,6 +100,8 @@ impl Default for StackBuilder {
             // `CHAT_TEST_REDIS=cluster` runs the same tests on a Redis Cluster.
             cluster: std::env::var("CHAT_TEST_REDIS").is_ok_and(|v| v == "cluster"),
             archive: false,
+            replica: false,
+            redis_args: Vec::new(),
         }
     }
 }
@@ -132,25 +146,52 @@ impl StackBuilder {
         self
     }
 
+    /// A replica of the (standalone) Redis, with the services reaching
+    /// Redis through a forwarder that [`Stack::fail_over`] points at it.
+    pub fn replica(mut self) -> Self {
+        self.replica = true;
+        self
+    }
+
+    /// More `redis-server` arguments for the standalone Redis (e.g.
+    /// `--appendonly yes`), kept across its restarts.
+    pub fn redis_args(mut self, args: &[&str]) -> Self {
+        self.redis_args = args.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.insert(k.to_owned(), v.to_owned());
         self
     }
 
-    pub async fn start(self) -> Stack {
+    pub async fn start(mut self) -> Stack {
         chat_core::telemetry::init_for_tests();
-        let redis = RedisServer::start().expect("redis-server starts (is it installed?)");
+        if self.replica {
+            // Replicas sync at once, not after the default 5 s wait for others.
+            self.redis_args
+                .extend(["--repl-diskless-sync-delay".to_owned(), "0".to_owned()]);
+        }
+        let args: Vec<&str> = self.redis_args.iter().map(String::as_str).collect();
+        let redis = RedisServer::start_with(&args).expect("redis-server starts (is it installed?)");
         let cluster = self
             .cluster
             .then(|| RedisCluster::start(3).expect("redis cluster starts"));
+        let failover = self.replica.then(|| Failover {
+            replica: RedisServer::start_replica_of(redis.port()).expect("replica starts"),
+            forwarder: forwarder::Forwarder::start(redis.port()).expect("forwarder starts"),
+        });
+        let url = match (&cluster, &failover) {
+            (Some(c), _) => c.url(),
+            (None, Some(f)) => f.forwarder.url(),
+            (None, None) => redis.url(),
+        };
+        let jobs_url = failover
+            .as_ref()
+            .map_or_else(|| redis.url(), |f| f.forwarder.url());
         let mut env: HashMap<String, String> = [
-            (
-                "CHAT_REDIS_URL",
-                cluster
-                    .as_ref()
-                    .map_or_else(|| redis.url(), RedisCluster::url),
-            ),
-            ("CHAT_JOBS_REDIS_URL", redis.url()),
+            ("CHAT_REDIS_URL", url),
+            ("CHAT_JOBS_REDIS_URL", jobs_url),
             ("CHAT_JWT_SECRET", SECRET.to_owned()),
             ("CHAT_API_KEYS", API_KEY.to_owned()),
             ("CHAT_LISTEN", "127.0.0.1:0".to_owned()),
@@ -178,6 +219,7 @@ impl StackBuilder {
             archivers: Vec::new(),
             env,
             streams: Arc::new(self.streams),
+            failover,
         };
         for _ in 0..self.nodes {
             stack.add_node().await;
@@ -384,6 +426,50 @@ impl Stack {
             Some(c) => c.restart_from_snapshot().expect("cluster back"),
             None => self.redis.restart_from_snapshot().expect("redis back"),
         }
+    }
+
+    fn failover(&self) -> &Failover {
+        self.failover
+            .as_ref()
+            .expect("a stack started with .replica()")
+    }
+
+    /// Waits until the replica holds every write of the primary.
+    pub async fn replica_caught_up(&self) {
+        let f = self.failover();
+        wait_until(FRAME_TIMEOUT, "the replica to catch up", || async {
+            let primary = self.redis.repl_offset()?;
+            (f.replica.repl_offset()? == primary).then_some(())
+        })
+        .await;
+    }
+
+    /// The replica stops following (a partition from the primary; it keeps
+    /// what it has, and still refuses writes): what the primary acks from now
+    /// on, it alone holds.
+    pub fn cut_replica(&self) {
+        let nobody = chat_core::redis_server::free_port().expect("a free port");
+        self.failover()
+            .replica
+            .replicate(Some(nobody))
+            .expect("replica cut off");
+    }
+
+    /// The primary dies (SIGKILL), the replica is promoted, and the address
+    /// the services use leads to it; a fresh replica then follows it (as the
+    /// old primary would once back), so acks that wait for one can resume.
+    /// `redis` is the promoted server from then on.
+    pub fn fail_over(&mut self) {
+        self.redis.kill();
+        let f = self
+            .failover
+            .as_mut()
+            .expect("a stack started with .replica()");
+        f.replica.replicate(None).expect("replica promoted");
+        f.forwarder.switch(f.replica.port());
+        let fresh = RedisServer::start_replica_of(f.replica.port()).expect("a new replica starts");
+        let promoted = std::mem::replace(&mut f.replica, fresh);
+        drop(std::mem::replace(&mut self.redis, promoted));
     }
 
     /// Brings the chat data's Redis back, empty.
@@ -632,8 +718,9 @@ pub enum Event {
 
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    /// `message` frames that arrived while `send` waited for its ack (the
-    /// contract does not order the two); `recv` returns them first.
+    /// `message` (and server-side `joined`) frames that arrived while `send`
+    /// waited for its ack (the contract does not order them); `recv`
+    /// returns them first.
     early: std::collections::VecDeque<Value>,
 }
 
@@ -739,7 +826,9 @@ impl Client {
             let f = self.next_frame().await;
             match f["type"].as_str() {
                 Some("ack") => return f,
-                Some("message") => self.early.push_back(f),
+                // A `joined` of the server's own (the room went on in a new
+                // epoch) is no more ordered with the ack than a message is.
+                Some("message" | "joined") => self.early.push_back(f),
                 Some("presence" | "typing") => continue,
                 _ => panic!("expected ack, got {f}"),
             }

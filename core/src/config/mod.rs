@@ -54,9 +54,14 @@ pub struct Common {
     /// After SIGTERM: how long a service may finish the work in hand.
     pub shutdown_grace: std::time::Duration,
     /// `CHAT_REDIS_DURABLE`: Redis keeps every acknowledged write across
-    /// restarts and failovers (e.g. `appendfsync always`), so a room keeps
-    /// its epoch when the Redis process behind it changes.
+    /// restarts and failovers (e.g. `appendfsync always`, or acks that wait
+    /// for replicas), so a room keeps its epoch when the Redis process
+    /// behind it changes. Defaults to on when `ack_replicas` is.
     pub redis_durable: bool,
+    /// `CHAT_REDIS_ACK_REPLICAS` and `CHAT_REDIS_ACK_TIMEOUT`: appends are
+    /// acked, and consumer groups hand entries on, only once this many
+    /// replicas hold them.
+    pub ack_replicas: crate::replicas::AckReplicas,
 }
 
 impl Common {
@@ -92,9 +97,28 @@ impl Common {
             None => StreamsConfig::default(),
         };
         let shutdown_grace = s.duration("CHAT_SHUTDOWN_GRACE", std::time::Duration::from_secs(10));
-        let redis_durable = s.bool("CHAT_REDIS_DURABLE", false);
+        let ack_replicas = crate::replicas::AckReplicas {
+            replicas: s.parse("CHAT_REDIS_ACK_REPLICAS", 0),
+            timeout: s.duration(
+                "CHAT_REDIS_ACK_TIMEOUT",
+                std::time::Duration::from_millis(500),
+            ),
+        };
+        if ack_replicas.timeout.is_zero()
+            || ack_replicas.timeout >= crate::redis_conn::RESPONSE_TIMEOUT
+        {
+            s.error(format!(
+                "CHAT_REDIS_ACK_TIMEOUT={:?}: must be above zero and under {:?}",
+                ack_replicas.timeout,
+                crate::redis_conn::RESPONSE_TIMEOUT
+            ));
+        }
+        // Acks that wait for replicas make a failover lossless: the room
+        // keeps its epoch unless the operator says otherwise.
+        let redis_durable = s.bool("CHAT_REDIS_DURABLE", ack_replicas.is_on());
         Self {
             redis_durable,
+            ack_replicas,
             shutdown_grace,
             redis_url,
             prefix,

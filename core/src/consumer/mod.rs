@@ -30,6 +30,10 @@ pub enum GroupError {
     /// batch was acknowledged, so it is retried after a backoff.
     #[error("{0}")]
     Sink(String),
+    /// Read, but not yet on the replicas `CHAT_REDIS_ACK_REPLICAS` asks for:
+    /// not handed on (the entries stay pending and are taken over later).
+    #[error(transparent)]
+    Replicas(#[from] crate::replicas::WaitError),
 }
 
 impl From<crate::scripts::ScriptError> for GroupError {
@@ -37,6 +41,7 @@ impl From<crate::scripts::ScriptError> for GroupError {
         match e {
             crate::scripts::ScriptError::Redis(r) => Self::Redis(r),
             crate::scripts::ScriptError::Reply(r) => Self::Reply(r),
+            crate::scripts::ScriptError::Replicas(r) => Self::Replicas(r),
         }
     }
 }
@@ -57,6 +62,10 @@ pub struct ConsumerSpec {
     /// How long to wait after a small batch before reading again (zero:
     /// read again at once); see `FanoutPolicy::linger`.
     pub linger: Duration,
+    /// Entries are handed on only once this many replicas hold them
+    /// (`CHAT_REDIS_ACK_REPLICAS`), so nothing delivered can vanish in a
+    /// failover.
+    pub acks: crate::replicas::AckReplicas,
 }
 
 /// Handles what the consumer reads. `deliveries` has the delivery counts of
@@ -118,6 +127,7 @@ impl ShardConsumer {
                     consumer: spec.consumer.clone(),
                     count: spec.batch,
                     block: spec.block,
+                    acks: spec.acks,
                 },
                 &streams,
             ))
@@ -160,7 +170,14 @@ impl ShardConsumer {
             cmd.arg(">");
         }
         let reply: redis::Value = cmd.query_async(reader).await?;
-        Ok(group::read_reply(&reply)?)
+        let batch = group::read_reply(&reply)?;
+        // The read moved the group (a write after the entries it read), so a
+        // WAIT on its connection covers them; on a shortfall they stay
+        // pending and are taken over once the replicas have them.
+        if let Some((stream, _)) = batch.iter().find(|(_, es)| !es.is_empty()) {
+            self.spec.acks.wait(reader, stream).await?;
+        }
+        Ok(batch)
     }
 
     /// Takes over entries idle longer than `claim_idle` from any consumer and
@@ -193,6 +210,8 @@ impl ShardConsumer {
                 }
                 if !entries.is_empty() {
                     info!(stream = %stream, group = %self.spec.group, n = entries.len(), "took over idle entries");
+                    // The claim is a write after the entries: see `read`.
+                    self.spec.acks.wait(&mut self.conn, &stream).await?;
                     let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
                     let counts =
                         group::delivery_counts(&mut self.conn, &stream, &self.spec.group, &ids)

@@ -26,6 +26,8 @@ pub struct ReadSpec {
     pub consumer: String,
     pub count: usize,
     pub block: Duration,
+    /// See `ConsumerSpec::acks`.
+    pub acks: crate::replicas::AckReplicas,
 }
 
 impl ShardFeed {
@@ -133,7 +135,12 @@ async fn read_once(conn: &mut Conn, spec: &ReadSpec, stream: &str) -> Result<Bat
         .arg("STREAMS")
         .arg(stream)
         .arg(">")
-        .query_async(conn)
+        .query_async(&mut *conn)
         .await?;
-    Ok(group::read_reply(&reply)?)
+    let batch = group::read_reply(&reply)?;
+    if batch.iter().any(|(_, es)| !es.is_empty()) {
+        // See `ShardConsumer::read`.
+        spec.acks.wait(conn, stream).await?;
+    }
+    Ok(batch)
 }

@@ -43,6 +43,9 @@ if epoch then
   -- Only a duplicate within the room's current epoch: a room recreated
   -- inside the dedup window stores the retry afresh.
   if dup and string.sub(dup, 1, #epoch + 1) == epoch .. '|' then
+    -- Rewritten unchanged: a write, so a WAIT on this connection (acks
+    -- that wait for replicas) covers the first attempt's write too.
+    redis.call('SET', KEYS[3], dup, 'KEEPTTL')
     return {1, dup}
   end
 else

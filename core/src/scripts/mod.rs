@@ -16,6 +16,11 @@ pub enum ScriptError {
     Redis(#[from] redis::RedisError),
     #[error(transparent)]
     Reply(#[from] ReplyError),
+    /// Stored, but not yet on the replicas `CHAT_REDIS_ACK_REPLICAS` asks
+    /// for: not acknowledged (a retry with the same id is answered once
+    /// they have it).
+    #[error(transparent)]
+    Replicas(#[from] crate::replicas::WaitError),
 }
 
 /// The scripts, compiled once per process.
@@ -32,12 +37,15 @@ pub struct Scripts {
     /// another Redis process (`CHAT_REDIS_DURABLE` off, the default): see
     /// docs/design.md, "When Redis loses acknowledged writes".
     check_store: bool,
+    /// Appends are acked once this many replicas hold them.
+    acks: crate::replicas::AckReplicas,
 }
 
 impl Default for Scripts {
     fn default() -> Self {
         Self {
             check_store: true,
+            acks: crate::replicas::AckReplicas::default(),
             append: Script::new(include_str!("append.lua")),
             join: Script::new(include_str!("join.lua")),
             range: Script::new(include_str!("range.lua")),
@@ -170,10 +178,12 @@ fn secs(d: Duration) -> u64 {
 
 impl Scripts {
     /// The scripts for a store declared durable (`CHAT_REDIS_DURABLE`): a
-    /// room keeps its epoch across Redis restarts and failovers.
-    pub fn for_store(durable: bool) -> Self {
+    /// room keeps its epoch across Redis restarts and failovers. `acks`:
+    /// appends wait for replicas (`CHAT_REDIS_ACK_REPLICAS`) before the ack.
+    pub fn for_store(durable: bool, acks: crate::replicas::AckReplicas) -> Self {
         Self {
             check_store: !durable,
+            acks,
             ..Self::default()
         }
     }
@@ -250,6 +260,9 @@ impl Scripts {
             _ => return Err(ReplyError(format!("append returned {reply:?}")).into()),
         };
         let ts = entry::parse_room_id(&id).map_or(0, |(_, ts)| ts);
+        // A duplicate rewrote its dedup record, so this covers the first
+        // attempt's write too, whichever connection made it.
+        self.acks.wait(conn, &keys.room_meta(req.room)).await?;
         if cluster {
             // A duplicate's copy is made from what was stored, not from the
             // retry (whose text could differ); a stored entry already trimmed
@@ -299,6 +312,9 @@ impl Scripts {
                     .arg("k")
                     .arg(kind)
                     .query_async::<redis::Value>(conn)
+                    .await?;
+                self.acks
+                    .wait(conn, &keys.room_shard_stream(req.room))
                     .await?;
             }
         }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use chat_core::live;
 use chat_core::protocol::{ErrorCode, Message, ServerFrame, Since};
 use chat_core::redis_conn::is_unavailable;
+use chat_core::replicas::WaitError;
 use chat_core::scripts::ScriptError;
 use serde_json::Value;
 use std::sync::Arc;
@@ -537,6 +538,9 @@ pub(crate) fn message_frame(m: &Message) -> Utf8Bytes {
 pub(crate) fn script_error_code(e: &ScriptError) -> ErrorCode {
     match e {
         ScriptError::Redis(r) if is_unavailable(r) => ErrorCode::Unavailable,
+        // Stored but not on the replicas asked for: not acked, retry.
+        ScriptError::Replicas(WaitError::Short { .. }) => ErrorCode::Unavailable,
+        ScriptError::Replicas(WaitError::Redis(r)) if is_unavailable(r) => ErrorCode::Unavailable,
         _ => ErrorCode::Internal,
     }
 }
