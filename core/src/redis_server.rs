@@ -238,37 +238,22 @@ fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Result<Child, ServerError> {
 /// when dropped.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// Masters killed by a failover, kept until the cluster is dropped.
+    dead: Vec<RedisServer>,
 }
 
 impl RedisCluster {
     pub fn start(masters: usize) -> Result<Self, ServerError> {
-        let mut nodes: Vec<RedisServer> = Vec::with_capacity(masters);
-        let mut buses: Vec<u16> = Vec::new();
-        while nodes.len() < masters {
-            // The bus port is chosen too: port + 10000 may be taken or out of
-            // range. Never one a node of this cluster already has.
-            let mut bus = free_port()?;
-            while buses.contains(&bus) || nodes.iter().any(|n| n.port() == bus) {
-                bus = free_port()?;
-            }
-            buses.push(bus);
-            let bus = bus.to_string();
-            match RedisServer::start_with(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-                "--cluster-port",
-                &bus,
-            ]) {
-                Ok(n) => nodes.push(n),
-                // The bus port was taken meanwhile: another one.
-                Err(ServerError::Start(log))
-                    if buses.len() < masters + 5 && log.contains("in use") => {}
-                Err(e) => return Err(e),
-            }
+        Self::start_with_replicas(masters, 0)
+    }
+
+    /// `masters` masters with `replicas` replicas each (`redis-cli` pairs
+    /// them up).
+    pub fn start_with_replicas(masters: usize, replicas: usize) -> Result<Self, ServerError> {
+        let total = masters * (1 + replicas);
+        let mut nodes: Vec<RedisServer> = Vec::with_capacity(total);
+        while nodes.len() < total {
+            nodes.push(Self::spawn_node(&nodes)?);
         }
         let addrs: Vec<String> = nodes
             .iter()
@@ -278,7 +263,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| match e.kind() {
@@ -292,9 +277,158 @@ impl RedisCluster {
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
-        let cluster = Self { nodes };
+        let cluster = Self {
+            nodes,
+            dead: Vec::new(),
+        };
         cluster.wait_ok()?;
         Ok(cluster)
+    }
+
+    /// A cluster-enabled server, not yet in any cluster. The bus port is
+    /// chosen too: port + 10000 may be taken or out of range. Never one a
+    /// node of this cluster already has.
+    fn spawn_node(nodes: &[RedisServer]) -> Result<RedisServer, ServerError> {
+        let mut attempts = 0;
+        loop {
+            let mut bus = free_port()?;
+            while nodes
+                .iter()
+                .any(|n| n.port() == bus || n.extra.contains(&bus.to_string()))
+            {
+                bus = free_port()?;
+            }
+            let bus = bus.to_string();
+            match RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--repl-diskless-sync-delay",
+                "0",
+                "--cluster-port",
+                &bus,
+            ]) {
+                Ok(n) => return Ok(n),
+                // The bus port was taken meanwhile: another one.
+                Err(ServerError::Start(log)) if attempts < 5 && log.contains("in use") => {
+                    attempts += 1
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The ports of the master that serves `key` and of its replicas, from
+    /// `CLUSTER NODES` as a live node sees it.
+    pub fn shard_of(&self, key: &str) -> Option<(u16, Vec<u16>)> {
+        let node = self.nodes.first()?;
+        let slot: u16 = ask(node.port(), &format!("CLUSTER KEYSLOT {key}"))?
+            .trim()
+            .strip_prefix(':')?
+            .parse()
+            .ok()?;
+        let table = ask(node.port(), "CLUSTER NODES")?;
+        // <id> <ip:port@bus> <flags> <master id or -> <ping> <pong> <epoch> <link> <slots...>
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .filter(|f: &Vec<&str>| f.len() >= 8)
+            .collect();
+        let port = |f: &[&str]| -> Option<u16> { f[1].split(['@', ':']).nth(1)?.parse().ok() };
+        let serves = |f: &[&str]| {
+            f[8..].iter().any(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+            })
+        };
+        let master = rows
+            .iter()
+            .find(|f| f[2].contains("master") && !f[2].contains("fail") && serves(f))?;
+        let replicas = rows
+            .iter()
+            .filter(|f| f[3] == master[0] && !f[2].contains("fail"))
+            .filter_map(|f| port(f))
+            .collect();
+        Some((port(master)?, replicas))
+    }
+
+    /// The shard that serves `key` fails over: its master dies (SIGKILL)
+    /// once its replica has everything, the replica takes over
+    /// (`CLUSTER FAILOVER TAKEOVER`), and a fresh node joins as the new
+    /// master's replica. The other shards are untouched.
+    pub fn fail_over_shard(&mut self, key: &str) -> Result<(), ServerError> {
+        let fail = |m: &str| ServerError::Start(m.to_owned());
+        // Who replicates whom spreads by gossip after the cluster is made.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (master, replica) = loop {
+            match self.shard_of(key) {
+                Some((m, r)) if !r.is_empty() => break (m, r[0]),
+                _ if Instant::now() > deadline => return Err(fail("the shard has no replica")),
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        let by_port = |p: u16| self.nodes.iter().position(|n| n.port() == p);
+        let (mi, ri) = (
+            by_port(master).ok_or_else(|| fail("master"))?,
+            by_port(replica).ok_or_else(|| fail("replica"))?,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.nodes[ri].repl_offset() != self.nodes[mi].repl_offset() {
+            if Instant::now() > deadline {
+                return Err(fail("the replica did not catch up"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut dead = self.nodes.remove(mi);
+        dead.kill();
+        self.dead.push(dead);
+        match ask(replica, "CLUSTER FAILOVER TAKEOVER") {
+            Some(r) if r.starts_with("+OK") => {}
+            r => return Err(fail(&format!("CLUSTER FAILOVER TAKEOVER answered {r:?}"))),
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.shard_of(key).map(|(m, _)| m) != Some(replica) {
+            if Instant::now() > deadline {
+                return Err(fail("the replica did not take over"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.wait_ok()?;
+        let fresh = Self::spawn_node(&self.nodes)?;
+        let id = ask(replica, "CLUSTER MYID")
+            .and_then(|r| r.lines().nth(1).map(str::to_owned))
+            .ok_or_else(|| fail("CLUSTER MYID"))?;
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "add-node"])
+            .arg(format!("127.0.0.1:{}", fresh.port()))
+            .arg(format!("127.0.0.1:{replica}"))
+            .args(["--cluster-slave", "--cluster-master-id", &id])
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(fail(&format!(
+                "redis-cli --cluster add-node: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )));
+        }
+        self.nodes.push(fresh);
+        // Counted by WAIT from its first acknowledgement.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let info = ask(replica, "INFO replication").unwrap_or_default();
+            if info.lines().any(|l| {
+                l.starts_with("slave0:") && l.contains("state=online") && !l.contains("offset=0,")
+            }) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(fail("the fresh replica did not come online"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `redis+cluster://` with every node as a seed.
@@ -343,7 +477,8 @@ impl RedisCluster {
     /// Every node agrees the cluster is up and knows every other node.
     fn wait_ok(&self) -> Result<(), ServerError> {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let want = format!("cluster_known_nodes:{}", self.nodes.len());
+        // A dead master stays known (flagged `fail`).
+        let want = format!("cluster_known_nodes:{}", self.nodes.len() + self.dead.len());
         while Instant::now() < deadline {
             let ok = self.nodes.iter().all(|n| {
                 ask(n.port(), "CLUSTER INFO")

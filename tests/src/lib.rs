@@ -83,6 +83,7 @@ pub struct StackBuilder {
     archive: bool,
     replica: bool,
     redis_args: Vec<String>,
+    cluster_replicas: usize,
 }
 
 impl Default for StackBuilder {
@@ -102,6 +103,7 @@ impl Default for StackBuilder {
             archive: false,
             replica: false,
             redis_args: Vec::new(),
+            cluster_replicas: 0,
         }
     }
 }
@@ -146,6 +148,14 @@ impl StackBuilder {
         self
     }
 
+    /// Chat data on a Redis Cluster whose masters have a replica each, so
+    /// one shard can fail over alone ([`Stack::fail_over_shard_of`]).
+    pub fn cluster_with_replicas(mut self) -> Self {
+        self.cluster = true;
+        self.cluster_replicas = 1;
+        self
+    }
+
     /// A replica of the (standalone) Redis, with the services reaching
     /// Redis through a forwarder that [`Stack::fail_over`] points at it.
     pub fn replica(mut self) -> Self {
@@ -174,9 +184,10 @@ impl StackBuilder {
         }
         let args: Vec<&str> = self.redis_args.iter().map(String::as_str).collect();
         let redis = RedisServer::start_with(&args).expect("redis-server starts (is it installed?)");
-        let cluster = self
-            .cluster
-            .then(|| RedisCluster::start(3).expect("redis cluster starts"));
+        let cluster = self.cluster.then(|| {
+            RedisCluster::start_with_replicas(3, self.cluster_replicas)
+                .expect("redis cluster starts")
+        });
         let failover = self.replica.then(|| Failover {
             replica: RedisServer::start_replica_of(redis.port()).expect("replica starts"),
             forwarder: forwarder::Forwarder::start(redis.port()).expect("forwarder starts"),
@@ -470,6 +481,17 @@ impl Stack {
         let fresh = RedisServer::start_replica_of(f.replica.port()).expect("a new replica starts");
         let promoted = std::mem::replace(&mut f.replica, fresh);
         drop(std::mem::replace(&mut self.redis, promoted));
+    }
+
+    /// The cluster shard that holds `room` fails over alone (its replica
+    /// has every write): see [`RedisCluster::fail_over_shard`].
+    pub fn fail_over_shard_of(&mut self, room: &str) {
+        let key = self.keys().room_meta(room);
+        self.cluster
+            .as_mut()
+            .expect("a stack started with .cluster_with_replicas()")
+            .fail_over_shard(&key)
+            .expect("the shard fails over");
     }
 
     /// Brings the chat data's Redis back, empty.

@@ -229,14 +229,7 @@ async fn with_acks_that_wait_for_a_replica_a_failover_loses_nothing_acked() {
     alice.join("snap").await;
     let mut bob = stack.connect(1, "bob").await;
     let epoch = bob.join("snap").await["epoch"].clone();
-    for i in 1..=3 {
-        let ack =
-            send_until_acked(&mut alice, "snap", &format!("kept {i}"), &format!("k{i}")).await;
-        assert_eq!(
-            (ack["epoch"].clone(), ack["offset"].clone()),
-            (epoch.clone(), json!(i))
-        );
-    }
+    send_kept_1_to_3(&mut alice, &epoch).await;
     assert_eq!(bob.offsets(3).await, vec![1, 2, 3]);
 
     // No replica confirms this one: it is refused, not acked, and no one is
@@ -399,4 +392,126 @@ async fn the_archive_keeps_both_messages_of_a_reused_stretch() {
         .chain((1..=3).rev().map(|i| (old.clone(), i, format!("kept {i}"))))
         .collect();
     assert_eq!(seen, newest_first);
+}
+
+/// A room whose meta lives on another cluster shard than `room`'s.
+fn room_on_another_shard(stack: &Stack, room: &str) -> String {
+    let cluster = stack.cluster.as_ref().expect("a cluster");
+    let keys = stack.keys();
+    let shard = |r: &str| cluster.shard_of(&keys.room_meta(r)).expect("shard").0;
+    (0..100)
+        .map(|i| format!("other-{i}"))
+        .find(|r| shard(r) != shard(room))
+        .expect("a room on another shard")
+}
+
+/// A cluster with a replica per shard, which these tests start themselves:
+/// none in the cluster pass, where the stack's own cluster has none.
+fn cluster_with_replicas() -> Option<StackBuilder> {
+    if on_cluster() {
+        eprintln!("runs in the standalone pass: it starts a cluster with replicas itself");
+        return None;
+    }
+    Some(Stack::builder().cluster_with_replicas())
+}
+
+#[tokio::test]
+async fn a_cluster_shard_that_fails_over_alone_renews_only_its_own_rooms() {
+    let Some(builder) = cluster_with_replicas() else {
+        return;
+    };
+    let mut stack = builder.nodes(2).start().await;
+    let other = room_on_another_shard(&stack, "snap");
+    let mut alice = stack.connect(0, "alice").await;
+    let mut bob = stack.connect(1, "bob").await;
+    let mut epochs = HashMap::new();
+    for room in ["snap", other.as_str()] {
+        alice.join(room).await;
+        epochs.insert(room.to_owned(), bob.join(room).await["epoch"].clone());
+    }
+    for room in ["snap", other.as_str()] {
+        for i in 1..=3 {
+            alice
+                .send(room, &format!("kept {i}"), &format!("{room}-k{i}"))
+                .await;
+        }
+    }
+    assert_eq!(bob.messages(6).await.len(), 6);
+
+    stack.fail_over_shard_of("snap");
+    let snap = publish_when_back(&stack, "after").await;
+    let ack = alice.send(&other, "after", "other-a").await;
+    // Redis cannot tell a lossless failover from a lossy one: the failed
+    // shard's rooms go on in a new epoch; the other shards' keep theirs.
+    assert_ne!(snap["epoch"], epochs["snap"], "{snap}");
+    assert_eq!(snap["offset"], 1);
+    assert_eq!(
+        (ack["epoch"].clone(), ack["offset"].clone()),
+        (epochs[&other].clone(), json!(4))
+    );
+
+    // bob is told of snap's new epoch, then gets its message; the other
+    // room goes on at 4 in its own epoch.
+    let (mut told, mut got_snap, mut got_other) = (false, false, false);
+    while !(got_snap && got_other) {
+        let f = bob.recv().await;
+        match (f["type"].as_str(), f["room"].as_str()) {
+            (Some("joined"), Some("snap")) => {
+                assert!(!told && !got_snap, "told once, first: {f}");
+                assert_eq!(
+                    (f["epoch"].clone(), f["recovered"].clone()),
+                    (snap["epoch"].clone(), json!(false))
+                );
+                told = true;
+            }
+            (Some("message"), Some("snap")) => {
+                assert!(told, "the new epoch's message after the joined: {f}");
+                assert_eq!(
+                    (f["epoch"].clone(), f["offset"].clone()),
+                    (snap["epoch"].clone(), json!(1))
+                );
+                got_snap = true;
+            }
+            (Some("message"), Some(r)) if r == other => {
+                assert_eq!(
+                    (f["epoch"].clone(), f["offset"].clone(), f["text"].clone()),
+                    (epochs[&other].clone(), json!(4), json!("after"))
+                );
+                got_other = true;
+            }
+            _ => panic!("unexpected {f}"),
+        }
+    }
+}
+
+/// Sends "kept 1".."kept 3" to snap, each acked at offsets 1..3 of `epoch`.
+async fn send_kept_1_to_3(alice: &mut Client, epoch: &Value) {
+    for i in 1..=3 {
+        let ack = send_until_acked(alice, "snap", &format!("kept {i}"), &format!("k{i}")).await;
+        assert_eq!(
+            (ack["epoch"].clone(), ack["offset"].clone()),
+            (epoch.clone(), json!(i))
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_acks_that_wait_for_replicas_a_cluster_shard_fails_over_losing_nothing() {
+    let Some(builder) = cluster_with_replicas() else {
+        return;
+    };
+    let mut stack = builder.env("CHAT_REDIS_ACK_REPLICAS", "1").start().await;
+    let mut alice = stack.connect(0, "alice").await;
+    let epoch = alice.join("snap").await["epoch"].clone();
+    send_kept_1_to_3(&mut alice, &epoch).await;
+    stack.fail_over_shard_of("snap");
+    let ack = send_until_acked(&mut alice, "snap", "after", "a1").await;
+    assert_eq!(
+        (ack["epoch"].clone(), ack["offset"].clone()),
+        (epoch, json!(4))
+    );
+    assert_eq!(
+        history_texts(&stack).await,
+        ["kept 1", "kept 2", "kept 3", "after"]
+    );
 }
