@@ -282,6 +282,13 @@ impl RedisCluster {
             dead: Vec::new(),
         };
         cluster.wait_ok()?;
+        if replicas > 0 {
+            for node in &cluster.nodes {
+                if ask(node.port(), "INFO replication").is_some_and(|r| r.contains("role:master")) {
+                    replicas_acking(node.port(), replicas)?;
+                }
+            }
+        }
         Ok(cluster)
     }
 
@@ -415,20 +422,7 @@ impl RedisCluster {
             )));
         }
         self.nodes.push(fresh);
-        // Counted by WAIT from its first acknowledgement.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let info = ask(replica, "INFO replication").unwrap_or_default();
-            if info.lines().any(|l| {
-                l.starts_with("slave0:") && l.contains("state=online") && !l.contains("offset=0,")
-            }) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(fail("the fresh replica did not come online"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        replicas_acking(replica, 1)
     }
 
     /// `redis+cluster://` with every node as a seed.
@@ -502,6 +496,33 @@ fn ask(port: u16, command: &str) -> Option<String> {
     let mut buf = vec![0u8; 8192];
     let n = s.read(&mut buf).ok()?;
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// Waits until `n` replicas of the server on `port` are online and have
+/// acknowledged its stream: `WAIT` counts a replica only from its first
+/// acknowledgement (sent once a second), and only of an offset above zero,
+/// so the server pings its replicas each second meanwhile.
+pub fn replicas_acking(port: u16, n: usize) -> Result<(), ServerError> {
+    let _ = ask(port, "CONFIG SET repl-ping-replica-period 1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = ask(port, "INFO replication").unwrap_or_default();
+        let acking = info
+            .lines()
+            .filter(|l| {
+                l.starts_with("slave") && l.contains("state=online") && !l.contains("offset=0,")
+            })
+            .count();
+        if acking >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(ServerError::Start(format!(
+                "{acking} of {n} replicas acknowledging after 30s"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A port the OS just handed out; free again once the listener is dropped.

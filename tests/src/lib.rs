@@ -9,7 +9,7 @@ pub mod forwarder;
 pub mod google_api;
 
 use chat_core::config::StreamsConfig;
-use chat_core::redis_server::{RedisCluster, RedisServer};
+use chat_core::redis_server::{RedisCluster, RedisServer, replicas_acking};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -192,6 +192,9 @@ impl StackBuilder {
             replica: RedisServer::start_replica_of(redis.port()).expect("replica starts"),
             forwarder: forwarder::Forwarder::start(redis.port()).expect("forwarder starts"),
         });
+        if failover.is_some() {
+            replicas_acking(redis.port(), 1).expect("the replica acknowledges");
+        }
         let url = match (&cluster, &failover) {
             (Some(c), _) => c.url(),
             (None, Some(f)) => f.forwarder.url(),
@@ -480,6 +483,7 @@ impl Stack {
         f.forwarder.switch(f.replica.port());
         let fresh = RedisServer::start_replica_of(f.replica.port()).expect("a new replica starts");
         let promoted = std::mem::replace(&mut f.replica, fresh);
+        replicas_acking(promoted.port(), 1).expect("the new replica acknowledges");
         drop(std::mem::replace(&mut self.redis, promoted));
     }
 

@@ -4,7 +4,7 @@
 -- (its `rid`; ARGV 6 '0', '1', 'renew' or 'adopt').
 -- KEYS: 1 meta, 2 room stream
 -- ARGV: 1 epoch candidate, 2 ttl secs, 3 since epoch ('' = no since), 4 since offset, 5 max recover,
---       6 the writer check
+--       6 the writer check, 7 the mark, as in range.lua
 -- Returns {epoch, last, recovered (-1 no since, 0 false, 1 true)}, or
 -- {'writer', last writer, this process, 0} when asking (nothing written).
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'rid')
@@ -33,6 +33,9 @@ if not epoch then
 end
 if rid and meta[2] ~= rid then
   redis.call('HSET', KEYS[1], 'rid', rid)
+end
+if ARGV[7] == '1' then
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
 if ARGV[3] == '' then

@@ -7,7 +7,6 @@ use crate::keys::Keys;
 use crate::protocol::{Ack, Kind, Message, Since};
 use crate::redis_conn::Conn;
 use redis::Script;
-use redis::aio::ConnectionLike;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +191,14 @@ impl Scripts {
         if self.check_store { "1" } else { "0" }
     }
 
+    /// Whether a read writes the mark its `WAIT` then covers: with acks
+    /// that wait for replicas, nothing is shown that a failover could take
+    /// back. `WAIT` is documented to cover the connection's own writes, and
+    /// a reader's connection may have written nothing since what it reads.
+    fn mark_arg(&self) -> &'static str {
+        if self.acks.is_on() { "1" } else { "0" }
+    }
+
     /// Dedup, offset, XADD with trimming, TTL, shard copy: one round trip.
     /// Stores one message. On a standalone Redis this is one script call
     /// that also copies the message to its fanout shard stream. In a cluster
@@ -352,6 +359,7 @@ impl Scripts {
                 .arg(since.map_or(0, |s| s.offset))
                 .arg(max_recover)
                 .arg(check)
+                .arg(self.mark_arg())
                 .invoke_async(conn)
                 .await?;
             match entry::array(&reply)? {
@@ -361,6 +369,8 @@ impl Scripts {
                 _ => break reply,
             }
         };
+        // The last offset a joiner is told must not be one a failover takes back.
+        self.acks.wait(conn, &keys.room_meta(room)).await?;
         let [e, last, rec] = entry::array(&reply)? else {
             return Err(ReplyError(format!("join returned {reply:?}")).into());
         };
@@ -378,9 +388,9 @@ impl Scripts {
     }
 
     /// Up to `max` messages after `after`, with the room's epoch and last offset.
-    pub async fn range<C: ConnectionLike>(
+    pub async fn range(
         &self,
-        conn: &mut C,
+        conn: &mut Conn,
         keys: &Keys,
         room: &str,
         after: u64,
@@ -392,8 +402,10 @@ impl Scripts {
             .key(keys.room_stream(room))
             .arg(after)
             .arg(max.max(1))
+            .arg(self.mark_arg())
             .invoke_async(conn)
             .await?;
+        self.acks.wait(conn, &keys.room_meta(room)).await?;
         let [e, last, es] = entry::array(&reply)? else {
             return Err(ReplyError(format!("range returned {reply:?}")).into());
         };
@@ -414,9 +426,9 @@ impl Scripts {
 
     /// The `limit` messages just below `before` (or the newest), oldest first.
     /// The epoch is empty when the room does not exist.
-    pub async fn history<C: ConnectionLike>(
+    pub async fn history(
         &self,
-        conn: &mut C,
+        conn: &mut Conn,
         keys: &Keys,
         room: &str,
         before: Option<u64>,
@@ -432,8 +444,10 @@ impl Scripts {
             .key(keys.room_stream(room))
             .arg(before_arg)
             .arg(limit.max(1))
+            .arg(self.mark_arg())
             .invoke_async(conn)
             .await?;
+        self.acks.wait(conn, &keys.room_meta(room)).await?;
         let [e, es] = entry::array(&reply)? else {
             return Err(ReplyError(format!("history returned {reply:?}")).into());
         };

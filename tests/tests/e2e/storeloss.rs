@@ -248,6 +248,22 @@ async fn with_acks_that_wait_for_a_replica_a_failover_loses_nothing_acked() {
         }
     };
     assert_eq!(refused["code"], "unavailable", "{refused}");
+    // Nor is it shown to a reader: the primary has it, but a read waits
+    // for the replica as a send does, and is refused too.
+    let mut carol = stack.connect(1, "carol").await;
+    for ask in [
+        json!({"type": "history", "room": "snap", "limit": 10, "ref": "h"}),
+        json!({"type": "join", "room": "snap", "ref": "j",
+               "since": {"epoch": epoch.clone(), "offset": 3}}),
+    ] {
+        carol.send_json(ask.clone()).await;
+        let f = carol.recv().await;
+        assert_eq!(
+            (f["type"].as_str(), f["code"].as_str(), f["ref"].clone()),
+            (Some("error"), Some("unavailable"), ask["ref"].clone()),
+            "{ask} answered {f}"
+        );
+    }
 
     stack.fail_over();
     let ack = send_until_acked(&mut alice, "snap", "after", "a1").await;
@@ -266,6 +282,30 @@ async fn with_acks_that_wait_for_a_replica_a_failover_loses_nothing_acked() {
     assert_eq!(
         history_texts(&stack).await,
         ["kept 1", "kept 2", "kept 3", "after"]
+    );
+    // carol, joining again from 3, recovers the message acked at 4.
+    // (Retried while the fresh replica is not yet counted.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let joined = loop {
+        carol
+            .send_json(json!({"type": "join", "room": "snap",
+                              "since": {"epoch": epoch.clone(), "offset": 3}}))
+            .await;
+        let f = carol.recv().await;
+        if f["code"] != "unavailable" || std::time::Instant::now() > deadline {
+            break f;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (joined["type"].as_str(), joined["recovered"].clone()),
+        (Some("joined"), json!(true)),
+        "{joined}"
+    );
+    let m = carol.recv_type("message").await;
+    assert_eq!(
+        (m["offset"].clone(), m["text"].clone()),
+        (json!(4), json!("after"))
     );
 }
 
@@ -514,4 +554,99 @@ async fn with_acks_that_wait_for_replicas_a_cluster_shard_fails_over_losing_noth
         history_texts(&stack).await,
         ["kept 1", "kept 2", "kept 3", "after"]
     );
+}
+
+/// The reads themselves, on a connection of their own, refuse what a
+/// lagging replica lacks. (`WAIT` is documented to cover the connection's
+/// own writes, none here, so the read writes a mark for it to cover; Redis
+/// 7.0 happens to count every command, so this test passes there without.)
+#[tokio::test]
+async fn with_acks_that_wait_for_replicas_no_read_shows_what_the_replica_lacks() {
+    if on_cluster() {
+        eprintln!("runs in the standalone pass: it starts its own primary and replica");
+        return;
+    }
+    use chat_core::config::RetentionPolicy;
+    use chat_core::protocol::{Kind, Since};
+    use chat_core::redis_server::{RedisServer, replicas_acking};
+    use chat_core::replicas::AckReplicas;
+    use chat_core::scripts::{AppendRequest, ScriptError, Scripts};
+
+    let primary = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]).expect("primary");
+    let replica = RedisServer::start_replica_of(primary.port()).expect("replica");
+    let acks = AckReplicas {
+        replicas: 1,
+        timeout: Duration::from_millis(200),
+    };
+    let scripts = Scripts::for_store(true, acks);
+    let keys = chat_core::keys::Keys::new("chat", 1);
+    let retention = RetentionPolicy {
+        maxlen: 100,
+        max_age: None,
+        ttl: Duration::from_secs(60),
+        archive_for: None,
+    };
+    let mut writer = chat_core::redis_conn::manager(&primary.url())
+        .await
+        .expect("writer");
+    let mut append = async |text: &str| {
+        let req = AppendRequest {
+            room: "snap",
+            user: "alice",
+            text,
+            client_id: text,
+            kind: Kind::User,
+            retention: &retention,
+            dedup_window: Duration::from_secs(60),
+            shard_maxlen: 100,
+        };
+        scripts.append(&mut writer, &keys, &req).await
+    };
+    replicas_acking(primary.port(), 1).expect("the replica acknowledges");
+    append("kept").await.expect("acked");
+    // The replica falls behind but stays connected (stopped, not cut): a
+    // `WAIT` of a connection that wrote nothing since passes at once.
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &replica.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} the replica");
+    };
+    signal("-STOP");
+    let refused = append("unconfirmed").await;
+    assert!(
+        matches!(refused, Err(ScriptError::Replicas(_))),
+        "{refused:?}"
+    );
+
+    let mut reader = chat_core::redis_conn::manager(&primary.url())
+        .await
+        .expect("reader");
+    let since = Since {
+        epoch: String::new(),
+        offset: 0,
+    };
+    let range = scripts.range(&mut reader, &keys, "snap", 0, 10).await;
+    let history = scripts.history(&mut reader, &keys, "snap", None, 10).await;
+    let joined = scripts
+        .join(&mut reader, &keys, "snap", Some(&since), 100, retention.ttl)
+        .await;
+    for (read, result) in [
+        ("range", range.map(|r| r.last)),
+        ("history", history.map(|h| h.messages.len() as u64)),
+        ("join", joined.map(|j| j.last)),
+    ] {
+        assert!(
+            matches!(result, Err(ScriptError::Replicas(_))),
+            "{read} answered {result:?}"
+        );
+    }
+    // Without acks the same read shows it: the window the mark closes.
+    let plain = Scripts::default()
+        .range(&mut reader, &keys, "snap", 0, 10)
+        .await
+        .expect("a plain range");
+    assert_eq!(plain.last, 2);
+    signal("-CONT");
 }
