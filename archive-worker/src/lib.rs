@@ -9,7 +9,8 @@
 //! and the stream hold the messages meanwhile.
 
 pub mod settings;
-pub mod store;
+use chat_archive as store;
+use chat_core::tombstone::RoomTombstone;
 
 use chat_core::consumer::{Batch, BatchHandler, ConsumerSpec, GroupError, ShardConsumer};
 use chat_core::entry::shard_message;
@@ -131,15 +132,13 @@ impl Archiver {
         for room in &rooms {
             pipe.get(self.keys.room_deleted(room));
         }
-        // `<ms> <epoch>`: the deletion notice's time and the epoch deleted.
         let deleted: Vec<Option<String>> = pipe.query_async(&mut self.conn).await?;
         let cutoff: HashMap<String, (u64, String)> = rooms
             .iter()
             .zip(deleted)
             .filter_map(|(r, d)| {
-                let d = d?;
-                let (at, epoch) = d.split_once(' ')?;
-                Some(((*r).to_owned(), (at.parse().ok()?, epoch.to_owned())))
+                let t = RoomTombstone::decode(d.as_deref()?)?;
+                Some(((*r).to_owned(), (t.at_ms, t.epoch.to_owned())))
             })
             .collect();
         if cutoff.is_empty() {

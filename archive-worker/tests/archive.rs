@@ -4,7 +4,7 @@
 //! does not hold up its batch, and a replayed group that writes nothing twice.
 
 use archive_worker::settings::ArchiveSettings;
-use archive_worker::store;
+use chat_archive as store;
 use chat_core::config::StreamsConfig;
 use chat_core::keys::Keys;
 use chat_core::mongo_server::MongoServer;
@@ -481,7 +481,13 @@ async fn entries_of_a_deleted_epoch_are_not_archived() {
     // (what a deletion leaves for messages appended after its notice).
     let _: () = redis::cmd("SET")
         .arg(env.keys.room_deleted("d"))
-        .arg(format!("0 {epoch}"))
+        .arg(
+            chat_core::tombstone::RoomTombstone {
+                at_ms: 0,
+                epoch: &epoch,
+            }
+            .encode(),
+        )
         .query_async(&mut conn)
         .await
         .expect("set");

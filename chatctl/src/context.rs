@@ -22,7 +22,7 @@ impl Context {
         let strings = load_strings()?;
         let mut s = Settings::new(&strings);
         let common = Common::read(&mut s);
-        let revoked_session_ttl = ingress::control::revoked_session_ttl(&mut s);
+        let revoked_session_ttl = chat_core::sessions::revoked_session_ttl(&mut s);
         let mongodb = if with_mongodb {
             common.read_mongodb(&mut s, false)
         } else {

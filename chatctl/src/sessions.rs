@@ -7,12 +7,12 @@ use crate::context::Context;
 use anyhow::bail;
 
 pub async fn revoke(ctx: &Context, sid: &str) -> anyhow::Result<()> {
-    if !ingress::control::valid_sid(sid) {
+    if !chat_core::sessions::valid_sid(sid) {
         bail!("bad session id {sid:?}: 1-128 printable ASCII characters");
     }
     let mut conn = ctx.redis().await?;
     let existed =
-        ingress::control::revoke_session(&mut conn, &ctx.keys, sid, ctx.revoked_session_ttl)
+        chat_core::sessions::revoke_session(&mut conn, &ctx.keys, sid, ctx.revoked_session_ttl)
             .await?;
     println!(
         "session {sid}: {}; every ingress node closes its sockets (4003)",

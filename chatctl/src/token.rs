@@ -12,7 +12,7 @@ pub fn mint(
     sid: Option<&str>,
     ttl: u64,
 ) -> anyhow::Result<String> {
-    let exp = ingress::ws::now_secs()
+    let exp = chat_core::clock::now_secs()
         .checked_add(ttl)
         .filter(|_| ttl <= MAX_TTL_SECS)
         .ok_or_else(|| anyhow::anyhow!("--ttl is too long: at most 100 years"))?;

@@ -2,8 +2,10 @@
 //! the Lua scripts, the wire types of the contract, JWT verification and the
 //! test support that starts a real `redis-server`.
 
+pub mod clock;
 pub mod config;
 pub mod consumer;
+pub mod control;
 pub mod entry;
 pub mod google;
 pub mod group;
@@ -19,6 +21,8 @@ pub mod redis_conn;
 pub mod redis_server;
 pub mod replicas;
 pub mod scripts;
+pub mod sessions;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
+pub mod tombstone;

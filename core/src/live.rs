@@ -3,7 +3,9 @@
 //! (whose room hubs read it; a node also hands its own appends to its hub in
 //! it). `m<offset> <epoch> <ts> <read µs> <publish µs>\n<message frame>`
 //! from the fanout, `l<offset> <epoch> <ts>\n<message frame>` for a node's
-//! own append. The frame is serialized once and forwarded as it is.
+//! own append; `e<user>\n<frame>` for an ephemeral event (typing,
+//! presence) that goes to everyone in the room but its user. The frame is
+//! serialized once and forwarded as it is.
 
 use crate::protocol::{Message, ServerFrame};
 
@@ -52,6 +54,28 @@ pub fn local(m: &Message) -> String {
     )
 }
 
+/// An ephemeral event's payload: `frame` for everyone in the room but `user`.
+pub fn event(user: &str, frame: &ServerFrame<'_>) -> String {
+    format!("e{user}\n{}", frame.to_json(None))
+}
+
+/// What a payload's header (the part before the newline) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Live<'a> {
+    /// A stored message.
+    Stored(Header<'a>),
+    /// An ephemeral event of this user's.
+    Event { user: &'a [u8] },
+}
+
+/// Reads a payload's header; `None` for junk.
+pub fn parse(h: &[u8]) -> Option<Live<'_>> {
+    match h.first()? {
+        b'e' => Some(Live::Event { user: &h[1..] }),
+        _ => header(h).map(Live::Stored),
+    }
+}
+
 /// The header of a stored message's payload (the part before the newline);
 /// `None` for anything else (an ephemeral event, junk).
 pub fn header(h: &[u8]) -> Option<Header<'_>> {
@@ -76,10 +100,7 @@ pub fn header(h: &[u8]) -> Option<Header<'_>> {
 
 /// µs since the Unix epoch: the hop times are compared across processes.
 pub fn unix_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    crate::clock::now_us()
 }
 
 #[cfg(test)]
@@ -133,6 +154,20 @@ mod tests {
         );
         for junk in [&b"ealice"[..], b"mx ab", b"m7", b""] {
             assert_eq!(header(junk), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn an_event_reads_back_and_junk_is_none() {
+        let m = message();
+        let frame = ServerFrame::Message(&m);
+        let p = event("alice", &frame);
+        let (h, body) = p.split_once('\n').expect("newline");
+        assert_eq!(parse(h.as_bytes()), Some(Live::Event { user: b"alice" }));
+        assert_eq!(body, frame.to_json(None));
+        assert!(matches!(parse(b"m7 ab12 1"), Some(Live::Stored(_))));
+        for junk in [&b""[..], b"q", b"mx ab"] {
+            assert_eq!(parse(junk), None, "{junk:?}");
         }
     }
 }

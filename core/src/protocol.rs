@@ -1,4 +1,4 @@
-//! The wire contract (PROTOCOL.md v1): client frames, server frames, error
+//! The wire contract (v1, docs/protocol.md): client frames, server frames, error
 //! and close codes. Serialization here is the only place frame shapes live.
 
 use serde::{Deserialize, Serialize};

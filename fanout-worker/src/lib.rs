@@ -66,16 +66,15 @@ impl Fanout {
         };
         let consumer = ShardConsumer::connect(spec, conn.clone(), keys.all_shard_streams()).await?;
         let summaries = if settings.common.streams.summarize.every_messages > 0 {
-            let jobs = summarizer_worker::jobs::Jobs::connect(
-                keys.clone(),
-                conn.clone(),
-                &settings.jobs_redis_url,
-            )
-            .await
-            .map_err(|e| match e {
-                summarizer_worker::jobs::JobsError::Redis(r) => FanoutError::Redis(r),
-                other => FanoutError::Reply(chat_core::entry::ReplyError(other.to_string())),
-            })?;
+            let jobs =
+                chat_jobs::Jobs::connect(keys.clone(), conn.clone(), &settings.jobs_redis_url)
+                    .await
+                    .map_err(|e| match e {
+                        chat_jobs::JobsError::Redis(r) => FanoutError::Redis(r),
+                        other => {
+                            FanoutError::Reply(chat_core::entry::ReplyError(other.to_string()))
+                        }
+                    })?;
             let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1024);
             tokio::spawn(async move {
                 while let Some(room) = rx.recv().await {

@@ -105,11 +105,10 @@ async fn signals(url: &str) {
                 redis::Value::BulkString(payload),
             ] = info.data.as_slice()
                 && let Some(room) = keys.room_of_channel(&String::from_utf8_lossy(ch))
-                && let Some(offset) = payload
-                    .strip_prefix(b"m")
-                    .and_then(|p| p.split(|b| *b == b' ').next())
-                    .and_then(|o| std::str::from_utf8(o).ok()?.parse::<u64>().ok())
+                && let Some(h) = payload.split(|b| *b == b'\n').next()
+                && let Some(chat_core::live::Live::Stored(h)) = chat_core::live::parse(h)
             {
+                let offset = h.offset;
                 seen.lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert((room.to_owned(), offset));

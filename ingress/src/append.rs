@@ -13,7 +13,7 @@ pub async fn append(
     client_id: &str,
     kind: Kind,
 ) -> Result<Ack, ErrorCode> {
-    if let Some(lag) = state.backpressure.behind(crate::overload::now_ms()) {
+    if let Some(lag) = state.backpressure.behind(chat_core::clock::now_ms()) {
         tracing::debug!(room, user, lag_ms = lag, "refused: deliveries are behind");
         metrics::counter!("chat_sends_refused_total", "reason" => "overloaded").increment(1);
         return Err(ErrorCode::Unavailable);

@@ -4,6 +4,7 @@
 use crate::hub::Rooms;
 use crate::sockets::SocketRegistry;
 use bytes::Bytes;
+use chat_core::control::Control;
 use chat_core::keys::Keys;
 use chat_core::redis_conn::Conn;
 use redis::{PushInfo, PushKind, Value};
@@ -12,58 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-/// Control messages: `s<sid>` (session deleted), `k<room>\n<user>`
-/// (membership withdrawn), `x<room>\n<offset>\n<epoch>` (room deleted;
-/// `offset` in `epoch` is the system message saying so).
-pub fn revoke_session_payload(sid: &str) -> String {
-    format!("s{sid}")
-}
-
-/// A session id the API and `chatctl` accept: 1-128 printable ASCII.
-pub fn valid_sid(sid: &str) -> bool {
-    !sid.is_empty() && sid.len() <= 128 && sid.bytes().all(|b| b.is_ascii_graphic())
-}
-
-/// `CHAT_REVOKED_SESSION_TTL`: how long a deleted session's tokens stay
-/// refused (default 30 days, the longest a session may be registered for).
-pub fn revoked_session_ttl(s: &mut chat_core::config::Settings<'_>) -> Duration {
-    let ttl = s.duration("CHAT_REVOKED_SESSION_TTL", Duration::from_secs(30 * 86_400));
-    if ttl < Duration::from_secs(1) {
-        s.error("CHAT_REVOKED_SESSION_TTL: must be at least 1s");
-    }
-    ttl
-}
-
-/// Deletes the session, leaves a tombstone so its tokens stay refused for
-/// `tombstone_ttl` (in either session mode), and tells every node to close
-/// its sockets (4003): `DELETE /v1/sessions/{sid}` and `chatctl sessions
-/// revoke`. Returns whether the session existed; its sockets are told to
-/// close either way.
-pub async fn revoke_session(
-    conn: &mut Conn,
-    keys: &Keys,
-    sid: &str,
-    tombstone_ttl: Duration,
-) -> redis::RedisResult<bool> {
-    let (deleted,): (u64,) = redis::pipe()
-        .del(keys.session(sid))
-        .set_ex(keys.session_revoked(sid), 1, tombstone_ttl.as_secs().max(1))
-        .ignore()
-        .publish(keys.control_channel(), revoke_session_payload(sid))
-        .ignore()
-        .query_async(conn)
-        .await?;
-    Ok(deleted > 0)
-}
-
-pub fn withdraw_payload(room: &str, user: &str) -> String {
-    format!("k{room}\n{user}")
-}
-
-pub fn delete_room_payload(room: &str, offset: u64, epoch: &str) -> String {
-    format!("x{room}\n{offset}\n{epoch}")
-}
 
 /// Builds the callback that receives every push on the pub/sub connection.
 pub fn push_handler(
@@ -152,21 +101,24 @@ pub async fn supervise_pubsub(
 }
 
 fn on_control(sockets: &SocketRegistry, rooms: &Rooms, payload: &[u8]) {
-    let Ok(text) = std::str::from_utf8(payload) else {
-        return;
-    };
-    if let Some(sid) = text.strip_prefix('s') {
-        let n = sockets.revoke_session(sid);
-        tracing::info!(sid, sockets = n, "session revoked");
-    } else if let Some((room, user)) = text.strip_prefix('k').and_then(|t| t.split_once('\n')) {
-        let n = sockets.withdraw(room, user);
-        tracing::info!(room, user, sockets = n, "membership withdrawn");
-    } else if let Some((room, rest)) = text.strip_prefix('x').and_then(|t| t.split_once('\n'))
-        && let Some((offset, epoch)) = rest.split_once('\n')
-        && let Ok(offset) = offset.parse::<u64>()
-    {
-        tracing::info!(room, "room deleted; removing its sockets");
-        rooms.delete(room, offset, epoch);
+    match Control::decode(payload) {
+        Some(Control::SessionRevoked { sid }) => {
+            let n = sockets.revoke_session(&sid);
+            tracing::info!(sid = %sid, sockets = n, "session revoked");
+        }
+        Some(Control::Withdrawn { room, user }) => {
+            let n = sockets.withdraw(&room, &user);
+            tracing::info!(room = %room, user = %user, sockets = n, "membership withdrawn");
+        }
+        Some(Control::RoomDeleted {
+            room,
+            offset,
+            epoch,
+        }) => {
+            tracing::info!(room = %room, "room deleted; removing its sockets");
+            rooms.delete(&room, offset, &epoch);
+        }
+        None => {}
     }
 }
 

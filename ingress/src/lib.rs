@@ -45,9 +45,9 @@ pub enum IngressError {
     #[error("listen: {0}")]
     Io(#[from] std::io::Error),
     #[error("summary jobs: {0}")]
-    Jobs(#[from] summarizer_worker::jobs::JobsError),
+    Jobs(#[from] chat_jobs::JobsError),
     #[error("archive: {0}")]
-    Archive(#[from] archive_worker::store::StoreError),
+    Archive(#[from] chat_archive::StoreError),
 }
 
 /// Connections the metrics listener takes at once: scrapers and probes.
@@ -124,21 +124,14 @@ impl Ingress {
         );
         let verifier = Verifier::new(settings.jwt.clone()).await?;
         let presence = Presence::new(settings.node_id.clone(), keys.clone(), redis.clone());
-        let jobs = summarizer_worker::jobs::Jobs::connect(
-            keys.clone(),
-            redis.clone(),
-            &settings.jobs_redis_url,
-        )
-        .await?;
+        let jobs =
+            chat_jobs::Jobs::connect(keys.clone(), redis.clone(), &settings.jobs_redis_url).await?;
         // Connecting does not reach MongoDB yet: a node starts while the
         // archive is down, and history says `unavailable` for what is only there.
         let archive = match &settings.mongodb {
             Some(m) => Some(
-                archive_worker::store::Store::connect(
-                    m,
-                    &settings.common.streams.archive.collection,
-                )
-                .await?,
+                chat_archive::Store::connect(m, &settings.common.streams.archive.collection)
+                    .await?,
             ),
             None => None,
         };

@@ -8,7 +8,7 @@ use chat_core::protocol::ServerFrame;
 use chat_core::redis_conn::Conn;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Entries lapse this long after the last refresh.
 const LAPSE: Duration = Duration::from_secs(30);
@@ -24,16 +24,7 @@ pub struct Presence {
     local: Mutex<HashMap<RoomUser, usize>>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The pub/sub payload of an ephemeral event: `e<user>\n<json>`.
-pub fn event_payload(user: &str, frame: &ServerFrame<'_>) -> String {
-    format!("e{user}\n{}", frame.to_json(None))
-}
+use chat_core::clock::now_ms;
 
 impl Presence {
     pub fn new(node: String, keys: Keys, redis: Conn) -> Self {
@@ -107,7 +98,7 @@ impl Presence {
         conn.publish_room(
             &mut pipe,
             &self.keys.room_channel(room),
-            event_payload(user, &frame),
+            chat_core::live::event(user, &frame),
         );
         let r: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
         if let Err(e) = r {

@@ -161,7 +161,7 @@ impl IngressSettings {
                     None
                 }
             });
-        let revoked_session_ttl = crate::control::revoked_session_ttl(&mut s);
+        let revoked_session_ttl = chat_core::sessions::revoked_session_ttl(&mut s);
         let settings = Self {
             listen,
             common,

@@ -29,9 +29,9 @@ pub struct AppState {
     pub tracker: TaskTracker,
     pub next_socket: AtomicU64,
     /// Summary jobs: submission and status.
-    pub jobs: summarizer_worker::jobs::Jobs,
+    pub jobs: chat_jobs::Jobs,
     /// The archive, when `CHAT_MONGODB_URL` is set: history older than Redis holds.
-    pub archive: Option<archive_worker::store::Store>,
+    pub archive: Option<chat_archive::Store>,
     /// Refuses new messages while deliveries run behind (ingress/src/overload.rs).
     pub backpressure: Arc<crate::overload::Backpressure>,
 }

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 const API_KEY: &str = "openapi-test-api-key-0123";
 
-/// Every operation the API has (PROTOCOL.md's table, the project additions,
+/// Every operation the API has (the contract's table in docs/protocol.md, the project additions,
 /// the demo and operations routes).
 const EXPECTED: &[(&str, &str)] = &[
     ("get", "/"),

@@ -329,9 +329,7 @@ impl Notifier {
     /// the take repeats the push later instead of losing it. A take that
     /// fails puts its member back.
     async fn run_due_cluster(&mut self, round: u64) -> Result<u64, NotifierError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = chat_core::clock::now_ms();
         let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.keys.notify_due())
             .arg("-inf")

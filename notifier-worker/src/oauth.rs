@@ -5,7 +5,7 @@
 use crate::service_account::ServiceAccount;
 use serde::Deserialize;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -93,9 +93,7 @@ impl TokenSource {
     }
 
     fn assertion(&self) -> Result<String, TokenError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = chat_core::clock::now_secs();
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         if !self.account.private_key_id.is_empty() {
             header.kid = Some(self.account.private_key_id.clone());

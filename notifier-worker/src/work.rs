@@ -89,11 +89,7 @@ pub struct Ctx {
 /// redelivery.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(900);
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use chat_core::clock::now_ms;
 
 /// What became of an item.
 #[derive(Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@
 
 pub mod extractive;
 pub mod gemini;
-pub mod jobs;
+use chat_jobs as jobs;
 pub mod settings;
 pub mod summarize;
 
@@ -280,9 +280,7 @@ async fn summarize_room(ctx: &JobCtx, job: &SummaryJob) -> Result<(), JobError> 
     } else {
         summarize::extractive(&messages)
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = chat_core::clock::now_ms();
     let stored = jobs::RoomSummary {
         room: job.room.clone(),
         job_id: job.job_id.clone(),

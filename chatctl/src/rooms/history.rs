@@ -6,9 +6,9 @@
 use crate::context::{Context, check_room};
 use crate::output;
 use anyhow::{Context as _, bail};
+use chat_archive::tiers::{Tiers, read};
 use chat_core::protocol::{HistoryCursor, Message, valid_epoch};
 use chat_core::scripts::Scripts;
-use ingress::history::{Tiers, read};
 
 /// The API's page size: the most one read asks for.
 const PAGE: u32 = 100;
@@ -36,7 +36,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let conn = ctx.redis().await?;
     let archive = match &ctx.mongodb {
         Some(m) => Some(
-            archive_worker::store::Store::connect(m, &ctx.common.streams.archive.collection)
+            chat_archive::Store::connect(m, &ctx.common.streams.archive.collection)
                 .await
                 .context("connecting to the MongoDB archive")?,
         ),
@@ -59,17 +59,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         let want = (args.limit - found).min(PAGE);
         let page = read(&tiers, room, epoch.as_deref(), before, want)
             .await
-            .map_err(|code| {
-                anyhow::anyhow!(
-                    "reading the history of {room} failed ({}); Redis{} unreachable?",
-                    code.as_str(),
-                    if tiers.archive.is_some() {
-                        " or the archive"
-                    } else {
-                        ""
-                    }
-                )
-            })?;
+            .with_context(|| format!("reading the history of {room}"))?;
         found += page.messages.len() as u32;
         next = page.next;
         pages.push((page.epoch, page.messages));

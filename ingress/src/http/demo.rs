@@ -145,7 +145,7 @@ pub fn mint_dev_token(
     user: &str,
     ttl: u64,
 ) -> Result<String, jsonwebtoken::errors::Error> {
-    let exp = crate::ws::now_secs() + ttl;
+    let exp = chat_core::clock::now_secs() + ttl;
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &json!({"sub": user, "exp": exp, "rooms": ["*"]}),

@@ -59,11 +59,7 @@ async fn user(state: &Shared, headers: &HeaderMap) -> ApiResult<String> {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use chat_core::clock::now_ms;
 
 /// Register (or refresh) a push device token of the calling user.
 #[utoipa::path(

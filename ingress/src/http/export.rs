@@ -47,8 +47,7 @@ pub async fn export(
     })?;
     let lines = cursor.map(move |d| {
         let d = d.map_err(|e| std::io::Error::other(e.to_string()))?;
-        let m =
-            archive_worker::store::message(&d).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let m = chat_archive::message(&d).map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut line = serde_json::to_vec(&m).map_err(std::io::Error::other)?;
         line.push(b'\n');
         Ok::<Bytes, std::io::Error>(Bytes::from(line))

@@ -19,8 +19,8 @@ pub const USER: &str = "user_jwt";
     info(
         title = "chat ingress",
         description = "The chat backend's HTTP API, on the same port as the WebSocket \
-            (`GET /v1/ws`, whose frames are described in the wire contract, PROTOCOL.md \
-            \"WebSocket\", and docs/protocol.md).\n\n\
+            (`GET /v1/ws`, whose frames are described in the wire contract and our notes on \
+            it, docs/protocol.md).\n\n\
             Errors are `{\"error\": {\"code\", \"message\"}}` with the code's status \
             (docs/protocol.md \"HTTP status codes\"); unknown routes answer 404 \
             `not_found` in that shape, a known path with another method 405 with no body. \

@@ -3,16 +3,17 @@
 use super::caller::{admin, admin_or_member};
 use super::error::{ApiError, ApiResult, ErrorBody, ServerErrors};
 use crate::append::append;
-use crate::control::{delete_room_payload, withdraw_payload};
 use crate::state::Shared;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use chat_core::control::Control;
 use chat_core::pattern::valid_room;
 use chat_core::protocol::{
     Ack, HistoryCursor, Kind, Message, valid_client_id, valid_epoch, valid_user_id,
 };
+use chat_core::tombstone::RoomTombstone;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -212,13 +213,22 @@ pub async fn delete_room(
     let _: () = redis::pipe()
         .set_ex(
             state.keys.room_deleted(&room),
-            format!("{} {}", notice.ts, notice.epoch),
+            RoomTombstone {
+                at_ms: notice.ts,
+                epoch: &notice.epoch,
+            }
+            .encode(),
             30 * 86_400,
         )
         .ignore()
         .publish(
             state.keys.control_channel(),
-            delete_room_payload(&room, notice.offset, &notice.epoch),
+            Control::RoomDeleted {
+                room: room.as_str().into(),
+                offset: notice.offset,
+                epoch: notice.epoch.as_str().into(),
+            }
+            .encode(),
         )
         .ignore()
         .query_async(&mut conn)
@@ -340,7 +350,14 @@ pub async fn delete_member(
         // No more pushes from this room either.
         .srem(state.keys.room_joined(&room), &user)
         .ignore()
-        .publish(state.keys.control_channel(), withdraw_payload(&room, &user))
+        .publish(
+            state.keys.control_channel(),
+            Control::Withdrawn {
+                room: room.as_str().into(),
+                user: user.as_str().into(),
+            }
+            .encode(),
+        )
         .ignore()
         .query_async(&mut conn)
         .await?;

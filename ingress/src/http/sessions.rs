@@ -2,12 +2,11 @@
 
 use super::caller::admin;
 use super::error::{ApiError, ApiResult, ErrorBody, ServerErrors};
-use crate::control::{revoke_session, valid_sid};
 use crate::state::Shared;
-use crate::ws::auth::session_value;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use chat_core::sessions::{SessionRecord, revoke_session, valid_sid};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -67,7 +66,11 @@ pub async fn put(
     let _: () = redis::pipe()
         .set_ex(
             state.keys.session(&sid),
-            session_value(&body.user, body.ttl_secs),
+            SessionRecord {
+                user: &body.user,
+                ttl_secs: body.ttl_secs,
+            }
+            .encode(),
             body.ttl_secs,
         )
         .ignore()

@@ -9,8 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chat_core::pattern::valid_room;
 use chat_core::protocol::ErrorCode;
+use chat_jobs::{JobStatus, JobsError, RoomSummary, Submitted};
 use serde::{Deserialize, Serialize};
-use summarizer_worker::jobs::{JobStatus, JobsError, RoomSummary, Submitted};
 use utoipa::ToSchema;
 
 /// Rooms in one batch.

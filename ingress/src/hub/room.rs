@@ -296,30 +296,24 @@ impl RoomHub {
         let Ok(text) = Utf8Bytes::try_from(body) else {
             return;
         };
-        match header.first() {
-            // `e<user>`: an ephemeral event (typing, presence) for everyone but its user.
-            Some(b'e') => {
-                let origin = &header[1..];
+        match live::parse(&header) {
+            // An ephemeral event (typing, presence) for everyone but its user.
+            Some(live::Live::Event { user: origin }) => {
                 for s in &self.subs {
                     if s.socket.user.as_bytes() != origin && s.joined.load(Ordering::Acquire) {
                         s.socket.push(text.clone());
                     }
                 }
             }
-            // A stored message (`chat_core::live`): the fanout's, or one
-            // appended on this node.
-            Some(b'm' | b'l') => {
-                let Some(live::Header {
-                    source,
-                    offset,
-                    epoch,
-                    ts,
-                    read_us,
-                    publish_us,
-                }) = live::header(&header)
-                else {
-                    return;
-                };
+            // A stored message: the fanout's, or one appended on this node.
+            Some(live::Live::Stored(live::Header {
+                source,
+                offset,
+                epoch,
+                ts,
+                read_us,
+                publish_us,
+            })) => {
                 if self.subs.is_empty() {
                     return;
                 }
@@ -336,7 +330,7 @@ impl RoomHub {
                 // not (this node's own messages are delivered before them):
                 // what `CHAT_MAX_DELIVERY_LAG` sheds on.
                 if ts > 0 {
-                    let now = crate::overload::now_ms();
+                    let now = chat_core::clock::now_ms();
                     self.ctx.backpressure.observe(now.saturating_sub(ts), now);
                 }
                 if self.epoch.as_deref() != Some(epoch) {
@@ -514,7 +508,7 @@ impl RoomHub {
         // Once per message, not per recipient.
         if delivered > 0 {
             metrics::counter!("chat_deliveries_total").increment(delivered);
-            let now = crate::overload::now_ms();
+            let now = chat_core::clock::now_ms();
             if ts > 0 {
                 let lag = now.saturating_sub(ts);
                 metrics::histogram!("chat_delivery_latency_seconds").record(lag as f64 / 1000.0);

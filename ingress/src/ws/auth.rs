@@ -1,9 +1,10 @@
 //! Turning a token into an authenticated user, with the session check.
 
-use super::conn::now_secs;
 use crate::state::AppState;
+use chat_core::clock::now_secs;
 use chat_core::jwt::Claims;
 use chat_core::protocol::ErrorCode;
+use chat_core::sessions::SessionRecord;
 
 /// The credentials of an `Authorization: Bearer` header (scheme case-insensitive).
 pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
@@ -20,16 +21,6 @@ pub struct Authed {
     pub claims: Claims,
     /// The session's TTL when the token's `sid` names a live session.
     pub session_ttl: Option<u64>,
-}
-
-/// Session record: `user\nttl_secs`.
-pub fn session_value(user: &str, ttl: u64) -> String {
-    format!("{user}\n{ttl}")
-}
-
-fn parse_session(v: &str) -> Option<(&str, u64)> {
-    let (user, ttl) = v.rsplit_once('\n')?;
-    Some((user, ttl.parse().ok()?))
 }
 
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Authed, (ErrorCode, String)> {
@@ -79,8 +70,8 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Authed, (Erro
                 }
                 return Err((ErrorCode::Unauthorized, "session revoked".into()));
             }
-            match found.as_deref().and_then(parse_session) {
-                Some((user, ttl)) if user == claims.sub => session_ttl = Some(ttl),
+            match found.as_deref().and_then(SessionRecord::decode) {
+                Some(r) if r.user == claims.sub => session_ttl = Some(r.ttl_secs),
                 Some(_) => {
                     return Err((
                         ErrorCode::Unauthorized,

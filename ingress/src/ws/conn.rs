@@ -16,7 +16,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// A joined room as the connection sees it.
@@ -71,11 +71,7 @@ impl Conn {
     }
 }
 
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use chat_core::clock::now_secs;
 
 /// Why a socket never got `ready`.
 struct AuthFailure {
@@ -484,9 +480,7 @@ async fn reader_loop(conn: &mut Conn, stream: &mut Input, rate: &mut RateLimiter
 fn expiry_deadline(conn: &Conn, notice: Duration) -> tokio::time::Instant {
     // Capped: a token may carry any `exp`, and an Instant overflow would panic.
     const MAX_WAIT_MS: u64 = 365 * 86_400 * 1000;
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = chat_core::clock::now_ms();
     let exp_ms = conn.exp.saturating_mul(1000);
     let at_ms = if conn.expiring_sent {
         exp_ms

@@ -2,7 +2,6 @@
 
 pub mod auth;
 mod conn;
-pub use conn::now_secs;
 mod frames;
 pub mod outbound;
 mod rate;
@@ -19,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 /// The WebSocket upgrade.
 ///
 /// After the upgrade: one JSON object per text frame, as in the wire
-/// contract (PROTOCOL.md "WebSocket") and docs/protocol.md. Authenticate
+/// contract (docs/protocol.md, "WebSocket"). Authenticate
 /// with `Authorization: Bearer <jwt>` here, or with an `auth` frame first
 /// (browsers). Token and session failures come as frames and close codes
 /// after the upgrade, not as HTTP statuses.
@@ -38,7 +37,7 @@ use axum::response::{IntoResponse, Response};
     ),
     security((), ("user_jwt" = [])),
     responses(
-        (status = 101, description = "Switching Protocols: frames as in PROTOCOL.md \"WebSocket\""),
+        (status = 101, description = "Switching Protocols: frames as in docs/protocol.md, \"WebSocket\""),
         (status = 400, description = "Not a WebSocket handshake", content_type = "text/plain", body = String),
         (status = 403, description = "`origin not allowed`", content_type = "text/plain", body = String),
         (status = 503, description = "`no capacity`: the node is at CHAT_MAX_CONNECTIONS with nothing to evict, or draining",

@@ -97,13 +97,23 @@ async fn a_late_message_of_a_retired_epoch_causes_no_duplicates() {
     let ack = stack.publish("flip", 3).await;
     assert_eq!(c.messages(3).await.len(), 3);
     // A fanout retry of an entry from before the room was recreated.
-    let stale = json!({"type": "message", "room": "flip", "offset": 7, "id": "7-1", "epoch": "retired",
-        "user": "x", "text": "old", "ts": 1, "client_id": "c", "kind": "user"});
+    let stale = chat_core::protocol::Message {
+        room: "flip".into(),
+        offset: 7,
+        id: "7-1".into(),
+        epoch: "retired".into(),
+        user: "x".into(),
+        text: "old".into(),
+        // Late, not ancient: its lateness counts toward shedding.
+        ts: chat_core::clock::now_ms(),
+        client_id: "c".into(),
+        kind: chat_core::protocol::Kind::User,
+    };
     let mut r = stack.redis().await;
     let _: () = r
         .publish(
             stack.keys().room_channel("flip"),
-            format!("m7 retired\n{stale}"),
+            chat_core::live::fanout(&stale, 0, 0),
         )
         .await
         .expect("publish");

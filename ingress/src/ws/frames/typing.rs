@@ -1,6 +1,5 @@
 //! `typing`: an ephemeral event for the room's other users; nothing stored.
 
-use crate::presence::event_payload;
 use crate::ws::conn::Conn;
 use chat_core::protocol::{ErrorCode, ServerFrame};
 use serde_json::Value;
@@ -9,7 +8,7 @@ pub async fn handle(conn: &mut Conn, room: &str, r: Option<&Value>) {
     if !conn.joined.contains_key(room) {
         return conn.error(ErrorCode::NotJoined, "join the room first", r);
     }
-    let payload = event_payload(
+    let payload = chat_core::live::event(
         conn.user(),
         &ServerFrame::Typing {
             room,

@@ -170,9 +170,7 @@ impl Jobs {
         }
         let mut conn = self.redis.clone();
         let id = format!("{room}~{:016x}", rand::random::<u64>());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = chat_core::clock::now_ms();
         for _ in 0..5 {
             let seen: Option<String> =
                 redis::AsyncCommands::get(&mut conn, self.keys.room_summary_job(room)).await?;
@@ -300,9 +298,7 @@ impl Jobs {
 /// Marks a running job alive (its record's `updated_at`), so a submission
 /// does not take it for abandoned.
 pub async fn touch(keys: &Keys, conn: &mut Conn, room: &str, id: &str) -> redis::RedisResult<()> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = chat_core::clock::now_ms();
     redis::AsyncCommands::hset(conn, keys.summary_job(room, id), "updated_at", now).await
 }
 
@@ -315,10 +311,7 @@ pub async fn finish(
     status: &str,
     fields: &[(&str, &str)],
 ) -> Result<(), JobsError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-        .to_string();
+    let now = chat_core::clock::now_ms().to_string();
     let record = keys.summary_job(room, id);
     let mut pipe = redis::pipe();
     let mut all: Vec<(&str, &str)> = vec![("status", status), ("updated_at", now.as_str())];
