@@ -353,14 +353,24 @@ fn cluster_pipeline<'a>(
     .boxed()
 }
 
-/// True when the error means Redis could not be reached or answered in time.
+/// True when the error means Redis could not be reached or answered in time,
+/// or is between roles (loading a dump, a primary demoted in a failover, a
+/// replica whose primary is down): worth a retry, not a fault of the request.
 pub fn is_unavailable(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_cluster_error()
-        || e.kind() == ErrorKind::ClusterConnectionNotFound
+        || matches!(
+            e.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::ReadOnly
+                        | ServerErrorKind::MasterDown
+                )
+        )
 }
 
 #[cfg(test)]

@@ -56,7 +56,9 @@ impl AckReplicas {
                 let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
                     Route::with_key(key, SlotAddr::Master),
                 ));
-                let v = c.route_command(cmd, route).await?;
+                // A node answering from the routed slot's former primary
+                // (demoted mid-failover) errs in the reply, not the call.
+                let v = c.route_command(cmd, route).await?.extract_error()?;
                 redis::from_redis_value(v).map_err(redis::RedisError::from)?
             }
         };

@@ -1,6 +1,5 @@
 //! The append shared by the WebSocket and HTTP paths.
 
-use crate::hub::script_error_code;
 use crate::state::AppState;
 use chat_core::protocol::{Ack, ErrorCode, Kind, Message};
 use chat_core::scripts::AppendRequest;
@@ -40,7 +39,7 @@ pub async fn append(
     r.map_err(|e| {
         tracing::warn!(room, user, error = %e, "append failed");
         metrics::counter!("chat_redis_errors_total", "service" => "ingress").increment(1);
-        script_error_code(&e)
+        ErrorCode::from(&e)
     })
 }
 

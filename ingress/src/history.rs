@@ -3,7 +3,6 @@
 //! reads them, with the node's connections, and a failure logged and
 //! answered with the contract's code.
 
-use crate::hub::script_error_code;
 use crate::state::AppState;
 use chat_archive::tiers::{HistoryError, Page, Tiers, read};
 use chat_core::protocol::ErrorCode;
@@ -26,7 +25,7 @@ pub async fn page(
     read(&tiers, room, epoch, before, limit).await.map_err(|e| {
         tracing::warn!(room, error = ?e, "history failed");
         match &e {
-            HistoryError::Redis(s) => script_error_code(s),
+            HistoryError::Redis(s) => ErrorCode::from(s),
             HistoryError::Archive(_) => ErrorCode::Unavailable,
         }
     })

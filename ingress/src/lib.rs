@@ -10,6 +10,7 @@ pub mod history;
 pub mod hops;
 pub mod http;
 pub mod hub;
+pub mod outbound;
 pub mod overload;
 pub mod presence;
 mod serve;

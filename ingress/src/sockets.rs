@@ -1,7 +1,7 @@
 //! Every socket this node holds, for what crosses rooms: session revocation
 //! and expiry, membership withdrawal, and the drain at shutdown.
 
-use crate::ws::outbound::SocketHandle;
+use crate::outbound::SocketHandle;
 use chat_core::protocol::close;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;

@@ -22,6 +22,21 @@ pub enum ScriptError {
     Replicas(#[from] crate::replicas::WaitError),
 }
 
+/// What a client is told when a script fails.
+impl From<&ScriptError> for crate::protocol::ErrorCode {
+    fn from(e: &ScriptError) -> Self {
+        use crate::protocol::ErrorCode;
+        match e {
+            ScriptError::Redis(r) if crate::redis_conn::is_unavailable(r) => ErrorCode::Unavailable,
+            // Stored, but whether the replicas hold it is not known (too
+            // few in time, or the node was demoted while asked): not acked;
+            // a retry with the same id is answered from the dedup record.
+            ScriptError::Replicas(_) => ErrorCode::Unavailable,
+            ScriptError::Redis(_) | ScriptError::Reply(_) => ErrorCode::Internal,
+        }
+    }
+}
+
 /// The scripts, compiled once per process.
 pub struct Scripts {
     append: Script,
@@ -464,5 +479,57 @@ impl Scripts {
                 .and_then(|e| entry::parse_room_id(&e.id))
                 .map(|(offset, _)| offset),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ErrorCode;
+    use crate::replicas::WaitError;
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+    fn code(e: ScriptError) -> ErrorCode {
+        ErrorCode::from(&e)
+    }
+
+    #[test]
+    fn a_store_between_roles_is_unavailable_and_a_bad_reply_internal() {
+        let server = |k| ErrorKind::Server(k);
+        for kind in [
+            ServerErrorKind::ReadOnly,
+            ServerErrorKind::BusyLoading,
+            ServerErrorKind::MasterDown,
+            ServerErrorKind::TryAgain,
+            ServerErrorKind::ClusterDown,
+        ] {
+            let e = RedisError::from((server(kind), "between roles"));
+            assert_eq!(
+                code(ScriptError::Redis(e)),
+                ErrorCode::Unavailable,
+                "{kind:?}"
+            );
+        }
+        // WAIT asked of a primary demoted mid-failover: stored, unconfirmed.
+        let demoted = RedisError::from((
+            server(ServerErrorKind::ResponseError),
+            "WAIT cannot be used with replica instances",
+        ));
+        assert_eq!(
+            code(ScriptError::Replicas(WaitError::Redis(demoted))),
+            ErrorCode::Unavailable
+        );
+        let short = WaitError::Short {
+            got: 0,
+            want: 1,
+            timeout: std::time::Duration::from_millis(1),
+        };
+        assert_eq!(code(ScriptError::Replicas(short)), ErrorCode::Unavailable);
+        let wrong = RedisError::from((server(ServerErrorKind::ResponseError), "WRONGTYPE"));
+        assert_eq!(code(ScriptError::Redis(wrong)), ErrorCode::Internal);
+        assert_eq!(
+            code(ScriptError::Reply(ReplyError("append returned nil".into()))),
+            ErrorCode::Internal
+        );
     }
 }

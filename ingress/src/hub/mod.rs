@@ -13,9 +13,7 @@
 
 mod room;
 
-pub(crate) use room::{message_frame, script_error_code};
-
-use crate::ws::outbound::SocketHandle;
+use crate::outbound::SocketHandle;
 use bytes::Bytes;
 use chat_core::config::StreamsConfig;
 use chat_core::keys::Keys;

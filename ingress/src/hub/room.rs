@@ -2,14 +2,11 @@
 
 use super::{Ctl, HubContext, SubOp};
 use crate::hops::Stamp;
-use crate::ws::outbound::{Out, Replay, SocketHandle};
+use crate::outbound::{Out, Replay, SocketHandle, message_frame};
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use chat_core::live;
 use chat_core::protocol::{ErrorCode, Message, ServerFrame, Since};
-use chat_core::redis_conn::is_unavailable;
-use chat_core::replicas::WaitError;
-use chat_core::scripts::ScriptError;
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -186,7 +183,7 @@ impl RoomHub {
             Ok(j) => j,
             Err(e) => {
                 warn!(room = %self.room, error = %e, "join failed");
-                let _ = reply.send(Err(script_error_code(&e)));
+                let _ = reply.send(Err(ErrorCode::from(&e)));
                 return;
             }
         };
@@ -522,19 +519,5 @@ impl RoomHub {
                 .retain(|s| !s.socket.closer.is_closed() && s.joined.load(Ordering::Acquire));
         }
         self.last = offset;
-    }
-}
-
-pub(crate) fn message_frame(m: &Message) -> Utf8Bytes {
-    ServerFrame::Message(m).to_json(None).into()
-}
-
-pub(crate) fn script_error_code(e: &ScriptError) -> ErrorCode {
-    match e {
-        ScriptError::Redis(r) if is_unavailable(r) => ErrorCode::Unavailable,
-        // Stored but not on the replicas asked for: not acked, retry.
-        ScriptError::Replicas(WaitError::Short { .. }) => ErrorCode::Unavailable,
-        ScriptError::Replicas(WaitError::Redis(r)) if is_unavailable(r) => ErrorCode::Unavailable,
-        _ => ErrorCode::Internal,
     }
 }

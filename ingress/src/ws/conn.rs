@@ -4,9 +4,10 @@
 
 use super::auth::{Authed, authenticate};
 use super::frames;
-use super::outbound::{Closer, Out, Outbound, SocketHandle};
 use super::rate::{RateLimiter, Verdict};
+use super::session::Session;
 use crate::conns::Slot;
+use crate::outbound::{Closer, Out, Outbound, SocketHandle};
 use crate::state::Shared;
 use axum::extract::ws::{Message, WebSocket};
 use chat_core::protocol::{ClientFrame, ErrorCode, FrameLimits, ServerFrame, close};
@@ -18,58 +19,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
-
-/// A joined room as the connection sees it.
-pub struct JoinedRoom {
-    pub epoch: String,
-    /// Shared with the room's hub; cleared on leave so delivery stops at once.
-    pub active: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// The authenticated connection's state, owned by its reader task.
-pub struct Conn {
-    pub state: Shared,
-    pub socket: SocketHandle,
-    pub sid: Option<Arc<str>>,
-    pub exp: u64,
-    pub rooms_claim: Option<Vec<String>>,
-    pub joined: HashMap<String, JoinedRoom>,
-    pub expiring_sent: bool,
-}
-
-impl Conn {
-    pub fn user(&self) -> &str {
-        &self.socket.user
-    }
-
-    pub fn reply(&self, frame: &ServerFrame<'_>, reference: Option<&Value>) {
-        self.socket.push(frame.to_json(reference).into());
-    }
-
-    pub fn error(&self, code: ErrorCode, message: &str, reference: Option<&Value>) {
-        self.reply(&ServerFrame::Error { code, message }, reference);
-    }
-
-    /// Forgets rooms a hub removed this socket from (a deleted room): the hub
-    /// has sent `left` and cleared the shared flag; the rest is done here,
-    /// before the next frame is handled.
-    pub async fn drop_removed_rooms(&mut self) {
-        let gone: Vec<String> = self
-            .joined
-            .iter()
-            .filter(|(_, j)| !j.active.load(Ordering::Acquire))
-            .map(|(room, _)| room.clone())
-            .collect();
-        for room in gone {
-            self.joined.remove(&room);
-            self.state.hubs.leave(&room, self.socket.id);
-            self.state
-                .sockets
-                .set_member_room(self.socket.id, &room, false);
-            self.state.presence.left(&room, &self.socket.user).await;
-        }
-    }
-}
 
 use chat_core::clock::now_secs;
 
@@ -192,7 +141,7 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>, slo
         .sockets
         .insert(socket.clone(), sid.clone(), authed.session_ttl);
     metrics::gauge!("chat_connections").increment(1.0);
-    let mut conn = Conn {
+    let mut conn = Session {
         state: state.clone(),
         socket,
         sid,
@@ -380,7 +329,7 @@ async fn first_frame_auth(
     }
 }
 
-async fn reader_loop(conn: &mut Conn, stream: &mut Input, rate: &mut RateLimiter) {
+async fn reader_loop(conn: &mut Session, stream: &mut Input, rate: &mut RateLimiter) {
     let state = conn.state.clone();
     let limits = state.settings.limits.clone();
     let frame_limits = FrameLimits {
@@ -477,7 +426,7 @@ async fn reader_loop(conn: &mut Conn, stream: &mut Input, rate: &mut RateLimiter
 }
 
 /// When the next expiry event is due: `expiring`, then the close at `exp`.
-fn expiry_deadline(conn: &Conn, notice: Duration) -> tokio::time::Instant {
+fn expiry_deadline(conn: &Session, notice: Duration) -> tokio::time::Instant {
     // Capped: a token may carry any `exp`, and an Instant overflow would panic.
     const MAX_WAIT_MS: u64 = 365 * 86_400 * 1000;
     let now_ms = chat_core::clock::now_ms();

@@ -3,8 +3,8 @@
 pub mod auth;
 mod conn;
 mod frames;
-pub mod outbound;
 mod rate;
+mod session;
 mod writer;
 
 use crate::conns::Slot;

@@ -2,8 +2,7 @@
 //! then one `flush`), streams recoveries from the room stream, sends pings,
 //! and ends with the close code asked for.
 
-use super::outbound::{Closer, Inbox, Out, Replay, close_reason};
-use crate::hub::message_frame;
+use crate::outbound::{Closer, Inbox, Out, Replay, close_reason, message_frame};
 use crate::state::Shared;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use chat_core::protocol::close;

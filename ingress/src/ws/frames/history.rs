@@ -2,12 +2,12 @@
 //! Redis and then the archive (see `crate::history`).
 
 use crate::access::{Access, authorize};
-use crate::ws::conn::Conn;
+use crate::ws::session::Session;
 use chat_core::protocol::{ErrorCode, ServerFrame};
 use serde_json::Value;
 
 pub async fn handle(
-    conn: &mut Conn,
+    conn: &mut Session,
     room: &str,
     before: Option<u64>,
     epoch: Option<&str>,

@@ -2,13 +2,18 @@
 //! `joined` and queues the replay of what was missed.
 
 use crate::access::{Access, authorize};
-use crate::ws::conn::{Conn, JoinedRoom};
+use crate::ws::session::{JoinedRoom, Session};
 use chat_core::protocol::{ErrorCode, Since};
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-pub async fn handle(conn: &mut Conn, room: String, since: Option<Since>, reference: Option<Value>) {
+pub async fn handle(
+    conn: &mut Session,
+    room: String,
+    since: Option<Since>,
+    reference: Option<Value>,
+) {
     let r = reference.as_ref();
     let rejoin = conn.joined.contains_key(&room);
     if !rejoin && conn.joined.len() >= conn.state.settings.limits.max_rooms_per_connection {

@@ -1,12 +1,12 @@
 //! `leave`: delivery stops at once (the hub checks the shared flag), then
 //! `left`; the hub drops the socket when it reads the `Leave`.
 
-use crate::ws::conn::Conn;
+use crate::ws::session::Session;
 use chat_core::protocol::{ErrorCode, ServerFrame};
 use serde_json::Value;
 use std::sync::atomic::Ordering;
 
-pub async fn handle(conn: &mut Conn, room: &str, reference: Option<Value>) {
+pub async fn handle(conn: &mut Session, room: &str, reference: Option<Value>) {
     if !leave(conn, room, reference.as_ref()).await {
         conn.error(
             ErrorCode::NotJoined,
@@ -18,7 +18,7 @@ pub async fn handle(conn: &mut Conn, room: &str, reference: Option<Value>) {
 
 /// Leaves `room` with a `left` frame (the client's `leave`, or access lost
 /// on `refresh`); false when the socket had not joined it.
-pub async fn leave(conn: &mut Conn, room: &str, reference: Option<&Value>) -> bool {
+pub async fn leave(conn: &mut Session, room: &str, reference: Option<&Value>) -> bool {
     let Some(joined) = conn.joined.remove(room) else {
         return false;
     };

@@ -8,7 +8,7 @@ mod refresh;
 mod send;
 mod typing;
 
-use super::conn::Conn;
+use super::session::Session;
 use chat_core::protocol::{ClientFrame, ErrorCode, ServerFrame};
 use serde_json::Value;
 
@@ -27,7 +27,7 @@ fn kind(frame: &ClientFrame) -> &'static str {
     }
 }
 
-pub async fn handle(conn: &mut Conn, frame: ClientFrame, reference: Option<Value>) {
+pub async fn handle(conn: &mut Session, frame: ClientFrame, reference: Option<Value>) {
     metrics::counter!("chat_frames_in_total", "type" => kind(&frame)).increment(1);
     // A hub may have removed the socket from a deleted room since the reader
     // last woke: the frame must not act on that room.

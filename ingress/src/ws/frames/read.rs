@@ -1,10 +1,10 @@
 //! `read`: stores the user's read marker as `epoch:offset`.
 
-use crate::ws::conn::Conn;
+use crate::ws::session::Session;
 use chat_core::protocol::ErrorCode;
 use serde_json::Value;
 
-pub async fn handle(conn: &mut Conn, room: &str, offset: u64, r: Option<&Value>) {
+pub async fn handle(conn: &mut Session, room: &str, offset: u64, r: Option<&Value>) {
     let Some(joined) = conn.joined.get(room) else {
         return conn.error(ErrorCode::NotJoined, "join the room first", r);
     };

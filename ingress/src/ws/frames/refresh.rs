@@ -3,11 +3,11 @@
 
 use crate::access::{Access, authorize};
 use crate::ws::auth::authenticate;
-use crate::ws::conn::Conn;
+use crate::ws::session::Session;
 use chat_core::protocol::{ErrorCode, ServerFrame};
 use serde_json::Value;
 
-pub async fn handle(conn: &mut Conn, token: &str, r: Option<&Value>) {
+pub async fn handle(conn: &mut Session, token: &str, r: Option<&Value>) {
     match authenticate(&conn.state, token).await {
         Ok(a) if a.claims.sub != conn.user() => conn.error(
             ErrorCode::Unauthorized,

@@ -1,11 +1,17 @@
 //! `send`: one append script call, then the `ack`.
 
 use crate::append::{append, deliver_here};
-use crate::ws::conn::Conn;
+use crate::ws::session::Session;
 use chat_core::protocol::{ErrorCode, Kind, ServerFrame};
 use serde_json::Value;
 
-pub async fn handle(conn: &mut Conn, room: &str, text: &str, client_id: &str, r: Option<&Value>) {
+pub async fn handle(
+    conn: &mut Session,
+    room: &str,
+    text: &str,
+    client_id: &str,
+    r: Option<&Value>,
+) {
     if !conn.joined.contains_key(room) {
         conn.error(ErrorCode::NotJoined, "join the room before sending", r);
         return;

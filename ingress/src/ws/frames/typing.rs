@@ -1,10 +1,10 @@
 //! `typing`: an ephemeral event for the room's other users; nothing stored.
 
-use crate::ws::conn::Conn;
+use crate::ws::session::Session;
 use chat_core::protocol::{ErrorCode, ServerFrame};
 use serde_json::Value;
 
-pub async fn handle(conn: &mut Conn, room: &str, r: Option<&Value>) {
+pub async fn handle(conn: &mut Session, room: &str, r: Option<&Value>) {
     if !conn.joined.contains_key(room) {
         return conn.error(ErrorCode::NotJoined, "join the room first", r);
     }

@@ -13,6 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// A message's frame, as every socket receives it (live or replayed).
+pub fn message_frame(m: &chat_core::protocol::Message) -> Utf8Bytes {
+    chat_core::protocol::ServerFrame::Message(m)
+        .to_json(None)
+        .into()
+}
+
 /// What the writer is asked to write.
 #[derive(Debug)]
 pub enum Out {
