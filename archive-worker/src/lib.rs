@@ -12,8 +12,7 @@ pub mod settings;
 use chat_archive as store;
 use chat_core::tombstone::RoomTombstone;
 
-use chat_core::consumer::{Batch, BatchHandler, ConsumerSpec, GroupError, ShardConsumer};
-use chat_core::entry::shard_message;
+use chat_core::consumer::{BatchHandler, ConsumerSpec, GroupError, Messages, ShardConsumer};
 use chat_core::group;
 use chat_core::keys::Keys;
 use chat_core::redis_conn::{self, Conn};
@@ -50,7 +49,7 @@ impl Archive {
         let policy = &settings.common.streams.archive;
         let store = Store::connect(&settings.mongodb, &policy.collection)
             .await
-            .map_err(|e| GroupError::Sink(e.to_string()))?;
+            .map_err(|e| GroupError::Sink(Box::new(e)))?;
         let spec = ConsumerSpec {
             url,
             group: policy.group.clone(),
@@ -61,6 +60,9 @@ impl Archive {
             // No one waits on the archive: fuller batches, fewer writes.
             linger: ARCHIVE_LINGER,
             acks: settings.common.ack_replicas,
+            max_deliveries: policy.max_deliveries,
+            dead_letter: keys.dead_letter(&policy.group),
+            dead_letter_maxlen: settings.common.streams.fanout.dead_letter_maxlen,
         };
         let consumer = ShardConsumer::connect(spec, conn.clone(), keys.all_shard_streams()).await?;
         info!(consumer = %settings.consumer, shards = consumer.streams().len(), "archive worker ready");
@@ -99,17 +101,13 @@ impl BatchHandler for Archiver {
             }
             Err(e) => {
                 metrics::counter!("chat_mongodb_errors_total", "op" => "probe").increment(1);
-                Err(GroupError::Sink(e.to_string()))
+                Err(GroupError::Sink(Box::new(e)))
             }
         }
     }
 
-    async fn handle(
-        &mut self,
-        batch: Batch,
-        deliveries: &HashMap<String, u64>,
-    ) -> Result<usize, GroupError> {
-        self.archive(batch, deliveries).await
+    async fn handle(&mut self, messages: Messages) -> Result<usize, GroupError> {
+        self.archive(messages).await
     }
 }
 
@@ -184,20 +182,16 @@ impl Archiver {
                     if self.store.ping().await.is_err() {
                         self.healthy = false;
                     }
-                    return Err(GroupError::Sink(e.to_string()));
+                    return Err(GroupError::Sink(Box::new(e)));
                 }
             }
         }
         Ok(refused)
     }
 
-    /// Writes the batch's messages, dead-letters what cannot be archived,
-    /// then acknowledges every entry of the batch.
-    async fn archive(
-        &mut self,
-        batch: Batch,
-        deliveries: &HashMap<String, u64>,
-    ) -> Result<usize, GroupError> {
+    /// Writes the batch's messages, dead-letters those MongoDB refuses, then
+    /// acknowledges every entry of the batch.
+    async fn archive(&mut self, batch: Messages) -> Result<usize, GroupError> {
         // The policy is shared (an Arc): held apart from `self`.
         let streams = self.settings.common.streams.clone();
         let policy = &streams.archive;
@@ -208,36 +202,18 @@ impl Archiver {
         // (stream, entry index) of each document, to name a refused one.
         let mut origin = Vec::new();
         let mut total = 0;
-        for (si, (stream, entries)) in batch.iter().enumerate() {
-            for (ei, e) in entries.iter().enumerate() {
+        for (si, (_, received)) in batch.iter().enumerate() {
+            for (ei, r) in received.iter().enumerate() {
                 total += 1;
-                if deliveries
-                    .get(&e.id)
-                    .is_some_and(|&n| n > policy.max_deliveries)
-                {
-                    warn!(stream = %stream, id = %e.id, "delivered too often; dead-lettered");
-                    group::dead_letter(&mut pipe, &dlq, maxlen, stream, e, "max_deliveries");
-                    continue;
-                }
-                match shard_message(e) {
-                    Ok(m) => {
-                        let keep = streams.retention(&m.room).archive_for;
-                        docs.push(store::document(&m, keep));
-                        origin.push((si, ei));
-                    }
-                    Err(err) => {
-                        warn!(stream = %stream, id = %e.id, error = %err, "malformed shard entry; dead-lettered");
-                        group::dead_letter(&mut pipe, &dlq, maxlen, stream, e, "malformed");
-                    }
-                }
+                let keep = streams.retention(&r.message.room).archive_for;
+                docs.push(store::document(&r.message, keep));
+                origin.push((si, ei));
             }
         }
         if total == 0 {
             return Ok(0);
         }
-        let before_skip = docs.len();
         self.skip_deleted(&mut docs, &mut origin).await?;
-        let skipped = before_skip - docs.len();
         let refused = match self.store.upsert(&docs).await {
             Ok(r) => r,
             Err(e) => {
@@ -246,7 +222,7 @@ impl Archiver {
                     // Down: nothing is acknowledged; the entries stay pending
                     // and are written again once MongoDB answers.
                     self.healthy = false;
-                    return Err(GroupError::Sink(e.to_string()));
+                    return Err(GroupError::Sink(Box::new(e)));
                 }
                 // Up, yet the batch failed: one document may be what it
                 // cannot take (the driver refuses an oversized command before
@@ -256,9 +232,10 @@ impl Archiver {
         };
         for r in &refused {
             let (si, ei) = origin[r.index];
-            let (stream, entries) = &batch[si];
-            warn!(stream = %stream, id = %entries[ei].id, reason = %r.reason, "mongodb refused a message; dead-lettered");
-            group::dead_letter(&mut pipe, &dlq, maxlen, stream, &entries[ei], &r.reason);
+            let (stream, received) = &batch[si];
+            let entry = &received[ei].entry;
+            warn!(stream = %stream, id = %entry.id, reason = %r.reason, "mongodb refused a message; dead-lettered");
+            group::dead_letter(&mut pipe, &dlq, maxlen, stream, entry, &r.reason);
         }
         // Dead letters are written (and checked) before any ack: a cluster
         // runs a pipeline's slots concurrently, and a refused XADD must not
@@ -267,10 +244,10 @@ impl Archiver {
             let _: () = pipe.query_async(&mut self.conn).await?;
         }
         let mut acks = redis::pipe();
-        group::ack(&mut acks, &batch, &policy.group);
+        chat_core::consumer::ack(&mut acks, &batch, &policy.group);
         let _: () = acks.query_async(&mut self.conn).await?;
         let archived = docs.len() - refused.len();
-        let dead = total - docs.len() - skipped + refused.len();
+        let dead = refused.len();
         metrics::counter!("chat_archived_total").increment(archived as u64);
         metrics::histogram!("chat_archive_batch_size").record(docs.len() as f64);
         if dead > 0 {

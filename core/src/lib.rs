@@ -2,6 +2,7 @@
 //! the Lua scripts, the wire types of the contract, JWT verification and the
 //! test support that starts a real `redis-server`.
 
+pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod consumer;

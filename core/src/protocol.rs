@@ -20,6 +20,25 @@ pub enum ErrorCode {
     Internal,
 }
 
+/// A request refused: the contract's code and a message for people. The
+/// WebSocket path answers it as an `error` frame, the HTTP path as a JSON
+/// error body with the code's status.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: std::borrow::Cow<'static, str>,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
 impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -6,27 +6,17 @@
 mod cluster_push;
 pub mod settings;
 
-use chat_core::consumer::{Batch, BatchHandler, ConsumerSpec, ShardConsumer};
-use chat_core::entry::shard_message;
-use chat_core::group;
+use chat_core::consumer::{BatchHandler, ConsumerSpec, Messages, Received, ShardConsumer};
 use chat_core::keys::Keys;
 use chat_core::redis_conn;
 use chat_core::redis_conn::Conn;
 use settings::FanoutSettings;
-use std::collections::HashMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// The fanout worker's errors are the consumer group's.
 pub type FanoutError = chat_core::consumer::GroupError;
-
-/// What one batch did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct StepOutcome {
-    pub published: usize,
-    pub dead_lettered: usize,
-}
 
 pub struct Fanout {
     consumer: ShardConsumer,
@@ -63,6 +53,9 @@ impl Fanout {
             claim_idle: policy.claim_idle,
             linger: policy.linger,
             acks: settings.common.ack_replicas,
+            max_deliveries: policy.max_deliveries,
+            dead_letter: keys.dead_letter(&policy.group),
+            dead_letter_maxlen: policy.dead_letter_maxlen,
         };
         let consumer = ShardConsumer::connect(spec, conn.clone(), keys.all_shard_streams()).await?;
         let summaries = if settings.common.streams.summarize.every_messages > 0 {
@@ -71,9 +64,7 @@ impl Fanout {
                     .await
                     .map_err(|e| match e {
                         chat_jobs::JobsError::Redis(r) => FanoutError::Redis(r),
-                        other => {
-                            FanoutError::Reply(chat_core::entry::ReplyError(other.to_string()))
-                        }
+                        other => FanoutError::Sink(Box::new(other)),
                     })?;
             let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1024);
             tokio::spawn(async move {
@@ -121,13 +112,8 @@ impl Fanout {
 }
 
 impl BatchHandler for Publisher {
-    async fn handle(
-        &mut self,
-        batch: Batch,
-        deliveries: &HashMap<String, u64>,
-    ) -> Result<usize, FanoutError> {
-        let o = self.publish(batch, deliveries).await?;
-        Ok(o.published + o.dead_lettered)
+    async fn handle(&mut self, messages: Messages) -> Result<usize, FanoutError> {
+        self.publish(messages).await
     }
 }
 
@@ -148,120 +134,47 @@ impl Publisher {
         }
     }
 
-    /// Publishes every good entry, dead-letters the bad or over-delivered
-    /// ones, and acknowledges the whole batch: one pipeline, one round trip.
-    async fn publish(
-        &mut self,
-        batches: Batch,
-        deliveries: &HashMap<String, u64>,
-    ) -> Result<StepOutcome, FanoutError> {
+    /// Publishes every message, queues push work and acknowledges the whole
+    /// batch: one pipeline, one round trip. Returns how many were published.
+    async fn publish(&mut self, messages: Messages) -> Result<usize, FanoutError> {
         let read_us = chat_core::live::unix_us();
         let policy = &self.settings.common.streams.fanout;
-        let dlq = self.keys.dead_letter(&policy.group);
-        let mut out = StepOutcome::default();
+        let mut published = 0;
         let mut pipe = redis::pipe();
         // Push work per room: one notify script call per room per batch,
         // in the same pipeline as the publishes.
-        let mut by_room: Vec<(String, Vec<chat_core::protocol::Message>)> = Vec::new();
-        for (stream, entries) in &batches {
-            if entries.is_empty() {
-                continue;
-            }
-            for e in entries {
-                if deliveries
-                    .get(&e.id)
-                    .is_some_and(|&n| n > policy.max_deliveries)
-                {
-                    warn!(stream = %stream, id = %e.id, "delivered too often; dead-lettered");
-                    group::dead_letter(
-                        &mut pipe,
-                        &dlq,
-                        policy.dead_letter_maxlen,
-                        stream,
-                        e,
-                        "max_deliveries",
-                    );
-                    out.dead_lettered += 1;
-                    continue;
-                }
-                match shard_message(e) {
-                    Ok(m) => {
-                        self.conn.publish_room(
-                            &mut pipe,
-                            &self.keys.room_channel(&m.room),
-                            chat_core::live::fanout(&m, read_us, chat_core::live::unix_us()),
-                        );
-                        out.published += 1;
-                        match by_room.iter_mut().find(|(r, _)| *r == m.room) {
-                            Some((_, ms)) => ms.push(m),
-                            None => by_room.push((m.room.clone(), vec![m])),
-                        }
-                    }
-                    Err(err) => {
-                        warn!(stream = %stream, id = %e.id, error = %err, "malformed shard entry; dead-lettered");
-                        group::dead_letter(
-                            &mut pipe,
-                            &dlq,
-                            policy.dead_letter_maxlen,
-                            stream,
-                            e,
-                            "malformed",
-                        );
-                        out.dead_lettered += 1;
-                    }
+        let mut by_room: Vec<(&str, Vec<&chat_core::protocol::Message>)> = Vec::new();
+        for (_, received) in &messages {
+            for Received { message: m, .. } in received {
+                self.conn.publish_room(
+                    &mut pipe,
+                    &self.keys.room_channel(&m.room),
+                    chat_core::live::fanout(m, read_us, chat_core::live::unix_us()),
+                );
+                published += 1;
+                match by_room.iter_mut().find(|(r, _)| *r == m.room) {
+                    Some((_, ms)) => ms.push(m),
+                    None => by_room.push((&m.room, vec![m])),
                 }
             }
         }
         let cluster = self.conn.is_cluster();
-        let notify = &self.settings.common.streams.notify;
-        let header = |inv: &mut redis::ScriptInvocation<'_>| {
-            inv.arg(notify.collapse_window.as_millis() as u64)
-                .arg(notify.maxlen)
-                .arg(PREVIEW_BYTES)
-                // Collapse state outlives its window generously, so a trailing
-                // push survives a notifier outage of an hour.
-                .arg((notify.collapse_window * 2).as_millis() as u64 + 3_600_000)
-                .arg(self.settings.common.streams.summarize.every_messages);
-        };
-        let room_args = |inv: &mut redis::ScriptInvocation<'_>,
-                         room: &str,
-                         messages: &[chat_core::protocol::Message]| {
-            inv.arg(room)
-                .arg(self.keys.room_members(room))
-                .arg(self.keys.room_joined(room))
-                .arg(self.keys.room_presence(room))
-                .arg(self.keys.room_all_present(room))
-                .arg(self.keys.room_summary_count(room))
-                .arg(self.keys.room_push_prefix(room))
-                .arg(messages.len());
-            for m in messages {
-                inv.arg(&m.user)
-                    .arg(m.offset)
-                    .arg(&m.epoch)
-                    .arg(&m.text)
-                    .arg(m.kind.as_str());
-            }
+        let args = chat_core::scripts::NotifyArgs {
+            policy: &self.settings.common.streams.notify,
+            preview_bytes: PREVIEW_BYTES,
+            summarize_every: self.settings.common.streams.summarize.every_messages,
         };
         // Cluster: one call per room (its own slot), keyed by its outbox.
         let mut room_calls = Vec::new();
         if cluster {
             for (room, messages) in &by_room {
-                let mut call = self.scripts.notify.prepare_invoke();
-                call.key(self.keys.room_push_outbox(room));
-                header(&mut call);
-                room_args(&mut call, room, messages);
+                let call = self.scripts.notify_room(&self.keys, &args, room, messages);
                 room_calls.push(cluster_push::RoomCall { room, call });
             }
         } else if !by_room.is_empty() {
             // One notify script call for every room of the batch: it queues the
             // push work and counts messages for the summary trigger.
-            let mut inv = self.scripts.notify.prepare_invoke();
-            inv.key(self.keys.notify_stream())
-                .key(self.keys.notify_due());
-            header(&mut inv);
-            for (room, messages) in &by_room {
-                room_args(&mut inv, room, messages);
-            }
+            let inv = self.scripts.notify_batch(&self.keys, &args, &by_room);
             // Its reply (the only one not ignored) says which rooms to summarize.
             pipe.invoke_script(&inv);
         }
@@ -270,13 +183,13 @@ impl Publisher {
         // counts nothing twice). In a cluster the pipeline is split by slot
         // and its parts run concurrently, so the acks go in a later pipeline.
         let mut acks = redis::pipe();
-        group::ack(&mut acks, &batches, &policy.group);
+        chat_core::consumer::ack(&mut acks, &messages, &policy.group);
         if !cluster {
             for cmd in acks.cmd_iter() {
                 pipe.add_command(cmd.clone()).ignore();
             }
         }
-        if out.published + out.dead_lettered > 0 {
+        if published > 0 {
             let replies: Vec<redis::Value> = match pipe.query_async(&mut self.conn).await {
                 Err(e)
                     if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
@@ -298,7 +211,7 @@ impl Publisher {
                     &self.conn,
                     &self.scripts,
                     &self.keys,
-                    notify.maxlen,
+                    args.policy.maxlen,
                     room_calls,
                 )
                 .await?;
@@ -312,24 +225,16 @@ impl Publisher {
                     None => Vec::new(),
                 }
             };
-            debug!(
-                published = out.published,
-                dead = out.dead_lettered,
-                "batch handled"
-            );
-            metrics::counter!("chat_fanout_published_total").increment(out.published as u64);
-            if out.dead_lettered > 0 {
-                metrics::counter!("chat_dead_lettered_total", "group" => policy.group.clone())
-                    .increment(out.dead_lettered as u64);
-            }
+            debug!(published, "batch handled");
+            metrics::counter!("chat_fanout_published_total").increment(published as u64);
             let due: Vec<&str> = by_room
                 .iter()
                 .zip(&crossed)
                 .filter(|(_, c)| **c == 1)
-                .map(|((room, _), _)| room.as_str())
+                .map(|((room, _), _)| *room)
                 .collect();
             self.trigger_summaries(&due).await;
         }
-        Ok(out)
+        Ok(published)
     }
 }

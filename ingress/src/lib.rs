@@ -4,6 +4,7 @@
 
 pub mod access;
 mod append;
+pub mod auth;
 pub mod conns;
 pub mod control;
 pub mod history;

@@ -49,7 +49,8 @@ pub struct IngressSettings {
     pub node_id: String,
     pub jwt: JwtConfig,
     /// Server-to-server keys for the admin API.
-    pub api_keys: Vec<String>,
+    /// Redacted in Debug (`secrecy`).
+    pub api_keys: Vec<secrecy::SecretString>,
     pub require_session: bool,
     /// Origins allowed to open a socket from a browser; empty = same host only; `*` = any.
     pub allowed_origins: Vec<String>,
@@ -167,7 +168,7 @@ impl IngressSettings {
             common,
             node_id,
             jwt,
-            api_keys,
+            api_keys: api_keys.into_iter().map(Into::into).collect(),
             require_session: s.bool("CHAT_REQUIRE_SESSION", false),
             allowed_origins: s.list("CHAT_ALLOWED_ORIGINS"),
             limits,
@@ -370,5 +371,17 @@ mod tests {
             let errors = errors(pairs);
             assert!(errors.is_empty(), "{pairs:?}: {errors:?}");
         }
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let key = "an-admin-key-that-must-stay-hidden";
+        let src: HashMap<&str, &str> = [("CHAT_JWT_SECRET", SECRET), ("CHAT_API_KEYS", key)]
+            .into_iter()
+            .collect();
+        let s = IngressSettings::from_strings(&src).expect("valid settings");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains(key) && !shown.contains(SECRET), "{shown}");
+        assert_eq!(s.api_keys.len(), 1);
     }
 }

@@ -16,7 +16,7 @@ use chat_core::group;
 use chat_core::keys::Keys;
 use chat_core::redis_conn;
 use chat_core::redis_conn::Conn;
-use chat_core::scripts::ScriptError;
+use chat_core::scripts::{DueMember, ScriptError, Scripts};
 use settings::NotifierSettings;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -35,7 +35,19 @@ pub enum NotifierError {
     #[error("fcm: {0}")]
     Fcm(#[from] oauth::TokenError),
     #[error("http client: {0}")]
-    Http(String),
+    Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Replicas(#[from] chat_core::replicas::WaitError),
+}
+
+impl From<ScriptError> for NotifierError {
+    fn from(e: ScriptError) -> Self {
+        match e {
+            ScriptError::Redis(r) => Self::Redis(r),
+            ScriptError::Reply(r) => Self::Reply(r),
+            ScriptError::Replicas(r) => Self::Replicas(r),
+        }
+    }
 }
 
 struct InFlight(Arc<Mutex<HashSet<String>>>, String);
@@ -58,7 +70,7 @@ pub struct Notifier {
     conn: Conn,
     reader: Conn,
     ctx: Arc<Ctx>,
-    due: redis::Script,
+    scripts: Scripts,
     tasks: JoinSet<()>,
     /// Entry ids being worked on here; their pending idle time is reset
     /// (`XCLAIM ... JUSTID`) so no one takes them over while we retry.
@@ -81,8 +93,7 @@ impl Notifier {
             Some(f) => {
                 let http = reqwest::Client::builder()
                     .timeout(settings.request_timeout)
-                    .build()
-                    .map_err(|e| NotifierError::Http(e.to_string()))?;
+                    .build()?;
                 let tokens =
                     oauth::TokenSource::new(f.account.clone(), f.token_uri.clone(), http.clone())?;
                 info!(project = %f.account.project_id, endpoint = %f.endpoint, "sending through FCM");
@@ -112,8 +123,7 @@ impl Notifier {
             lease: (settings.request_timeout * 2).max(settings.backoff_max)
                 + Duration::from_secs(1),
             max_attempts: settings.max_attempts,
-            backoff_base: settings.backoff_base,
-            backoff_max: settings.backoff_max,
+            backoff: chat_core::backoff::Backoff::new(settings.backoff_base, settings.backoff_max),
             paused_until: std::sync::atomic::AtomicU64::new(0),
         });
         info!(consumer = %settings.consumer, "notifier ready");
@@ -123,7 +133,7 @@ impl Notifier {
             conn,
             reader,
             ctx,
-            due: chat_core::scripts::Scripts::default().due,
+            scripts: Scripts::default(),
             tasks: JoinSet::new(),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
             last_claim: Instant::now(),
@@ -155,7 +165,7 @@ impl Notifier {
         grace: Duration,
     ) -> Result<(), NotifierError> {
         let claim_every = self.settings.common.streams.notify.claim_idle / 3;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = chat_core::backoff::Backoff::redis();
         while !shutdown.is_cancelled() {
             while self.tasks.try_join_next().is_some() {}
             let result = if self.last_due.elapsed() >= DUE_EVERY {
@@ -174,7 +184,7 @@ impl Notifier {
                 self.step().await.map(|_| ())
             };
             match result {
-                Ok(()) => backoff = Duration::from_millis(100),
+                Ok(()) => backoff.reset(),
                 Err(NotifierError::Redis(e)) if e.code() == Some("NOGROUP") => {
                     warn!("notify group missing; recreating");
                     let (group, stream) = (self.group(), self.stream());
@@ -184,11 +194,9 @@ impl Notifier {
                 }
                 Err(e) => {
                     warn!(error = %e, "notifier step failed; backing off");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !backoff.sleep(&shutdown).await {
+                        break;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -258,13 +266,7 @@ impl Notifier {
                 .await?;
         }
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-        let counts = group::delivery_counts(&mut self.conn, &stream, &group, &ids)
-            .await
-            .map_err(|e| match e {
-                chat_core::scripts::ScriptError::Redis(r) => NotifierError::Redis(r),
-                chat_core::scripts::ScriptError::Reply(r) => NotifierError::Reply(r),
-                other => NotifierError::Reply(chat_core::entry::ReplyError(other.to_string())),
-            })?;
+        let counts = group::delivery_counts(&mut self.conn, &stream, &group, &ids).await?;
         let mut n = 0;
         for e in entries {
             if self
@@ -305,11 +307,12 @@ impl Notifier {
                 continue;
             }
             let n: u64 = self
-                .due
-                .key(self.keys.notify_due())
-                .key(self.keys.notify_stream())
-                .arg(ROUND)
-                .arg(self.settings.common.streams.notify.maxlen)
+                .scripts
+                .due_batch(
+                    &self.keys,
+                    ROUND,
+                    self.settings.common.streams.notify.maxlen,
+                )
                 .invoke_async(&mut self.conn)
                 .await?;
             total += n;
@@ -347,31 +350,21 @@ impl Notifier {
             remove.zrem(self.keys.notify_due(), m);
         }
         let removed: Vec<i64> = remove.query_async(&mut self.conn).await?;
-        let mine: Vec<(&String, [&str; 4])> = due
+        let mine: Vec<(&String, DueMember<'_>)> = due
             .iter()
             .zip(removed)
             .filter(|(_, n)| *n == 1)
-            .filter_map(|(m, _)| Some((m, m.split('\n').collect::<Vec<_>>().try_into().ok()?)))
+            .filter_map(|(m, _)| Some((m, DueMember::decode(m)?)))
             .collect();
         let notify = &self.settings.common.streams.notify;
-        let ttl = (notify.collapse_window * 2).as_millis() as u64 + 3_600_000;
-        let taken = futures_util::future::join_all(mine.iter().map(
-            |(_, [state, presence, room, user])| {
-                let mut conn = self.conn.clone();
-                let mut call = self.due.prepare_invoke();
-                call.key(*state)
-                    .key(*presence)
-                    .key(self.keys.room_push_outbox(room))
-                    .arg("one")
-                    .arg(*user)
-                    .arg(*room)
-                    .arg(ttl);
-                async move { call.invoke_async::<redis::Value>(&mut conn).await }
-            },
-        ))
+        let taken = futures_util::future::join_all(mine.iter().map(|(_, member)| {
+            let mut conn = self.conn.clone();
+            let call = self.scripts.due_one(&self.keys, member, notify);
+            async move { call.invoke_async::<redis::Value>(&mut conn).await }
+        }))
         .await;
         let mut outboxes = Vec::new();
-        for ((member, [_, _, room, user]), reply) in mine.iter().zip(taken) {
+        for ((member, DueMember { room, user, .. }), reply) in mine.iter().zip(taken) {
             let entries = reply
                 .map_err(ScriptError::from)
                 .and_then(|v| chat_core::outbox::entries(&v));
@@ -392,13 +385,14 @@ impl Notifier {
                 }
             }
         }
-        chat_core::outbox::apply(&self.conn, &self.due, &self.keys, notify.maxlen, &outboxes)
-            .await
-            .map_err(|e| match e {
-                ScriptError::Redis(r) => NotifierError::Redis(r),
-                ScriptError::Reply(r) => NotifierError::Reply(r),
-                other => NotifierError::Reply(chat_core::entry::ReplyError(other.to_string())),
-            })?;
+        chat_core::outbox::apply(
+            &self.conn,
+            &self.scripts.due,
+            &self.keys,
+            notify.maxlen,
+            &outboxes,
+        )
+        .await?;
         Ok(due.len() as u64)
     }
 

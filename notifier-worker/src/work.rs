@@ -78,8 +78,8 @@ pub struct Ctx {
     /// a crashed worker's lease runs out soon (about two request timeouts).
     pub lease: Duration,
     pub max_attempts: u32,
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
+    /// Between attempts of one device, with jitter.
+    pub backoff: chat_core::backoff::Backoff,
     /// Set on QUOTA_EXCEEDED: no request to FCM before this (ms since the
     /// epoch), so a project-wide throttle is not hammered by every task.
     pub paused_until: std::sync::atomic::AtomicU64,
@@ -154,13 +154,6 @@ impl Ctx {
         if let Err(e) = r {
             warn!(user, error = %e, "could not remove a dead device token");
         }
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.backoff_base.saturating_mul(1u32 << attempt.min(16));
-        let capped = exp.min(self.backoff_max);
-        // Full jitter keeps many retrying workers from moving in step.
-        capped.mul_f64(0.5 + rand::random::<f64>() / 2.0)
     }
 }
 
@@ -308,7 +301,7 @@ async fn push_one(ctx: &Ctx, item: &WorkItem, token: &str, platform: &str) -> Ou
                 }
                 // FCM's Retry-After is honoured in hand (the item stays in
                 // flight, so no delivery is counted); our own backoff otherwise.
-                let wait = after.unwrap_or_else(|| ctx.backoff(attempt));
+                let wait = after.unwrap_or_else(|| ctx.backoff.jittered(attempt, 0.5));
                 if attempt == ctx.max_attempts || wait > MAX_RETRY_AFTER {
                     warn!(user = %item.user, why, attempt, "push not sent yet; left for redelivery");
                     break;

@@ -47,6 +47,9 @@ pub struct Gemini {
 
 /// A RetryInfo delay is honoured up to this inside one call.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+/// Between model calls of one job (before any `RetryInfo`): 1 s, 2 s, ….
+const RETRY: chat_core::backoff::Backoff =
+    chat_core::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(32));
 
 impl Gemini {
     pub fn new(s: &GeminiSettings) -> Result<Self, reqwest::Error> {
@@ -85,8 +88,7 @@ impl Gemini {
             attempt += 1;
             match self.generate_once(system, prompt, max_output_tokens).await {
                 Err(GeminiError::Transient { why, after }) if attempt < self.attempts => {
-                    let backoff = Duration::from_millis(500 * (1 << attempt.min(6)));
-                    let wait = after.unwrap_or(backoff).min(MAX_RETRY_DELAY);
+                    let wait = after.unwrap_or(RETRY.delay(attempt)).min(MAX_RETRY_DELAY);
                     let wait = wait.mul_f64(1.0 + rand::random::<f64>() * 0.2);
                     if after.is_some() {
                         self.pause_until(Instant::now() + wait);

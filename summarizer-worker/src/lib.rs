@@ -97,7 +97,8 @@ impl Summarizer {
     /// queue's Redis): it is started again, with backoff and a fresh name
     /// (apalis refuses a name that is still heartbeating).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), SummarizerError> {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff =
+            chat_core::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let mut generation = 0u32;
         loop {
             let name = if generation == 0 {
@@ -112,14 +113,12 @@ impl Summarizer {
                 return Ok(());
             }
             match result {
-                Ok(()) => backoff = Duration::from_millis(200),
+                Ok(()) => backoff.reset(),
                 Err(e) => warn!(error = %e, "summarizer worker ended; starting it again"),
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(backoff) => {}
+            if !backoff.sleep(&shutdown).await {
+                return Ok(());
             }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
 

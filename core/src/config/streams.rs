@@ -85,6 +85,14 @@ pub struct NotifyPolicy {
     pub outbox_maxlen: u64,
 }
 
+impl NotifyPolicy {
+    /// How long a user's collapse state in a room lives: well past its
+    /// window, so a trailing push survives a notifier outage of an hour.
+    pub fn collapse_ttl(&self) -> Duration {
+        self.collapse_window.saturating_mul(2) + Duration::from_secs(3600)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ArchivePolicy {
     pub group: String,

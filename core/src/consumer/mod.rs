@@ -2,12 +2,13 @@
 //! workers that read them (fanout, archive): reading new entries (one
 //! `XREADGROUP` over every shard on a standalone Redis, a reader per shard in
 //! Redis Cluster), taking over a crashed consumer's entries with
-//! `XAUTOCLAIM`, removing consumers that stopped, and the loop that drives a
-//! [`BatchHandler`] until shutdown.
+//! `XAUTOCLAIM`, removing consumers that stopped, dead-lettering what is
+//! malformed or delivered too often, and the loop that hands the rest, parsed,
+//! to a [`BatchHandler`] until shutdown.
 
 mod shard_reader;
 
-use crate::entry::{Entry, ReplyError};
+use crate::entry::{Entry, ReplyError, shard_message};
 use crate::group;
 use crate::redis_conn::{self, Conn};
 use shard_reader::{ReadSpec, ShardFeed};
@@ -20,6 +21,27 @@ use tracing::{info, warn};
 /// Entries by stream, as one read returned them.
 pub type Batch = Vec<(String, Vec<Entry>)>;
 
+/// A shard entry and the message it carries.
+#[derive(Debug)]
+pub struct Received {
+    pub entry: Entry,
+    pub message: crate::protocol::Message,
+}
+
+/// What a handler is given: by stream, the entries that parsed and were not
+/// delivered too often (the consumer dead-lettered the others).
+pub type Messages = Vec<(String, Vec<Received>)>;
+
+/// Acknowledges every entry of `messages` (one `XACK` per stream).
+pub fn ack(pipe: &mut redis::Pipeline, messages: &Messages, group: &str) {
+    for (stream, received) in messages {
+        if !received.is_empty() {
+            let ids: Vec<&str> = received.iter().map(|r| r.entry.id.as_str()).collect();
+            pipe.cmd("XACK").arg(stream).arg(group).arg(ids).ignore();
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
     #[error("redis: {0}")]
@@ -28,8 +50,8 @@ pub enum GroupError {
     Reply(#[from] ReplyError),
     /// The handler's own destination failed (e.g. MongoDB): nothing of the
     /// batch was acknowledged, so it is retried after a backoff.
-    #[error("{0}")]
-    Sink(String),
+    #[error("destination: {0}")]
+    Sink(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Read, but not yet on the replicas `CHAT_REDIS_ACK_REPLICAS` asks for:
     /// not handed on (the entries stay pending and are taken over later).
     #[error(transparent)]
@@ -66,12 +88,15 @@ pub struct ConsumerSpec {
     /// (`CHAT_REDIS_ACK_REPLICAS`), so nothing delivered can vanish in a
     /// failover.
     pub acks: crate::replicas::AckReplicas,
+    /// An entry taken over more often than this is dead-lettered.
+    pub max_deliveries: u64,
+    /// The dead-letter stream (`Keys::dead_letter`) and its cap.
+    pub dead_letter: String,
+    pub dead_letter_maxlen: u64,
 }
 
-/// Handles what the consumer reads. `deliveries` has the delivery counts of
-/// entries taken over from another consumer (empty for new entries), so an
-/// entry that keeps failing can be dead-lettered. The handler acknowledges
-/// what it finished; it returns how many entries it handled.
+/// Handles what the consumer reads, parsed. The handler acknowledges what it
+/// finished; it returns how many entries it handled.
 pub trait BatchHandler {
     /// Whether the handler can work now. While it says no (its destination
     /// is down), the consumer neither reads nor takes over entries: their
@@ -83,8 +108,7 @@ pub trait BatchHandler {
 
     fn handle(
         &mut self,
-        batch: Batch,
-        deliveries: &HashMap<String, u64>,
+        messages: Messages,
     ) -> impl Future<Output = Result<usize, GroupError>> + Send;
 }
 
@@ -216,8 +240,8 @@ impl ShardConsumer {
                     let counts =
                         group::delivery_counts(&mut self.conn, &stream, &self.spec.group, &ids)
                             .await?;
-                    total += handler
-                        .handle(vec![(stream.clone(), entries)], &counts)
+                    total += self
+                        .deliver(handler, vec![(stream.clone(), entries)], &counts)
                         .await?;
                 }
                 if next == "0-0" {
@@ -227,6 +251,87 @@ impl ShardConsumer {
             }
         }
         Ok(total)
+    }
+
+    /// Dead-letters what is malformed or was delivered more than
+    /// `max_deliveries` times (`deliveries`: the counts of entries taken
+    /// over; empty for new ones), then hands the rest to `handler`. Returns
+    /// how many entries were settled either way.
+    async fn deliver<H: BatchHandler>(
+        &mut self,
+        handler: &mut H,
+        batch: Batch,
+        deliveries: &HashMap<String, u64>,
+    ) -> Result<usize, GroupError> {
+        let mut dead = redis::pipe();
+        let mut dead_ids: Vec<(&str, Vec<&str>)> = Vec::new();
+        let mut messages: Messages = Vec::with_capacity(batch.len());
+        let mut n_dead = 0;
+        for (stream, entries) in &batch {
+            let mut received = Vec::with_capacity(entries.len());
+            let mut ids = Vec::new();
+            for e in entries {
+                let reason = if deliveries
+                    .get(&e.id)
+                    .is_some_and(|&n| n > self.spec.max_deliveries)
+                {
+                    warn!(stream = %stream, id = %e.id, "delivered too often; dead-lettered");
+                    "max_deliveries"
+                } else {
+                    match shard_message(e) {
+                        Ok(message) => {
+                            received.push(Received {
+                                entry: e.clone(),
+                                message,
+                            });
+                            continue;
+                        }
+                        Err(err) => {
+                            warn!(stream = %stream, id = %e.id, error = %err, "malformed shard entry; dead-lettered");
+                            "malformed"
+                        }
+                    }
+                };
+                group::dead_letter(
+                    &mut dead,
+                    &self.spec.dead_letter,
+                    self.spec.dead_letter_maxlen,
+                    stream,
+                    e,
+                    reason,
+                );
+                ids.push(e.id.as_str());
+            }
+            n_dead += ids.len();
+            if !ids.is_empty() {
+                dead_ids.push((stream, ids));
+            }
+            if !received.is_empty() {
+                messages.push((stream.clone(), received));
+            }
+        }
+        if n_dead > 0 {
+            // Dead letters are written (and checked) before their acks: a
+            // cluster runs a pipeline's slots concurrently.
+            let _: () = dead.query_async(&mut self.conn).await?;
+            let mut acks = redis::pipe();
+            for (stream, ids) in &dead_ids {
+                acks.cmd("XACK")
+                    .arg(stream)
+                    .arg(&self.spec.group)
+                    .arg(ids)
+                    .ignore();
+            }
+            let _: () = acks.query_async(&mut self.conn).await?;
+            metrics::counter!("chat_dead_lettered_total", "group" => self.spec.group.clone())
+                .increment(n_dead as u64);
+        }
+        let handled = if messages.is_empty() {
+            0
+        } else {
+            handler.handle(messages).await?
+        };
+        Ok(handled + n_dead)
     }
 
     /// Removes consumers left by stopped workers (nothing pending, idle for
@@ -271,7 +376,7 @@ impl ShardConsumer {
         let claim_every = self.spec.claim_idle / 2;
         let mut last_claim = Instant::now();
         let mut last_cleanup = Instant::now();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = crate::backoff::Backoff::redis();
         while !shutdown.is_cancelled() {
             // A probe of a destination that is down may take its timeout:
             // a shutdown does not wait for it.
@@ -292,7 +397,7 @@ impl ShardConsumer {
                 self.claim(handler).await
             } else {
                 match self.read().await {
-                    Ok(batch) => handler.handle(batch, &HashMap::new()).await,
+                    Ok(batch) => self.deliver(handler, batch, &HashMap::new()).await,
                     Err(e) => Err(e),
                 }
             };
@@ -307,7 +412,7 @@ impl ShardConsumer {
                 tokio::time::sleep(self.spec.linger).await;
             }
             match result {
-                Ok(_) => backoff = Duration::from_millis(100),
+                Ok(_) => backoff.reset(),
                 Err(GroupError::Redis(e)) if e.code() == Some("NOGROUP") => {
                     // The streams vanished (Redis restarted empty, or were
                     // deleted): recreate the groups, from whatever path saw it.
@@ -320,20 +425,20 @@ impl ShardConsumer {
                 }
                 Err(e) => {
                     warn!(group = %self.spec.group, error = %e, "step failed; backing off");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !backoff.sleep(&shutdown).await {
+                        break;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
-        if let Reader::Shards(feed) = &mut self.reader {
-            // Entries the shard readers took before the stop are finished here.
-            for batch in feed.close().await {
-                if let Err(e) = handler.handle(batch, &HashMap::new()).await {
-                    warn!(error = %e, "final batch failed; another worker takes it over");
-                }
+        // Entries the shard readers took before the stop are finished here.
+        let taken = match &mut self.reader {
+            Reader::Shards(feed) => feed.close().await,
+            Reader::Streams(_) => Vec::new(),
+        };
+        for batch in taken {
+            if let Err(e) = self.deliver(handler, batch, &HashMap::new()).await {
+                warn!(error = %e, "final batch failed; another worker takes it over");
             }
         }
         info!(consumer = %self.spec.consumer, group = %self.spec.group, "consumer stopped");

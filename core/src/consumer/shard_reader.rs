@@ -89,7 +89,7 @@ async fn read_shard(
     stop: CancellationToken,
 ) {
     let mut conn: Option<Conn> = None;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = crate::backoff::Backoff::redis();
     while !stop.is_cancelled() {
         let result = match &mut conn {
             Some(c) => read_once(c, &spec, &stream).await,
@@ -104,7 +104,7 @@ async fn read_shard(
         match result {
             Ok(b) if b.iter().all(|(_, es)| es.is_empty()) => {}
             Ok(b) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 if tx.send(Ok(b)).await.is_err() {
                     return;
                 }
@@ -113,11 +113,9 @@ async fn read_shard(
                 if tx.send(Err(e)).await.is_err() {
                     return;
                 }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                if !backoff.sleep(&stop).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -7,6 +7,9 @@ use crate::keys::Keys;
 use crate::protocol::{Ack, Kind, Message, Since};
 use crate::redis_conn::Conn;
 use redis::Script;
+
+mod push;
+pub use push::{DueMember, NotifyArgs};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]

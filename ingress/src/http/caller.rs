@@ -13,7 +13,7 @@ pub enum Caller {
 }
 
 fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
-    crate::ws::auth::bearer(headers)
+    crate::auth::bearer(headers)
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing Authorization: Bearer"))
 }
 
@@ -31,7 +31,8 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 fn is_api_key(state: &AppState, token: &str) -> bool {
     let token = digest(token.as_bytes());
     state.settings.api_keys.iter().fold(false, |found, k| {
-        found | same(&digest(k.as_bytes()), &token)
+        use secrecy::ExposeSecret;
+        found | same(&digest(k.expose_secret().as_bytes()), &token)
     })
 }
 
@@ -50,10 +51,10 @@ pub async fn admin_or_user(state: &AppState, headers: &HeaderMap) -> ApiResult<C
     if is_api_key(state, token) {
         return Ok(Caller::Admin);
     }
-    crate::ws::auth::authenticate(state, token)
+    crate::auth::authenticate(state, token)
         .await
         .map(|a| Caller::User(a.claims))
-        .map_err(|(code, message)| ApiError::new(code, message))
+        .map_err(ApiError::from)
 }
 
 /// An admin, or a user allowed into `room`.

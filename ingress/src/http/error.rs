@@ -44,6 +44,12 @@ impl From<ErrorCode> for ApiError {
     }
 }
 
+impl From<chat_core::protocol::Refusal> for ApiError {
+    fn from(r: chat_core::protocol::Refusal) -> Self {
+        Self::new(r.code, r.message)
+    }
+}
+
 impl From<redis::RedisError> for ApiError {
     fn from(e: redis::RedisError) -> Self {
         tracing::warn!(error = %e, "redis error in HTTP handler");

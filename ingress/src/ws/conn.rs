@@ -2,15 +2,15 @@
 //! dispatches each frame to its handler in `frames/`, while `writer` owns
 //! the sending half.
 
-use super::auth::{Authed, authenticate};
 use super::frames;
 use super::rate::{RateLimiter, Verdict};
 use super::session::Session;
+use crate::auth::{Authed, authenticate};
 use crate::conns::Slot;
 use crate::outbound::{Closer, Out, Outbound, SocketHandle};
 use crate::state::Shared;
 use axum::extract::ws::{Message, WebSocket};
-use chat_core::protocol::{ClientFrame, ErrorCode, FrameLimits, ServerFrame, close};
+use chat_core::protocol::{ClientFrame, ErrorCode, FrameLimits, Refusal, ServerFrame, close};
 use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
 use serde_json::Value;
@@ -24,8 +24,7 @@ use chat_core::clock::now_secs;
 
 /// Why a socket never got `ready`.
 struct AuthFailure {
-    code: ErrorCode,
-    message: String,
+    refusal: Refusal,
     reference: Option<Value>,
     close: u16,
     /// The `chat_upgrades_refused_total` reason.
@@ -33,15 +32,18 @@ struct AuthFailure {
 }
 
 impl AuthFailure {
-    fn new(code: ErrorCode, message: impl Into<String>, reference: Option<Value>) -> Self {
-        let (close, reason) = match code {
+    fn new(code: ErrorCode, message: &'static str, reference: Option<Value>) -> Self {
+        Self::refused(Refusal::new(code, message), reference)
+    }
+
+    fn refused(refusal: Refusal, reference: Option<Value>) -> Self {
+        let (close, reason) = match refusal.code {
             // Redis down: the client retries like after a drain.
             ErrorCode::Unavailable => (close::GOING_AWAY, "unavailable"),
             _ => (close::UNAUTHENTICATED, "auth"),
         };
         Self {
-            code,
-            message: message.into(),
+            refusal,
             reference,
             close,
             reason,
@@ -51,15 +53,14 @@ impl AuthFailure {
     /// Evicted at the connection cap before it authenticated.
     fn capacity() -> Self {
         Self {
-            code: ErrorCode::Unavailable,
-            message: "node at capacity, try again".into(),
+            refusal: Refusal::new(ErrorCode::Unavailable, "node at capacity, try again"),
             reference: None,
             close: close::TRY_AGAIN_LATER,
             reason: "capacity",
         }
     }
 
-    fn policy(message: &str) -> Self {
+    fn policy(message: &'static str) -> Self {
         Self {
             close: close::POLICY,
             reason: "rate",
@@ -96,7 +97,7 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>, slo
                 Some(token) => authenticate(&state, &token)
                     .await
                     .map(|a| (a, None))
-                    .map_err(|(code, message)| AuthFailure::new(code, message, None)),
+                    .map_err(|r| AuthFailure::refused(r, None)),
                 None => first_frame_auth(&state, &mut stream, &closer, &mut rate).await,
             }
         };
@@ -116,11 +117,11 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>, slo
         Ok(a) => a,
         Err(f) => {
             metrics::counter!("chat_upgrades_refused_total", "reason" => f.reason).increment(1);
-            tracing::info!(socket = id, reason = f.reason, close = f.close, error = %f.message, "socket refused");
+            tracing::info!(socket = id, reason = f.reason, close = f.close, error = %f.refusal.message, "socket refused");
             let _ = out.try_push(Out::Frame(
                 ServerFrame::Error {
-                    code: f.code,
-                    message: &f.message,
+                    code: f.refusal.code,
+                    message: &f.refusal.message,
                 }
                 .to_json(f.reference.as_ref())
                 .into(),
@@ -308,7 +309,7 @@ async fn first_frame_auth(
                 return match frame {
                     Ok(ClientFrame::Auth { token }) => match authenticate(state, &token).await {
                         Ok(a) => Ok((a, reference)),
-                        Err((code, message)) => Err(AuthFailure::new(code, message, reference)),
+                        Err(r) => Err(AuthFailure::refused(r, reference)),
                     },
                     _ => Err(AuthFailure::new(
                         ErrorCode::Unauthorized,
@@ -376,9 +377,7 @@ async fn reader_loop(conn: &mut Session, stream: &mut Input, rate: &mut RateLimi
                 match msg {
                     None | Some(Ok(Message::Close(_))) => return,
                     Some(Err(e)) => {
-                        let text = e.to_string();
-                        // tungstenite reports an over-size message as a capacity error.
-                        if text.contains("too long") || text.contains("Space limit") {
+                        if is_over_size(e) {
                             conn.error(ErrorCode::TooLarge, "frame over the size limit", None);
                             closer.close(close::TOO_LARGE);
                         }
@@ -438,4 +437,14 @@ fn expiry_deadline(conn: &Session, notice: Duration) -> tokio::time::Instant {
     };
     tokio::time::Instant::now()
         + Duration::from_millis(at_ms.saturating_sub(now_ms).min(MAX_WAIT_MS))
+}
+
+/// Whether a read failed on a frame or message over the size limit
+/// (tungstenite's capacity error, passed through by axum).
+fn is_over_size(e: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    matches!(
+        e.into_inner().downcast_ref::<Error>(),
+        Some(Error::Capacity(_))
+    )
 }

@@ -1,6 +1,5 @@
 //! `GET /v1/ws`: the WebSocket side of the contract.
 
-pub mod auth;
 mod conn;
 mod frames;
 mod rate;
@@ -63,7 +62,7 @@ pub async fn upgrade(
         return (StatusCode::SERVICE_UNAVAILABLE, "no capacity").into_response();
     }
     let slot = slot.map(|Extension(s)| s);
-    let header_token = auth::bearer(&headers).map(str::to_owned);
+    let header_token = crate::auth::bearer(&headers).map(str::to_owned);
     let max = state.settings.limits.max_frame_bytes;
     let tracker = state.tracker.clone();
     ws.max_message_size(max)

@@ -2,7 +2,7 @@
 //! its `rooms` claim no longer allows are left.
 
 use crate::access::{Access, authorize};
-use crate::ws::auth::authenticate;
+use crate::auth::authenticate;
 use crate::ws::session::Session;
 use chat_core::protocol::{ErrorCode, ServerFrame};
 use serde_json::Value;
@@ -47,6 +47,6 @@ pub async fn handle(conn: &mut Session, token: &str, r: Option<&Value>) {
                 }
             }
         }
-        Err((code, message)) => conn.error(code, &message, r),
+        Err(refused) => conn.error(refused.code, &refused.message, r),
     }
 }

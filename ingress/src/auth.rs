@@ -3,7 +3,7 @@
 use crate::state::AppState;
 use chat_core::clock::now_secs;
 use chat_core::jwt::Claims;
-use chat_core::protocol::ErrorCode;
+use chat_core::protocol::{ErrorCode, Refusal};
 use chat_core::sessions::SessionRecord;
 
 /// The credentials of an `Authorization: Bearer` header (scheme case-insensitive).
@@ -23,18 +23,18 @@ pub struct Authed {
     pub session_ttl: Option<u64>,
 }
 
-pub async fn authenticate(state: &AppState, token: &str) -> Result<Authed, (ErrorCode, String)> {
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Authed, Refusal> {
     let claims = state
         .verifier
         .verify(token)
         .await
-        .map_err(|e| (ErrorCode::Unauthorized, format!("invalid token: {e}")))?;
+        .map_err(|e| Refusal::new(ErrorCode::Unauthorized, format!("invalid token: {e}")))?;
     // `sub` names the user in frames, keys and pub/sub framing, and is
     // shown to other users: no control or invisible format characters.
     if !chat_core::protocol::valid_user_id(&claims.sub) {
-        return Err((
+        return Err(Refusal::new(
             ErrorCode::Unauthorized,
-            "invalid token: sub must be 1-256 bytes without control or format characters".into(),
+            "invalid token: sub must be 1-256 bytes without control or format characters",
         ));
     }
     let mut session_ttl = None;
@@ -48,12 +48,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Authed, (Erro
                 .arg(&revoked_key)
                 .query_async(&mut conn)
                 .await
-                .map_err(|_| {
-                    (
-                        ErrorCode::Unavailable,
-                        "session store unavailable".to_owned(),
-                    )
-                })?;
+                .map_err(|_| Refusal::new(ErrorCode::Unavailable, "session store unavailable"))?;
             if revoked.is_some() {
                 // The tombstone lasts as long as any token seen with the sid.
                 let left = claims.exp.saturating_sub(now_secs());
@@ -68,24 +63,24 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Authed, (Erro
                         tracing::debug!(error = %e, "could not extend a session tombstone");
                     }
                 }
-                return Err((ErrorCode::Unauthorized, "session revoked".into()));
+                return Err(Refusal::new(ErrorCode::Unauthorized, "session revoked"));
             }
             match found.as_deref().and_then(SessionRecord::decode) {
                 Some(r) if r.user == claims.sub => session_ttl = Some(r.ttl_secs),
                 Some(_) => {
-                    return Err((
+                    return Err(Refusal::new(
                         ErrorCode::Unauthorized,
-                        "session belongs to another user".into(),
+                        "session belongs to another user",
                     ));
                 }
                 None if state.settings.require_session => {
-                    return Err((ErrorCode::Unauthorized, "session not found".into()));
+                    return Err(Refusal::new(ErrorCode::Unauthorized, "session not found"));
                 }
                 None => {}
             }
         }
         None if state.settings.require_session => {
-            return Err((ErrorCode::Unauthorized, "token has no sid".into()));
+            return Err(Refusal::new(ErrorCode::Unauthorized, "token has no sid"));
         }
         None => {}
     }
