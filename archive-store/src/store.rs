@@ -93,7 +93,7 @@ impl Store {
             write_concern: doc! {
                 "w": w,
                 "j": settings.journal,
-                "wtimeout": settings.timeout.as_millis() as i64,
+                "wtimeout": chat_core::clock::millis_i64(settings.timeout),
             },
         })
     }
@@ -355,7 +355,7 @@ pub fn document(m: &Message, keep_for: Option<Duration>) -> Document {
         "ts": m.ts as i64,
     };
     if let Some(keep) = keep_for {
-        let at = (m.ts as i64).saturating_add(keep.as_millis() as i64);
+        let at = (m.ts as i64).saturating_add(chat_core::clock::millis_i64(keep));
         d.insert("expire_at", mongodb::bson::DateTime::from_millis(at));
     }
     d

@@ -55,19 +55,8 @@ pub fn message(m: &Message, json: bool) -> String {
     }
 }
 
-/// A URL with its credentials hidden (`redis://user:***@host`).
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((auth, host)) => {
-            let user = auth.split_once(':').map_or("", |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
-    }
-}
+/// A URL with its password hidden (`redis://user:***@host`).
+pub use chat_core::config::redact_url;
 
 #[cfg(test)]
 mod tests {

@@ -27,6 +27,11 @@ pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// `millis` for the APIs that take signed milliseconds (BSON, `XINFO` idle).
+pub fn millis_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +43,7 @@ mod tests {
         assert!(us / 1000 >= ms && us / 1000 <= ms + 1000, "{ms} {us}");
         assert_eq!(millis(Duration::from_micros(2_999)), 2);
         assert_eq!(millis(Duration::MAX), u64::MAX);
+        assert_eq!(millis_i64(Duration::MAX), i64::MAX);
+        assert_eq!(millis_i64(Duration::from_secs(2)), 2_000);
     }
 }

@@ -171,7 +171,9 @@ pub async fn sweep_sessions(
             let near = t.expires_at <= now + every * 2;
             let key = keys.session(&c.sid);
             if slide {
-                pipe.cmd("PEXPIRE").arg(key).arg(ttl.as_millis() as u64);
+                pipe.cmd("PEXPIRE")
+                    .arg(key)
+                    .arg(chat_core::clock::millis(ttl));
             } else if near {
                 pipe.cmd("PTTL").arg(key);
             } else {

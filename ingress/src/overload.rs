@@ -22,7 +22,7 @@ impl Backpressure {
     /// `max_lag` zero turns shedding off.
     pub fn new(max_lag: Duration) -> Self {
         Self {
-            max_lag_ms: max_lag.as_millis() as u64,
+            max_lag_ms: chat_core::clock::millis(max_lag),
             lag_ms: AtomicU64::new(0),
             seen_at_ms: AtomicU64::new(0),
         }

@@ -66,7 +66,11 @@ impl Presence {
             .ignore()
             .expire(&joined, room_ttl.as_secs().max(1) as i64)
             .ignore()
-            .zadd(&key, self.member(user), now_ms() + LAPSE.as_millis() as u64)
+            .zadd(
+                &key,
+                self.member(user),
+                now_ms() + chat_core::clock::millis(LAPSE),
+            )
             .ignore()
             .expire(&key, (LAPSE.as_secs() * 2) as i64)
             .ignore()
@@ -133,7 +137,7 @@ impl Presence {
         if entries.is_empty() {
             return;
         }
-        let until = now_ms() + LAPSE.as_millis() as u64;
+        let until = now_ms() + chat_core::clock::millis(LAPSE);
         let mut pipe = redis::pipe();
         for (room, user) in &entries {
             let key = self.keys.room_presence(room);

@@ -191,7 +191,7 @@ impl Jobs {
                 .arg(now)
                 .arg(RECORD_TTL.as_secs())
                 .arg(reason)
-                .arg(STALE.as_millis() as u64)
+                .arg(chat_core::clock::millis(STALE))
                 .invoke_async(&mut conn)
                 .await?;
             let parts = entry::array(&reply).map_err(|e| JobsError::Queue(e.to_string()))?;

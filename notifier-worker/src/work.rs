@@ -117,7 +117,7 @@ impl Ctx {
             .claim_send
             .key(self.keys.push_sent(item))
             .arg(token)
-            .arg(self.lease.as_millis() as u64)
+            .arg(chat_core::clock::millis(self.lease))
             .arg(KEEP.as_secs())
             .arg(format!("{}/{entry}", self.worker))
             .invoke_async(&mut conn)
@@ -295,7 +295,7 @@ async fn push_one(ctx: &Ctx, item: &WorkItem, token: &str, platform: &str) -> Ou
                 if let Some(after) =
                     after.filter(|_| why.contains("QUOTA_EXCEEDED") || why.starts_with("429"))
                 {
-                    let until = now_ms() + after.as_millis() as u64;
+                    let until = now_ms() + chat_core::clock::millis(after);
                     ctx.paused_until
                         .fetch_max(until, std::sync::atomic::Ordering::AcqRel);
                 }
@@ -306,7 +306,7 @@ async fn push_one(ctx: &Ctx, item: &WorkItem, token: &str, platform: &str) -> Ou
                     warn!(user = %item.user, why, attempt, "push not sent yet; left for redelivery");
                     break;
                 }
-                info!(user = %item.user, why, attempt, wait_ms = wait.as_millis() as u64, "push retry");
+                info!(user = %item.user, why, attempt, wait_ms = chat_core::clock::millis(wait), "push retry");
                 tokio::time::sleep(wait).await;
             }
         }

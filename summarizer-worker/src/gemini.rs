@@ -96,7 +96,7 @@ impl Gemini {
                     tracing::info!(
                         why,
                         attempt,
-                        wait_ms = wait.as_millis() as u64,
+                        wait_ms = chat_core::clock::millis(wait),
                         "model call retry"
                     );
                     tokio::time::sleep(wait).await;

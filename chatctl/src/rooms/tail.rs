@@ -99,7 +99,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         // arrived since the read.
         let mut wait = redis::cmd("XREAD");
         wait.arg("BLOCK")
-            .arg(BLOCK.as_millis() as u64)
+            .arg(chat_core::clock::millis(BLOCK))
             .arg("COUNT")
             .arg(1)
             .arg("STREAMS")

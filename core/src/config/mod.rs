@@ -32,8 +32,29 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (expected e.g. \"90s\", \"24h\")"))
 }
 
+/// `url` with any password in it replaced by `***`, for logs, errors and
+/// Debug output (`redis://u:secret@h:1/` → `redis://u:***@h:1/`).
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority = rest.find(['/', '?', '#']).map_or(rest, |i| &rest[..i]);
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    match authority[..at].find(':') {
+        Some(colon) => format!(
+            "{}:***{}",
+            &url[..scheme_end + colon],
+            &url[scheme_end + at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
 /// Where the archive lives and how writes to it are acknowledged.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct MongoSettings {
     pub url: String,
     pub database: String,
@@ -45,8 +66,21 @@ pub struct MongoSettings {
     pub timeout: std::time::Duration,
 }
 
+impl std::fmt::Debug for MongoSettings {
+    // The URL's password never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoSettings")
+            .field("url", &redact_url(&self.url))
+            .field("database", &self.database)
+            .field("w", &self.w)
+            .field("journal", &self.journal)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 /// Settings every service shares: where Redis is, the key prefix, the policy.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Common {
     pub redis_url: String,
     pub prefix: String,
@@ -64,13 +98,27 @@ pub struct Common {
     pub ack_replicas: crate::replicas::AckReplicas,
 }
 
+impl std::fmt::Debug for Common {
+    // The URL's password never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Common")
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("prefix", &self.prefix)
+            .field("streams", &self.streams)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("redis_durable", &self.redis_durable)
+            .field("ack_replicas", &self.ack_replicas)
+            .finish()
+    }
+}
+
 impl Common {
     /// `CHAT_REDIS_URL`, `CHAT_PREFIX`, `CHAT_STREAMS` (path of streams.toml;
     /// `./streams.toml` when present, else the built-in defaults).
     pub fn read(s: &mut Settings<'_>) -> Self {
         let redis_url = s.string("CHAT_REDIS_URL", "redis://127.0.0.1:6379/");
         if let Err(e) = crate::redis_conn::check_url(&redis_url) {
-            s.error(format!("CHAT_REDIS_URL={redis_url:?}: {e}"));
+            s.error(format!("CHAT_REDIS_URL={:?}: {e}", redact_url(&redis_url)));
         }
         let prefix = s.string("CHAT_PREFIX", "chat");
         if prefix.is_empty()
@@ -137,11 +185,12 @@ impl Common {
                 return url;
             }
             s.error(format!(
-                "CHAT_JOBS_REDIS_URL={url:?}: the job queue needs a standalone Redis; \
-                 set CHAT_JOBS_REDIS_URL when CHAT_REDIS_URL is a cluster"
+                "CHAT_JOBS_REDIS_URL={:?}: the job queue needs a standalone Redis; \
+                 set CHAT_JOBS_REDIS_URL when CHAT_REDIS_URL is a cluster",
+                redact_url(&url)
             ));
         } else if let Err(e) = crate::redis_conn::check_url(&url) {
-            s.error(format!("CHAT_JOBS_REDIS_URL={url:?}: {e}"));
+            s.error(format!("CHAT_JOBS_REDIS_URL={:?}: {e}", redact_url(&url)));
         }
         url
     }
@@ -198,6 +247,39 @@ impl Common {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        for (url, shown) in [
+            ("redis://u:secret@h:1/", "redis://u:***@h:1/"),
+            ("redis://:secret@h:1", "redis://:***@h:1"),
+            (
+                "redis+cluster://u:secret@a:1,b:2",
+                "redis+cluster://u:***@a:1,b:2",
+            ),
+            (
+                "mongodb://app:p%40ss@db:27017/?authSource=admin",
+                "mongodb://app:***@db:27017/?authSource=admin",
+            ),
+            ("redis://h:1/", "redis://h:1/"),
+            ("redis://user@h:1/", "redis://user@h:1/"),
+            ("nonsense", "nonsense"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let src: HashMap<&str, &str> = [
+            ("CHAT_REDIS_URL", "redis://u:secret@127.0.0.1:1/"),
+            ("CHAT_MONGODB_URL", "mongodb://app:secret@db:27017/"),
+        ]
+        .into_iter()
+        .collect();
+        let mut s = Settings::new(&src);
+        let common = Common::read(&mut s);
+        let mongo = common.read_mongodb(&mut s, true).expect("mongodb settings");
+        let shown = format!("{common:?} {mongo:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("u:***@127.0.0.1:1"), "{shown}");
+    }
 
     fn read(pairs: &[(&str, &str)], required: bool) -> (Option<MongoSettings>, Vec<String>) {
         let src: HashMap<&str, &str> = pairs.iter().copied().collect();

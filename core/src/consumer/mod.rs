@@ -187,7 +187,7 @@ impl ShardConsumer {
             .arg("COUNT")
             .arg(self.spec.batch)
             .arg("BLOCK")
-            .arg(self.spec.block.as_millis() as u64)
+            .arg(crate::clock::millis(self.spec.block))
             .arg("STREAMS")
             .arg(&self.streams);
         for _ in &self.streams {
@@ -216,7 +216,7 @@ impl ShardConsumer {
                     .arg(&stream)
                     .arg(&self.spec.group)
                     .arg(&self.spec.consumer)
-                    .arg(self.spec.claim_idle.as_millis() as u64)
+                    .arg(crate::clock::millis(self.spec.claim_idle))
                     .arg(&cursor)
                     .arg("COUNT")
                     .arg(self.spec.batch)
@@ -345,7 +345,7 @@ impl ShardConsumer {
                 .arg(&self.spec.group)
                 .query_async(&mut self.conn)
                 .await?;
-            for name in group::idle_consumers(&reply, idle.as_millis() as i64)? {
+            for name in group::idle_consumers(&reply, crate::clock::millis_i64(idle))? {
                 if name == self.spec.consumer {
                     continue;
                 }

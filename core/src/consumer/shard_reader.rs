@@ -129,7 +129,7 @@ async fn read_once(conn: &mut Conn, spec: &ReadSpec, stream: &str) -> Result<Bat
         .arg("COUNT")
         .arg(spec.count)
         .arg("BLOCK")
-        .arg(spec.block.as_millis() as u64)
+        .arg(crate::clock::millis(spec.block))
         .arg("STREAMS")
         .arg(stream)
         .arg(">")

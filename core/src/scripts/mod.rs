@@ -248,7 +248,7 @@ impl Scripts {
                 .arg(req.kind.as_str())
                 .arg(new_epoch())
                 .arg(req.retention.maxlen)
-                .arg(req.retention.max_age.map_or(0, |d| d.as_millis() as u64))
+                .arg(req.retention.max_age.map_or(0, crate::clock::millis))
                 .arg(secs(req.retention.ttl))
                 .arg(secs(req.dedup_window))
                 .arg(req.shard_maxlen)

@@ -433,7 +433,7 @@ fn expiry_deadline(conn: &Session, notice: Duration) -> tokio::time::Instant {
     let at_ms = if conn.expiring_sent {
         exp_ms
     } else {
-        exp_ms.saturating_sub(notice.as_millis() as u64)
+        exp_ms.saturating_sub(chat_core::clock::millis(notice))
     };
     tokio::time::Instant::now()
         + Duration::from_millis(at_ms.saturating_sub(now_ms).min(MAX_WAIT_MS))
