@@ -12,10 +12,14 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// MongoDB could not be reached or did not acknowledge the write as
-    /// configured: retry later, nothing is lost.
+    /// MongoDB could not be reached, or the command failed on the way (a
+    /// failover, a timeout): retry later, nothing is lost.
     #[error("mongodb unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Box<mongodb::error::Error>),
+    /// MongoDB answered but did not take the write as configured (a write
+    /// concern not met, a transient write error): retry later.
+    #[error("mongodb did not take the write: {0}")]
+    NotTaken(String),
     /// MongoDB answered, and the answer is no for what was sent (a
     /// document too large or invalid): writing it again cannot succeed.
     #[error("mongodb refused: {0}")]
@@ -37,7 +41,7 @@ impl From<mongodb::error::Error> for StoreError {
             | ErrorKind::InvalidResponse { .. } => Self::Refused(e.to_string()),
             // Unreachable, timed out, a failover, a write concern not met:
             // the same write can succeed later.
-            _ => Self::Unavailable(e.to_string()),
+            _ => Self::Unavailable(Box::new(e)),
         }
     }
 }
@@ -179,7 +183,7 @@ impl Store {
             })
             .await?;
         if let Ok(wce) = reply.get_document("writeConcernError") {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::NotTaken(format!(
                 "write concern not met: {wce}"
             )));
         }
@@ -199,7 +203,7 @@ impl Store {
                 }
                 if !PERMANENT.contains(&code) {
                     // Transient (a failover, an interrupted write): retry all.
-                    return Err(StoreError::Unavailable(format!(
+                    return Err(StoreError::NotTaken(format!(
                         "write error {code}: {message}"
                     )));
                 }

@@ -33,8 +33,15 @@ pub struct SummaryJob {
 pub enum JobsError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The submit script answered something this code cannot read.
+    #[error(transparent)]
+    Reply(#[from] chat_core::entry::ReplyError),
+    /// apalis could not queue the job (its record says failed).
     #[error("queue: {0}")]
-    Queue(String),
+    Queue(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The room's current job changed under every attempt to submit.
+    #[error("the room's current job kept changing")]
+    Contended,
     #[error("{0}")]
     BadRequest(String),
 }
@@ -146,9 +153,11 @@ impl Jobs {
         let q = self
             .queue
             .get_or_try_init(|| async {
+                // A queue that cannot be reached, or a cluster URL (the queue
+                // needs a standalone Redis): summaries are unavailable.
                 let conn = chat_core::redis_conn::standalone(&self.jobs_redis_url)
                     .await
-                    .map_err(|e| JobsError::Queue(e.to_string()))?;
+                    .map_err(|e| JobsError::Queue(Box::new(e)))?;
                 Ok::<_, JobsError>(RedisStorage::new(conn).with_config(queue_config(&self.keys)))
             })
             .await?;
@@ -194,17 +203,13 @@ impl Jobs {
                 .arg(chat_core::clock::millis(STALE))
                 .invoke_async(&mut conn)
                 .await?;
-            let parts = entry::array(&reply).map_err(|e| JobsError::Queue(e.to_string()))?;
-            let kind = parts
-                .first()
-                .map(entry::string)
-                .transpose()
-                .map_err(|e| JobsError::Queue(e.to_string()))?;
+            let parts = entry::array(&reply)?;
+            let kind = parts.first().map(entry::string).transpose()?;
             match (kind.as_deref(), parts.get(1)) {
                 (Some("existing"), Some(v)) => {
                     return Ok(Submitted {
                         room: room.to_owned(),
-                        job_id: entry::string(v).map_err(|e| JobsError::Queue(e.to_string()))?,
+                        job_id: entry::string(v)?,
                         existing: true,
                     });
                 }
@@ -220,14 +225,18 @@ impl Jobs {
                         .task_id(TaskId::from_string(&id))
                         .build();
                     let pushed = match self.queue().await {
-                        Ok(mut queue) => queue.push_task(task).await.map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
+                        Ok(mut queue) => queue
+                            .push_task(task)
+                            .await
+                            .map(drop)
+                            .map_err(|e| JobsError::Queue(Box::new(e))),
+                        Err(e) => Err(e),
                     };
                     if let Err(e) = pushed {
                         let why = format!("could not queue: {e}");
                         self.finish(room, &id, "failed", &[("error", why.as_str())])
                             .await?;
-                        return Err(JobsError::Queue(why));
+                        return Err(e);
                     }
                     return Ok(Submitted {
                         room: room.to_owned(),
@@ -238,9 +247,7 @@ impl Jobs {
                 _ => continue,
             }
         }
-        Err(JobsError::Queue(
-            "the room's current job kept changing".into(),
-        ))
+        Err(JobsError::Contended)
     }
 
     /// The job's record, or `None` for an unknown id.

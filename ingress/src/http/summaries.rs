@@ -34,8 +34,8 @@ impl From<JobsError> for ApiError {
         match e {
             JobsError::BadRequest(m) => ApiError::bad(m),
             JobsError::Redis(r) => r.into(),
-            JobsError::Queue(m) => {
-                tracing::warn!(error = %m, "summary queue error");
+            e @ (JobsError::Queue(_) | JobsError::Reply(_) | JobsError::Contended) => {
+                tracing::warn!(error = %e, "summary queue error");
                 ApiError::new(ErrorCode::Unavailable, "summary queue unavailable, retry")
             }
         }
