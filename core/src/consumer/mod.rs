@@ -264,10 +264,11 @@ impl ShardConsumer {
         deliveries: &HashMap<String, u64>,
     ) -> Result<usize, GroupError> {
         let mut dead = redis::pipe();
-        let mut dead_ids: Vec<(&str, Vec<&str>)> = Vec::new();
+        let mut dead_acks = redis::pipe();
         let mut messages: Messages = Vec::with_capacity(batch.len());
         let mut n_dead = 0;
-        for (stream, entries) in &batch {
+        // Entries move into what the handler gets: no copy per message.
+        for (stream, entries) in batch {
             let mut received = Vec::with_capacity(entries.len());
             let mut ids = Vec::new();
             for e in entries {
@@ -278,12 +279,9 @@ impl ShardConsumer {
                     warn!(stream = %stream, id = %e.id, "delivered too often; dead-lettered");
                     "max_deliveries"
                 } else {
-                    match shard_message(e) {
+                    match shard_message(&e) {
                         Ok(message) => {
-                            received.push(Received {
-                                entry: e.clone(),
-                                message,
-                            });
+                            received.push(Received { entry: e, message });
                             continue;
                         }
                         Err(err) => {
@@ -296,33 +294,30 @@ impl ShardConsumer {
                     &mut dead,
                     &self.spec.dead_letter,
                     self.spec.dead_letter_maxlen,
-                    stream,
-                    e,
+                    &stream,
+                    &e,
                     reason,
                 );
-                ids.push(e.id.as_str());
+                ids.push(e.id);
             }
             n_dead += ids.len();
             if !ids.is_empty() {
-                dead_ids.push((stream, ids));
+                dead_acks
+                    .cmd("XACK")
+                    .arg(&stream)
+                    .arg(&self.spec.group)
+                    .arg(&ids)
+                    .ignore();
             }
             if !received.is_empty() {
-                messages.push((stream.clone(), received));
+                messages.push((stream, received));
             }
         }
         if n_dead > 0 {
             // Dead letters are written (and checked) before their acks: a
             // cluster runs a pipeline's slots concurrently.
             let _: () = dead.query_async(&mut self.conn).await?;
-            let mut acks = redis::pipe();
-            for (stream, ids) in &dead_ids {
-                acks.cmd("XACK")
-                    .arg(stream)
-                    .arg(&self.spec.group)
-                    .arg(ids)
-                    .ignore();
-            }
-            let _: () = acks.query_async(&mut self.conn).await?;
+            let _: () = dead_acks.query_async(&mut self.conn).await?;
             metrics::counter!("chat_dead_lettered_total", "group" => self.spec.group.clone())
                 .increment(n_dead as u64);
         }
