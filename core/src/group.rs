@@ -85,13 +85,16 @@ pub fn pending_counts(v: &Value) -> Result<Vec<(String, u64)>, ReplyError> {
         .collect()
 }
 
-/// Adds one `XACK` per stream of a batch (its replies ignored).
-pub fn ack(pipe: &mut redis::Pipeline, batch: &[(String, Vec<Entry>)], group: &str) {
-    for (stream, entries) in batch {
-        if !entries.is_empty() {
-            let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-            pipe.cmd("XACK").arg(stream).arg(group).arg(ids).ignore();
-        }
+/// Adds one `XACK` of `ids` on `stream` (its reply ignored); nothing when
+/// `ids` is empty.
+pub fn ack<I: redis::ToRedisArgs>(
+    pipe: &mut redis::Pipeline,
+    stream: &str,
+    group: &str,
+    ids: &[I],
+) {
+    if !ids.is_empty() {
+        pipe.cmd("XACK").arg(stream).arg(group).arg(ids).ignore();
     }
 }
 

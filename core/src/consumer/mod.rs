@@ -35,10 +35,8 @@ pub type Messages = Vec<(String, Vec<Received>)>;
 /// Acknowledges every entry of `messages` (one `XACK` per stream).
 pub fn ack(pipe: &mut redis::Pipeline, messages: &Messages, group: &str) {
     for (stream, received) in messages {
-        if !received.is_empty() {
-            let ids: Vec<&str> = received.iter().map(|r| r.entry.id.as_str()).collect();
-            pipe.cmd("XACK").arg(stream).arg(group).arg(ids).ignore();
-        }
+        let ids: Vec<&str> = received.iter().map(|r| r.entry.id.as_str()).collect();
+        group::ack(pipe, stream, group, &ids);
     }
 }
 
@@ -301,14 +299,7 @@ impl ShardConsumer {
                 ids.push(e.id);
             }
             n_dead += ids.len();
-            if !ids.is_empty() {
-                dead_acks
-                    .cmd("XACK")
-                    .arg(&stream)
-                    .arg(&self.spec.group)
-                    .arg(&ids)
-                    .ignore();
-            }
+            group::ack(&mut dead_acks, &stream, &self.spec.group, &ids);
             if !received.is_empty() {
                 messages.push((stream, received));
             }
