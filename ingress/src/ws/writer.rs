@@ -103,7 +103,15 @@ pub async fn run(state: Shared, mut sink: Sink, mut rx: Inbox, closer: Closer) {
         code,
         reason: close_reason(code).into(),
     });
-    let _ = tokio::time::timeout(FINAL_FLUSH, async {
+    // A slow consumer's close frame waits behind what it has not read yet:
+    // it gets as long as any stalled write to take it, so a client that
+    // resumes reading in time learns why (4008) instead of seeing a reset.
+    let grace = if code == close::POLICY {
+        WRITE_STALL
+    } else {
+        FINAL_FLUSH
+    };
+    let _ = tokio::time::timeout(grace, async {
         // Queued frames are flushed (the error that explains the close, the
         // messages before a drain); a slow consumer is cut off at once, and
         // only a drain still streams recoveries.
