@@ -8,8 +8,8 @@
 //! reads nothing more: it probes until MongoDB answers, and the pending list
 //! and the stream hold the messages meanwhile.
 
-pub mod settings;
 use chat_archive as store;
+pub use chat_core::settings::archive as settings;
 use chat_core::tombstone::RoomTombstone;
 
 use chat_core::consumer::{BatchHandler, ConsumerSpec, GroupError, Messages, ShardConsumer};

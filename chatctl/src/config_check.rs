@@ -194,7 +194,7 @@ fn check_streams(strings: &HashMap<String, String>) -> (Option<PathBuf>, Vec<Str
 }
 
 fn ingress(src: &dyn Strings) -> Result<String, ConfigError> {
-    let s = ingress::settings::IngressSettings::from_strings(src)?;
+    let s = chat_core::settings::ingress::IngressSettings::from_strings(src)?;
     let streams = &s.common.streams;
     Ok(format!(
         "listen {}, redis {}, prefix {}, {} fanout shards, {} room pattern{}, sessions {}, {} api key{}, archive {}",
@@ -216,7 +216,7 @@ fn ingress(src: &dyn Strings) -> Result<String, ConfigError> {
 }
 
 fn fanout(src: &dyn Strings) -> Result<String, ConfigError> {
-    let s = fanout_worker::settings::FanoutSettings::from_strings(src)?;
+    let s = chat_core::settings::fanout::FanoutSettings::from_strings(src)?;
     let f = &s.common.streams.fanout;
     Ok(format!(
         "group {}, max_deliveries {}, dead letters in {}",
@@ -227,7 +227,7 @@ fn fanout(src: &dyn Strings) -> Result<String, ConfigError> {
 }
 
 fn notifier(src: &dyn Strings) -> Result<String, ConfigError> {
-    let s = notifier_worker::settings::NotifierSettings::from_strings(src)?;
+    let s = chat_core::settings::notifier::NotifierSettings::from_strings(src)?;
     Ok(match &s.fcm {
         Some(f) => format!("FCM project {}", f.account.project_id),
         None => "dry run: no CHAT_FCM_SERVICE_ACCOUNT".to_owned(),
@@ -235,7 +235,7 @@ fn notifier(src: &dyn Strings) -> Result<String, ConfigError> {
 }
 
 fn summarizer(src: &dyn Strings) -> Result<String, ConfigError> {
-    let s = summarizer_worker::settings::SummarizerSettings::from_strings(src)?;
+    let s = chat_core::settings::summarizer::SummarizerSettings::from_strings(src)?;
     Ok(format!(
         "{}, job queue {}",
         match &s.gemini {
@@ -247,7 +247,7 @@ fn summarizer(src: &dyn Strings) -> Result<String, ConfigError> {
 }
 
 fn archive(src: &dyn Strings) -> Result<String, ConfigError> {
-    let s = archive_worker::settings::ArchiveSettings::from_strings(src)?;
+    let s = chat_core::settings::archive::ArchiveSettings::from_strings(src)?;
     Ok(format!(
         "mongodb {}, database {}",
         redact_url(&s.mongodb.url),

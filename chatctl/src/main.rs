@@ -35,7 +35,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every service in one process (Redis from CHAT_REDIS_URL, or a
+    /// Run every service locally, each its own process started from the
+    /// binaries next to chatctl (Redis from CHAT_REDIS_URL, or a
     /// redis-server child on a free port).
     Stack,
     /// Mint an HS256 token for development.

@@ -23,6 +23,7 @@ pub mod redis_server;
 pub mod replicas;
 pub mod scripts;
 pub mod sessions;
+pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;

@@ -4,7 +4,7 @@
 //! too often goes to the dead-letter stream.
 
 mod cluster_push;
-pub mod settings;
+pub use chat_core::settings::fanout as settings;
 
 use chat_core::consumer::{BatchHandler, ConsumerSpec, Messages, Received, ShardConsumer};
 use chat_core::keys::Keys;

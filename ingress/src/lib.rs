@@ -15,7 +15,7 @@ pub mod outbound;
 pub mod overload;
 pub mod presence;
 mod serve;
-pub mod settings;
+pub use chat_core::settings::ingress as settings;
 pub mod sockets;
 pub mod state;
 pub mod ws;

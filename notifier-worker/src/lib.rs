@@ -7,8 +7,8 @@
 pub mod fcm;
 pub mod oauth;
 pub mod payload;
-pub mod service_account;
-pub mod settings;
+pub use chat_core::settings::notifier as settings;
+pub use chat_core::settings::service_account;
 pub mod work;
 
 use chat_core::entry::Entry;

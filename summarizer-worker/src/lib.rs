@@ -10,8 +10,8 @@
 
 pub mod extractive;
 pub mod gemini;
+pub use chat_core::settings::summarizer as settings;
 use chat_jobs as jobs;
-pub mod settings;
 pub mod summarize;
 
 use apalis::prelude::*;

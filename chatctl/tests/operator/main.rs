@@ -10,4 +10,5 @@ mod dlq;
 mod help;
 mod rooms;
 mod sessions;
+mod stack;
 mod token;

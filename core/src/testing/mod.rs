@@ -1,6 +1,8 @@
 //! Test support shared by every crate's tests: wait for a condition with a
 //! deadline instead of sleeping and hoping.
 
+pub mod process;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

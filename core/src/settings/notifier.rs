@@ -1,7 +1,7 @@
 //! notifier-worker settings from `CHAT_*`.
 
-use crate::service_account::ServiceAccount;
-use chat_core::config::{Common, ConfigError, Settings, Strings};
+use super::service_account::ServiceAccount;
+use crate::config::{Common, ConfigError, Settings, Strings};
 use std::time::Duration;
 
 #[derive(Clone, Debug)]

@@ -1,6 +1,6 @@
 //! summarizer-worker settings from `CHAT_*`.
 
-use chat_core::config::{Common, ConfigError, Settings, Strings};
+use crate::config::{Common, ConfigError, Settings, Strings};
 use std::time::Duration;
 
 #[derive(Clone)]

@@ -1,7 +1,7 @@
 //! Ingress settings from `CHAT_*` (see README "Configuration").
 
-use chat_core::config::{Common, ConfigError, Settings, Strings};
-use chat_core::jwt::{JwtConfig, JwtField};
+use crate::config::{Common, ConfigError, Settings, Strings};
+use crate::jwt::{JwtConfig, JwtField};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -67,7 +67,7 @@ pub struct IngressSettings {
     /// Serve dev tokens to any peer, not only loopback (`CHAT_DEV_TOKENS_PUBLIC`).
     pub dev_tokens_public: bool,
     /// The archive (MongoDB) history reads continue in; `None`: Redis only.
-    pub mongodb: Option<chat_core::config::MongoSettings>,
+    pub mongodb: Option<crate::config::MongoSettings>,
     /// A second listener for `/metrics`, `/healthz` and `/readyz`, for
     /// scrapers and probes on a private network.
     pub metrics_listen: Option<SocketAddr>,
@@ -162,7 +162,7 @@ impl IngressSettings {
                     None
                 }
             });
-        let revoked_session_ttl = chat_core::sessions::revoked_session_ttl(&mut s);
+        let revoked_session_ttl = crate::sessions::revoked_session_ttl(&mut s);
         let settings = Self {
             listen,
             common,
@@ -198,7 +198,7 @@ fn read_jwt(s: &mut Settings<'_>) -> JwtConfig {
         cfg.algorithms.clear();
         for a in algs {
             match a.parse::<jsonwebtoken::Algorithm>() {
-                Ok(alg) if chat_core::jwt::SUPPORTED_ALGORITHMS.contains(&alg) => {
+                Ok(alg) if crate::jwt::SUPPORTED_ALGORITHMS.contains(&alg) => {
                     cfg.algorithms.push(alg)
                 }
                 _ => {
