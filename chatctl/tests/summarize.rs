@@ -76,7 +76,8 @@ async fn summarize_prints_a_table_and_exits_by_outcome() {
         assert!(row.contains(" done ") && row.contains("gemini:"), "{row}");
     }
     // One failing room: exit status 1, the row says why.
-    fake.answer_when_prompt_contains("delta line", GeminiAnswer::Status(400));
+    fake.answer_when_prompt_contains("delta line", GeminiAnswer::Status(400))
+        .await;
     chat(&stack, "delta").await;
     let url = stack.http(0);
     let out =

@@ -120,6 +120,44 @@ mod tests {
         assert_eq!(m["notification"]["body"], "alice: hi");
     }
 
+    fn keys(v: &Value) -> Vec<&str> {
+        let mut keys: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Field names and types per the FCM HTTP v1 `projects.messages.send`
+    /// reference (Message, Notification, AndroidConfig, ApnsConfig).
+    #[test]
+    fn the_request_has_the_fcm_v1_shape() {
+        let b = build("tok", &push("hi"));
+        assert_eq!(keys(&b), ["message"]);
+        let m = &b["message"];
+        assert_eq!(
+            keys(m),
+            ["android", "apns", "data", "notification", "token"]
+        );
+        assert_eq!(m["token"], "tok");
+        assert_eq!(keys(&m["notification"]), ["body", "title"]);
+        assert_eq!(keys(&m["android"]), ["collapse_key", "priority"]);
+        assert!(["normal", "high"].contains(&m["android"]["priority"].as_str().expect("priority")));
+        assert_eq!(keys(&m["apns"]), ["headers"]);
+        let headers = m["apns"]["headers"].as_object().expect("headers");
+        assert!(headers.values().all(Value::is_string));
+        // Keys FCM reserves in `data`.
+        let reserved = |k: &str| {
+            ["from", "notification", "message_type"].contains(&k)
+                || k.starts_with("google")
+                || k.starts_with("gcm")
+        };
+        assert!(!keys(&m["data"]).into_iter().any(reserved));
+    }
+
     #[test]
     fn long_previews_are_cut_by_characters_to_fit() {
         let long = "é".repeat(3000); // 6,000 bytes

@@ -124,15 +124,7 @@ impl Gemini {
         max_output_tokens: u32,
     ) -> Result<Generated, GeminiError> {
         self.pace().await;
-        let mut config = json!({"temperature": 0.2, "maxOutputTokens": max_output_tokens});
-        if let Some(b) = self.thinking_budget {
-            config["thinkingConfig"] = json!({"thinkingBudget": b});
-        }
-        let body = json!({
-            "systemInstruction": {"parts": [{"text": system}]},
-            "contents": [{"role": "user", "parts": [{"text": prompt}]}],
-            "generationConfig": config,
-        });
+        let body = request_body(system, prompt, max_output_tokens, self.thinking_budget);
         // The key goes in a header, never in the URL (URLs end up in logs).
         let resp = self
             .http
@@ -149,6 +141,25 @@ impl Gemini {
         let text = resp.text().await.unwrap_or_default();
         classify(status, &text)
     }
+}
+
+/// The `GenerateContentRequest`: one user turn, the system instruction, and
+/// the generation config.
+fn request_body(
+    system: &str,
+    prompt: &str,
+    max_output_tokens: u32,
+    thinking_budget: Option<u32>,
+) -> Value {
+    let mut config = json!({"temperature": 0.2, "maxOutputTokens": max_output_tokens});
+    if let Some(b) = thinking_budget {
+        config["thinkingConfig"] = json!({"thinkingBudget": b});
+    }
+    json!({
+        "systemInstruction": {"parts": [{"text": system}]},
+        "contents": [{"role": "user", "parts": [{"text": prompt}]}],
+        "generationConfig": config,
+    })
 }
 
 /// `"2s"`, `"1.5s"` (protobuf Duration JSON).
@@ -225,6 +236,53 @@ mod tests {
 
     fn ok(text: &str, finish: &str) -> String {
         json!({"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": finish}]}).to_string()
+    }
+
+    fn keys(v: &Value) -> Vec<&str> {
+        let mut keys: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Field names and types per the `models.generateContent` reference
+    /// (GenerateContentRequest, Content, Part, GenerationConfig).
+    #[test]
+    fn the_request_has_the_generate_content_shape() {
+        let body = request_body("be brief", "the transcript", 256, Some(0));
+        assert_eq!(
+            keys(&body),
+            ["contents", "generationConfig", "systemInstruction"]
+        );
+        assert_eq!(
+            body["contents"],
+            json!([{"role": "user", "parts": [{"text": "the transcript"}]}])
+        );
+        assert_eq!(
+            body["systemInstruction"],
+            json!({"parts": [{"text": "be brief"}]})
+        );
+        let config = &body["generationConfig"];
+        assert_eq!(
+            keys(config),
+            ["maxOutputTokens", "temperature", "thinkingConfig"]
+        );
+        assert_eq!(config["maxOutputTokens"], 256);
+        assert!(
+            config["temperature"]
+                .as_f64()
+                .is_some_and(|t| (0.0..=2.0).contains(&t))
+        );
+        assert_eq!(config["thinkingConfig"], json!({"thinkingBudget": 0}));
+        let without = request_body("s", "p", 1, None);
+        assert_eq!(
+            keys(&without["generationConfig"]),
+            ["maxOutputTokens", "temperature"]
+        );
     }
 
     #[test]

@@ -1,138 +1,78 @@
-//! What the fake Google APIs (FCM, Gemini) share: the error envelope, the
-//! canonical status names, and proto-JSON request checks as Google's front
-//! end reports them.
+//! What the FCM and Gemini mocks share: Google's error envelope and the
+//! light request checks.
 
-use axum::Json;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use wiremock::{Match, MockServer, Request, ResponseTemplate};
+
+/// A fresh server, not one from wiremock's pool, so it stops when dropped.
+/// Our responders record what the tests look at, so wiremock does not.
+pub async fn start_server() -> MockServer {
+    MockServer::builder()
+        .disable_request_recording()
+        .start()
+        .await
+}
 
 /// The canonical status name of an HTTP code in Google's error envelope.
-pub fn google_status(code: StatusCode) -> &'static str {
-    match code.as_u16() {
+fn google_status(code: u16) -> &'static str {
+    match code {
         400 => "INVALID_ARGUMENT",
         401 => "UNAUTHENTICATED",
         403 => "PERMISSION_DENIED",
         404 => "NOT_FOUND",
-        409 => "ABORTED",
         429 => "RESOURCE_EXHAUSTED",
-        499 => "CANCELLED",
         500 => "INTERNAL",
-        501 => "UNIMPLEMENTED",
         503 => "UNAVAILABLE",
         504 => "DEADLINE_EXCEEDED",
         _ => "UNKNOWN",
     }
 }
 
-/// `{"error": {"code", "message", "status", "details"?}}`.
-pub fn error_body(code: StatusCode, message: &str, details: Vec<Value>) -> Value {
-    let mut error = json!({
-        "code": code.as_u16(),
-        "message": message,
-        "status": google_status(code),
-    });
+/// `{"error": {"code", "message", "status", "details"?}}` with status `code`.
+pub fn google_error(code: u16, message: &str, details: Vec<Value>) -> ResponseTemplate {
+    let mut error = json!({"code": code, "message": message, "status": google_status(code)});
     if !details.is_empty() {
         error["details"] = Value::Array(details);
     }
-    json!({ "error": error })
+    ResponseTemplate::new(code).set_body_json(json!({ "error": error }))
 }
 
-pub fn google_error(code: StatusCode, message: &str, details: Vec<Value>) -> Response {
-    (code, Json(error_body(code, message, details))).into_response()
+/// A `google.rpc.BadRequest` detail, naming the field when there is one.
+pub fn bad_request_detail(field: Option<&str>, description: &str) -> Value {
+    let mut violation = json!({ "description": description });
+    if let Some(field) = field {
+        violation["field"] = json!(field);
+    }
+    let bad_request = "type.googleapis.com/google.rpc.BadRequest";
+    json!({"@type": bad_request, "fieldViolations": [violation]})
 }
 
-/// Whether the `Content-Type` header's media type is `media_type`.
-pub fn has_media_type(headers: &HeaderMap, media_type: &str) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case(media_type))
+/// The body of an `application/json` request whose body is a JSON object.
+pub fn json_object(request: &Request) -> Option<Value> {
+    let media_type = request.headers.get("content-type")?.to_str().ok()?;
+    media_type.starts_with("application/json").then_some(())?;
+    request.body_json::<Value>().ok().filter(Value::is_object)
 }
 
-/// A request body that does not parse as the API's proto JSON: the field it
-/// names, if any, and the message. Each fake turns it into its own refusal.
-pub struct JsonViolation {
-    pub field: Option<String>,
-    pub message: String,
-    /// A value of the wrong type (Gemini prefixes those messages with
-    /// "Invalid JSON payload received."; FCM does not).
-    pub invalid_value: bool,
-}
+/// Turns its mock off when dropped, as a `MockGuard` would: wiremock 0.6
+/// re-sorts mounted mocks by priority, so dropping a scoped mock's guard
+/// unmounts whichever mock now holds its index.
+pub struct MockSwitch(Arc<AtomicBool>);
 
-/// The first of `names` present in `map` with a non-null value (proto JSON
-/// treats `null` as unset, and accepts both snake and camel case names).
-pub fn field<'a>(map: &'a Map<String, Value>, names: &[&str]) -> Option<&'a Value> {
-    names
-        .iter()
-        .filter_map(|n| map.get(*n))
-        .find(|v| !v.is_null())
-}
-
-pub fn object<'a>(
-    v: &'a Value,
-    path: &str,
-    type_name: &str,
-) -> Result<&'a Map<String, Value>, JsonViolation> {
-    v.as_object().ok_or_else(|| type_error(path, type_name, v))
-}
-
-/// An optional string field.
-pub fn string<'a>(
-    map: &'a Map<String, Value>,
-    names: &[&str],
-    path: &str,
-) -> Result<Option<&'a str>, JsonViolation> {
-    match field(map, names) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(v) => Err(type_error(path, "TYPE_STRING", v)),
+impl MockSwitch {
+    /// The switch, and a matcher that matches while it lives.
+    pub fn new() -> (MockSwitch, impl Match + 'static) {
+        let on = Arc::new(AtomicBool::new(true));
+        let matcher = Arc::clone(&on);
+        let matcher = move |_: &Request| matcher.load(Ordering::Relaxed);
+        (MockSwitch(on), matcher)
     }
 }
 
-/// Refuses the first name of `map` not in `known`.
-pub fn check_known(
-    map: &Map<String, Value>,
-    parent: &str,
-    known: &[&str],
-) -> Result<(), JsonViolation> {
-    let Some(name) = map.keys().find(|k| !known.contains(&k.as_str())) else {
-        return Ok(());
-    };
-    Err(if parent.is_empty() {
-        JsonViolation {
-            field: None,
-            message: format!(
-                "Invalid JSON payload received. Unknown name \"{name}\": Cannot find field."
-            ),
-            invalid_value: false,
-        }
-    } else {
-        JsonViolation {
-            field: Some(format!("{parent}.{name}")),
-            message: format!(
-                "Invalid JSON payload received. Unknown name \"{name}\" at '{parent}': \
-                 Cannot find field."
-            ),
-            invalid_value: false,
-        }
-    })
-}
-
-pub fn type_error(path: &str, type_name: &str, value: &Value) -> JsonViolation {
-    JsonViolation {
-        field: Some(path.to_owned()),
-        message: format!("Invalid value at '{path}' ({type_name}), {}", shown(value)),
-        invalid_value: true,
-    }
-}
-
-/// A value as Google shows it in "Invalid value" messages.
-pub fn shown(value: &Value) -> String {
-    match value {
-        Value::Object(_) => "Starting an object on a scalar field".to_owned(),
-        Value::Array(_) => "Starting an array on a scalar field".to_owned(),
-        other => other.to_string(),
+impl Drop for MockSwitch {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }

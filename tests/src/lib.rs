@@ -4,7 +4,6 @@
 
 pub mod fake_fcm;
 pub mod fake_gemini;
-pub mod fake_server;
 pub mod forwarder;
 pub mod google_api;
 

@@ -94,7 +94,7 @@ async fn fcm_errors_remove_or_keep_the_token_and_are_not_retried() {
         member(&stack, "errs", user).await;
         let device = format!("{user}-device");
         stack.register_device(user, &device).await;
-        fake.fail_token(&device, answer.clone());
+        fake.fail_token(&device, answer.clone()).await;
     }
     say(&stack, "errs", "hello").await;
     settled(&stack).await;
@@ -126,7 +126,8 @@ async fn quota_and_server_errors_are_retried_honouring_retry_after_without_block
         FakeResponse::QuotaExceeded {
             retry_after: Some(1),
         },
-    );
+    )
+    .await;
     let t0 = Instant::now();
     say(&stack, "retry", "hello").await;
     wait_until(Duration::from_secs(10), "fast's push", || async {
@@ -156,8 +157,9 @@ async fn quota_and_server_errors_are_retried_honouring_retry_after_without_block
     assert_eq!(fake.sent_to("slow-device").len(), 1);
 
     // 500 and 503 are retried too.
-    fake.fail_next(1, FakeResponse::Internal);
-    fake.fail_next(1, FakeResponse::Unavailable { retry_after: None });
+    fake.fail_next(1, FakeResponse::Internal).await;
+    fake.fail_next(1, FakeResponse::Unavailable { retry_after: None })
+        .await;
     let before = fake.send_attempts();
     say(&stack, "retry2", "x").await; // nobody to push to: no attempts
     member(&stack, "retry3", "slow").await;
@@ -216,7 +218,7 @@ async fn a_killed_notifiers_work_is_finished_by_another_without_a_duplicate_push
     member(&stack, "ko", "carol").await;
     stack.register_device("carol", "carol-phone").await;
     // The first notifier's request hangs; it is killed mid-send.
-    fake.fail_next(1, FakeResponse::Hang);
+    fake.fail_next(1, FakeResponse::Hang).await;
     say(&stack, "ko", "are you there").await;
     wait_until(Duration::from_secs(10), "the hanging request", || async {
         (fake.send_attempts() == 1).then_some(())
@@ -271,7 +273,8 @@ async fn work_delivered_too_often_or_malformed_goes_to_the_dead_letter_stream() 
         FakeResponse::Unavailable {
             retry_after: Some(3600),
         },
-    );
+    )
+    .await;
     say(&stack, "down", "anyone?").await;
     let mut r = stack.redis().await;
     let notify = stack.keys().notify_stream();

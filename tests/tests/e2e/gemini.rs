@@ -124,7 +124,7 @@ async fn transient_errors_are_retried_and_permanent_ones_fail_with_attempts_coun
         ("t504", GeminiAnswer::Status(504)),
     ] {
         chat(&stack, room, 2).await;
-        fake.answer_next(1, answer);
+        fake.answer_next(1, answer).await;
         let s = one(&stack, room).await;
         assert_eq!(
             (s["status"].clone(), s["attempts"].clone()),
@@ -134,7 +134,8 @@ async fn transient_errors_are_retried_and_permanent_ones_fail_with_attempts_coun
     }
     // Always failing with a transient error: failed after the attempts allowed.
     chat(&stack, "always503", 2).await;
-    fake.answer_when_prompt_contains("always503 line", GeminiAnswer::Status(503));
+    fake.answer_when_prompt_contains("always503 line", GeminiAnswer::Status(503))
+        .await;
     let s = one(&stack, "always503").await;
     assert_eq!(
         (s["status"].clone(), s["attempts"].clone()),
@@ -145,7 +146,8 @@ async fn transient_errors_are_retried_and_permanent_ones_fail_with_attempts_coun
     // Permanent: one attempt, no retry.
     for (room, code) in [("p400", 400u16), ("p403", 403), ("p404", 404)] {
         chat(&stack, room, 2).await;
-        fake.answer_when_prompt_contains(&format!("{room} line"), GeminiAnswer::Status(code));
+        fake.answer_when_prompt_contains(&format!("{room} line"), GeminiAnswer::Status(code))
+            .await;
         let before = fake.call_count();
         let s = one(&stack, room).await;
         assert_eq!(
@@ -176,7 +178,8 @@ async fn a_429_is_retried_within_the_call_after_its_retry_delay() {
         GeminiAnswer::ResourceExhausted {
             retry_delay: Some("3s"),
         },
-    );
+    )
+    .await;
     let s = one(&stack, "quota").await;
     assert_eq!(
         (s["status"].clone(), s["attempts"].clone()),
@@ -263,7 +266,8 @@ async fn a_blocked_prompt_or_answer_fails_once_and_max_tokens_is_kept_as_truncat
     ];
     for (room, answer, reason) in cases {
         chat(&stack, room, 2).await;
-        fake.answer_when_prompt_contains(&format!("{room} line"), answer);
+        fake.answer_when_prompt_contains(&format!("{room} line"), answer)
+            .await;
         let before = fake.call_count();
         let s = one(&stack, room).await;
         assert_eq!(
@@ -278,7 +282,8 @@ async fn a_blocked_prompt_or_answer_fails_once_and_max_tokens_is_kept_as_truncat
         assert_eq!(fake.call_count() - before, 1, "{room}: not retried");
     }
     chat(&stack, "long", 2).await;
-    fake.answer_when_prompt_contains("long line", GeminiAnswer::MaxTokens);
+    fake.answer_when_prompt_contains("long line", GeminiAnswer::MaxTokens)
+        .await;
     let s = one(&stack, "long").await;
     assert_eq!(
         (s["status"].clone(), s["truncated"].clone()),
