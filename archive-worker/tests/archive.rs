@@ -7,9 +7,9 @@ use archive_worker::settings::ArchiveSettings;
 use chat_archive as store;
 use chat_core::config::StreamsConfig;
 use chat_core::keys::Keys;
-use chat_core::mongo_server::MongoServer;
 use chat_core::redis_conn::{self, Conn};
-use chat_core::redis_server::RedisServer;
+use chat_devkit::mongo_server::MongoServer;
+use chat_devkit::redis_server::RedisServer;
 use mongodb::bson::{Document, doc};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -114,7 +114,7 @@ impl Env {
     /// Appends through the real append script; returns the message's offset.
     async fn send(&self, room: &str, i: usize) -> u64 {
         let mut conn = self.conn.clone();
-        chat_core::testing::append(&mut conn, &self.keys, &self.streams, room, i).await
+        chat_devkit::testing::append(&mut conn, &self.keys, &self.streams, room, i).await
     }
 
     async fn archived(&self) -> u64 {
@@ -221,7 +221,7 @@ async fn every_message_is_archived_exactly_once_across_a_sigkill() {
     let env = Env::start().await;
     let mut a = env.process("a");
     let b = env.process("b");
-    let writer = tokio::spawn(chat_core::testing::append_many(
+    let writer = tokio::spawn(chat_devkit::testing::append_many(
         env.conn.clone(),
         env.keys.clone(),
         env.streams.clone(),

@@ -8,8 +8,8 @@
 //! stops the rest, so the stack never runs half.
 
 use anyhow::{Context, bail};
-use chat_core::redis_server::RedisServer;
 use chat_core::settings;
+use chat_devkit::redis_server::RedisServer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

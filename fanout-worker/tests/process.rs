@@ -6,7 +6,7 @@
 use chat_core::config::StreamsConfig;
 use chat_core::keys::Keys;
 use chat_core::redis_conn::{self, Conn};
-use chat_core::redis_server::RedisServer;
+use chat_devkit::redis_server::RedisServer;
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -83,7 +83,7 @@ async fn sigterm_acks_the_batch_in_hand_and_sigkilled_work_is_taken_over() {
 /// The same on a Redis Cluster, where each shard has its own reader task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_on_a_redis_cluster() {
-    let cluster = chat_core::redis_server::RedisCluster::start(3).expect("cluster");
+    let cluster = chat_devkit::redis_server::RedisCluster::start(3).expect("cluster");
     signals(&cluster.url()).await;
 }
 
@@ -130,7 +130,7 @@ async fn signals(url: &str) {
     let c = spawn_worker(url, &streams_file, "c");
 
     // Messages through the real append script, at a steady pace (~1.5 s).
-    let writer = tokio::spawn(chat_core::testing::append_many(
+    let writer = tokio::spawn(chat_devkit::testing::append_many(
         conn.clone(),
         keys.clone(),
         streams.clone(),

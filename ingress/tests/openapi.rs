@@ -44,7 +44,7 @@ const METHODS: &[&str] = &[
 struct Node {
     base: String,
     stop: CancellationToken,
-    _redis: chat_core::redis_server::RedisServer,
+    _redis: chat_devkit::redis_server::RedisServer,
 }
 
 impl Drop for Node {
@@ -54,7 +54,7 @@ impl Drop for Node {
 }
 
 async fn start() -> Node {
-    let redis = chat_core::redis_server::RedisServer::start().expect("redis-server");
+    let redis = chat_devkit::redis_server::RedisServer::start().expect("redis-server");
     let env: HashMap<String, String> = [
         ("CHAT_REDIS_URL", redis.url()),
         (

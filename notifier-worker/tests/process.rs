@@ -1,7 +1,7 @@
 //! notifier-worker as its own process: a bad setting stops it with the setting
 //! named and no panic; a good one runs until SIGTERM and exits cleanly.
 
-use chat_core::testing::process;
+use chat_devkit::testing::process;
 
 const BIN: &str = env!("CARGO_BIN_EXE_notifier-worker");
 

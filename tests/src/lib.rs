@@ -8,7 +8,7 @@ pub mod forwarder;
 pub mod google_api;
 
 use chat_core::config::StreamsConfig;
-use chat_core::redis_server::{RedisCluster, RedisServer, replicas_acking};
+use chat_devkit::redis_server::{RedisCluster, RedisServer, replicas_acking};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-pub use chat_core::testing::wait_until;
+pub use chat_devkit::testing::wait_until;
 
 pub const SECRET: &str = "test-secret-0123456789abcdef";
 pub const API_KEY: &str = "test-api-key-0123456789";
@@ -55,7 +55,7 @@ pub struct Stack {
     pub notifiers: Vec<Worker>,
     pub summarizers: Vec<Worker>,
     /// The archive's MongoDB-wire-protocol server (nx-27017), when asked for.
-    pub mongo: Option<chat_core::mongo_server::MongoServer>,
+    pub mongo: Option<chat_devkit::mongo_server::MongoServer>,
     pub archivers: Vec<Worker>,
     pub env: HashMap<String, String>,
     pub streams: Arc<StreamsConfig>,
@@ -213,7 +213,7 @@ impl StackBuilder {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let mongo = self.archive.then(|| {
-            chat_core::mongo_server::MongoServer::start()
+            chat_devkit::mongo_server::MongoServer::start()
                 .expect("nx-27017 starts (scripts/ensure-mongo installs it)")
         });
         if let Some(m) = &mongo {
@@ -461,7 +461,7 @@ impl Stack {
     /// what it has, and still refuses writes): what the primary acks from now
     /// on, it alone holds.
     pub fn cut_replica(&self) {
-        let nobody = chat_core::redis_server::free_port().expect("a free port");
+        let nobody = chat_devkit::redis_server::free_port().expect("a free port");
         self.failover()
             .replica
             .replicate(Some(nobody))

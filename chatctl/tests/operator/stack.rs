@@ -3,7 +3,7 @@
 //! them all.
 
 use crate::cli::Cli;
-use chat_core::redis_server::RedisServer;
+use chat_devkit::redis_server::RedisServer;
 use e2e::{API_KEY, Client, SECRET, http, token};
 use serde_json::json;
 use std::time::Duration;

@@ -13,7 +13,7 @@ const MESSAGES: u64 = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_queued_frames_closes_1001_and_exits() {
-    let redis = chat_core::redis_server::RedisServer::start().expect("redis-server");
+    let redis = chat_devkit::redis_server::RedisServer::start().expect("redis-server");
     let mut node = Node::start(&redis.url(), &[("CHAT_SHUTDOWN_GRACE", "5s")], None).await;
     let addr = node.addr.clone();
     // No fanout worker: the node hands its own appends to its hub, so what

@@ -5,7 +5,7 @@
 use super::support::{
     API_KEY, DEADLINE, Event, Node, Ws, free_addr, http, http_get, token, token_with, wait_metrics,
 };
-use chat_core::redis_server::RedisServer;
+use chat_devkit::redis_server::RedisServer;
 use futures_util::SinkExt;
 use serde_json::json;
 use std::time::{Duration, Instant};

@@ -38,7 +38,7 @@ impl Node {
     /// Starts the ingress with the test secret and key, `env` on top, and
     /// (when given) a descriptor limit; returns once `/readyz` answers 200.
     pub async fn start(redis_url: &str, env: &[(&str, &str)], nofile: Option<u32>) -> Node {
-        let port = chat_core::redis_server::free_port().expect("port");
+        let port = chat_devkit::redis_server::free_port().expect("port");
         let addr = format!("127.0.0.1:{port}");
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("ingress.log");
@@ -208,7 +208,7 @@ pub fn now() -> u64 {
 
 /// A free loopback address, for a second listener.
 pub fn free_addr() -> String {
-    let port = chat_core::redis_server::free_port().expect("port");
+    let port = chat_devkit::redis_server::free_port().expect("port");
     format!("127.0.0.1:{port}")
 }
 

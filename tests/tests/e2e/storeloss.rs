@@ -568,9 +568,9 @@ async fn with_acks_that_wait_for_replicas_no_read_shows_what_the_replica_lacks()
     }
     use chat_core::config::RetentionPolicy;
     use chat_core::protocol::{Kind, Since};
-    use chat_core::redis_server::{RedisServer, replicas_acking};
     use chat_core::replicas::AckReplicas;
     use chat_core::scripts::{AppendRequest, ScriptError, Scripts};
+    use chat_devkit::redis_server::{RedisServer, replicas_acking};
 
     let primary = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]).expect("primary");
     let replica = RedisServer::start_replica_of(primary.port()).expect("replica");

@@ -28,23 +28,23 @@ where
 /// Appends message `i` (text `message <i>`, client id `c<i>`, user `w`) to
 /// `room` through the real append script; returns its offset.
 pub async fn append(
-    conn: &mut crate::redis_conn::Conn,
-    keys: &crate::keys::Keys,
-    streams: &crate::config::StreamsConfig,
+    conn: &mut chat_core::redis_conn::Conn,
+    keys: &chat_core::keys::Keys,
+    streams: &chat_core::config::StreamsConfig,
     room: &str,
     i: usize,
 ) -> u64 {
-    let req = crate::scripts::AppendRequest {
+    let req = chat_core::scripts::AppendRequest {
         room,
         user: "w",
         text: &format!("message {i}"),
         client_id: &format!("c{i}"),
-        kind: crate::protocol::Kind::User,
+        kind: chat_core::protocol::Kind::User,
         retention: streams.retention(room),
         dedup_window: streams.dedup.window,
         shard_maxlen: streams.fanout.shard_maxlen,
     };
-    crate::scripts::Scripts::default()
+    chat_core::scripts::Scripts::default()
         .append(conn, keys, &req)
         .await
         .expect("append")
@@ -56,9 +56,9 @@ pub async fn append(
 /// writer for tests that kill workers while it runs.
 #[allow(clippy::too_many_arguments)]
 pub async fn append_many(
-    mut conn: crate::redis_conn::Conn,
-    keys: crate::keys::Keys,
-    streams: crate::config::StreamsConfig,
+    mut conn: chat_core::redis_conn::Conn,
+    keys: chat_core::keys::Keys,
+    streams: chat_core::config::StreamsConfig,
     prefix: &str,
     rooms: usize,
     n: usize,

@@ -1,0 +1,8 @@
+//! What development and tests run beside the product: a `redis-server` (one,
+//! or a cluster) and an `nx-27017` MongoDB-wire server started on free ports
+//! in temporary directories, and test helpers. The local stack
+//! (`chatctl stack`) and the test suites use it; no service links it.
+
+pub mod mongo_server;
+pub mod redis_server;
+pub mod testing;
