@@ -85,6 +85,8 @@ impl Archive {
 }
 
 impl BatchHandler for Archiver {
+    type Item = chat_core::protocol::Message;
+
     async fn ready(&mut self) -> Result<(), GroupError> {
         if self.healthy {
             return Ok(());
@@ -205,8 +207,8 @@ impl Archiver {
         for (si, (_, received)) in batch.iter().enumerate() {
             for (ei, r) in received.iter().enumerate() {
                 total += 1;
-                let keep = streams.retention(&r.message.room).archive_for;
-                docs.push(store::document(&r.message, keep));
+                let keep = streams.retention(&r.item.room).archive_for;
+                docs.push(store::document(&r.item, keep));
                 origin.push((si, ei));
             }
         }

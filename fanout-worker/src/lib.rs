@@ -112,6 +112,8 @@ impl Fanout {
 }
 
 impl BatchHandler for Publisher {
+    type Item = chat_core::protocol::Message;
+
     async fn handle(&mut self, messages: Messages) -> Result<usize, FanoutError> {
         self.publish(messages).await
     }
@@ -145,7 +147,7 @@ impl Publisher {
         // in the same pipeline as the publishes.
         let mut by_room: Vec<(&str, Vec<&chat_core::protocol::Message>)> = Vec::new();
         for (_, received) in &messages {
-            for Received { message: m, .. } in received {
+            for Received { item: m, .. } in received {
                 self.conn.publish_room(
                     &mut pipe,
                     &self.keys.room_channel(&m.room),

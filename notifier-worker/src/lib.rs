@@ -11,16 +11,16 @@ pub use chat_core::settings::notifier as settings;
 pub use chat_core::settings::service_account;
 pub mod work;
 
-use chat_core::entry::Entry;
-use chat_core::group;
-use chat_core::keys::Keys;
+mod due;
+
+use chat_core::consumer::{BatchHandler, ConsumerSpec, GroupError, Item, Messages, ShardConsumer};
+use chat_core::entry::{Entry, ReplyError};
 use chat_core::redis_conn;
 use chat_core::redis_conn::Conn;
-use chat_core::scripts::{DueMember, ScriptError, Scripts};
 use settings::NotifierSettings;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
@@ -30,65 +30,81 @@ use work::{Ctx, Outcome, Sender, WorkItem};
 pub enum NotifierError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error(transparent)]
-    Reply(#[from] chat_core::entry::ReplyError),
     #[error("fcm: {0}")]
     Fcm(#[from] oauth::TokenError),
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
     #[error(transparent)]
-    Replicas(#[from] chat_core::replicas::WaitError),
+    Group(#[from] GroupError),
 }
 
-impl From<ScriptError> for NotifierError {
-    fn from(e: ScriptError) -> Self {
-        match e {
-            ScriptError::Redis(r) => Self::Redis(r),
-            ScriptError::Reply(r) => Self::Reply(r),
-            ScriptError::Replicas(r) => Self::Replicas(r),
-        }
+/// A work item, as the consumer hands it on: parsed, or dead-lettered
+/// `malformed`.
+impl Item for WorkItem {
+    fn parse(entry: &Entry) -> Result<Self, ReplyError> {
+        WorkItem::parse(entry).ok_or_else(|| ReplyError("not a push work item".into()))
     }
 }
 
-struct InFlight(Arc<Mutex<HashSet<String>>>, String);
+/// Entry ids being worked on here.
+type InFlightSet = Arc<Mutex<HashSet<String>>>;
+
+/// Leaves the in-flight set however its task ends (a panic included).
+struct InFlight(InFlightSet, String);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.1);
+        lock(&self.0).remove(&self.1);
     }
 }
 
-/// How often collapsed pushes are checked for the end of their window.
-const DUE_EVERY: Duration = Duration::from_millis(500);
+fn lock(set: &InFlightSet) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    set.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 pub struct Notifier {
     settings: NotifierSettings,
-    keys: Keys,
-    conn: Conn,
-    reader: Conn,
+    consumer: ShardConsumer,
+    pusher: Pusher,
+    due: due::Due,
+}
+
+/// The consumer's handler: starts each item as its own task (sends retry
+/// with backoff, so items must not wait for each other) and acknowledges it
+/// there once every device is settled.
+struct Pusher {
     ctx: Arc<Ctx>,
-    scripts: Scripts,
+    conn: Conn,
+    stream: String,
+    group: String,
     tasks: JoinSet<()>,
-    /// Entry ids being worked on here; their pending idle time is reset
-    /// (`XCLAIM ... JUSTID`) so no one takes them over while we retry.
-    in_flight: Arc<Mutex<HashSet<String>>>,
-    last_claim: Instant,
-    last_due: Instant,
-    /// `XAUTOCLAIM` cursor: each round continues where the last stopped.
-    claim_cursor: String,
+    /// Their pending idle time is reset (`XCLAIM ... JUSTID`) so no one
+    /// takes them over while they retry.
+    in_flight: InFlightSet,
+    max_in_flight: usize,
 }
 
 impl Notifier {
     pub async fn build(settings: NotifierSettings) -> Result<Self, NotifierError> {
         let keys = settings.common.keys();
         let url = settings.common.redis_url.clone();
-        let mut conn = redis_conn::manager(&url).await?;
-        let reader = redis_conn::blocking(&url, settings.block).await?;
+        let conn = redis_conn::manager(&url).await?;
         let policy = &settings.common.streams.notify;
-        group::ensure_groups(&mut conn, &[keys.notify_stream()], &policy.group).await?;
+        let spec = ConsumerSpec {
+            url: url.clone(),
+            group: policy.group.clone(),
+            consumer: settings.consumer.clone(),
+            batch: settings.max_in_flight.clamp(1, 256),
+            block: settings.block,
+            claim_idle: policy.claim_idle,
+            linger: Duration::ZERO,
+            acks: settings.common.ack_replicas,
+            max_deliveries: policy.max_deliveries,
+            dead_letter: keys.dead_letter(&policy.group),
+            dead_letter_maxlen: settings.common.streams.fanout.dead_letter_maxlen,
+        };
+        let consumer =
+            ShardConsumer::connect(spec, conn.clone(), vec![keys.notify_stream()]).await?;
         let sender = match &settings.fcm {
             Some(f) => {
                 let http = reqwest::Client::builder()
@@ -127,339 +143,130 @@ impl Notifier {
             paused_until: std::sync::atomic::AtomicU64::new(0),
         });
         info!(consumer = %settings.consumer, "notifier ready");
-        Ok(Self {
-            settings,
-            keys,
-            conn,
-            reader,
+        let pusher = Pusher {
             ctx,
-            scripts: Scripts::default(),
+            conn: conn.clone(),
+            stream: keys.notify_stream(),
+            group: policy.group.clone(),
             tasks: JoinSet::new(),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
-            last_claim: Instant::now(),
-            last_due: Instant::now(),
-            claim_cursor: "0-0".into(),
+            max_in_flight: settings.max_in_flight.max(1),
+        };
+        let due = due::Due::new(keys, conn, policy.clone());
+        Ok(Self {
+            settings,
+            consumer,
+            pusher,
+            due,
         })
     }
 
-    fn group(&self) -> String {
-        self.settings.common.streams.notify.group.clone()
-    }
-
-    fn stream(&self) -> String {
-        self.keys.notify_stream()
-    }
-
-    fn busy(&self) -> usize {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
-    }
-
     /// Runs until `shutdown`; items in hand get `grace` to finish, the rest
-    /// stay pending for another worker.
+    /// stay pending for another worker. Beside the consumer run the due pass
+    /// (collapsed pushes whose window ended) and the touch of the items in
+    /// hand.
     pub async fn run(
         mut self,
         shutdown: CancellationToken,
         grace: Duration,
     ) -> Result<(), NotifierError> {
-        let claim_every = self.settings.common.streams.notify.claim_idle / 3;
-        let mut backoff = chat_core::backoff::Backoff::redis();
-        while !shutdown.is_cancelled() {
-            while self.tasks.try_join_next().is_some() {}
-            let result = if self.last_due.elapsed() >= DUE_EVERY {
-                self.last_due = Instant::now();
-                self.run_due().await.map(|_| ())
-            } else if self.last_claim.elapsed() >= claim_every {
-                self.last_claim = Instant::now();
-                match self.touch().await {
-                    Ok(()) => self.claim().await.map(|_| ()),
-                    Err(e) => Err(e),
-                }
-            } else if self.busy() >= self.settings.max_in_flight {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                Ok(())
-            } else {
-                self.step().await.map(|_| ())
-            };
-            match result {
-                Ok(()) => backoff.reset(),
-                Err(NotifierError::Redis(e)) if e.code() == Some("NOGROUP") => {
-                    warn!("notify group missing; recreating");
-                    let (group, stream) = (self.group(), self.stream());
-                    if let Err(e) = group::ensure_groups(&mut self.conn, &[stream], &group).await {
-                        warn!(error = %e, "recreating the notify group failed");
-                    }
-                }
-                Err(e) => {
-                    warn!(error = %e, "notifier step failed; backing off");
-                    if !backoff.sleep(&shutdown).await {
-                        break;
-                    }
-                }
-            }
-        }
+        let claim_idle = self.settings.common.streams.notify.claim_idle;
+        let due = tokio::spawn(self.due.run(shutdown.clone()));
+        let touch = tokio::spawn(touch_in_flight(
+            self.pusher.conn.clone(),
+            self.consumer.spec().clone(),
+            self.pusher.stream.clone(),
+            self.pusher.in_flight.clone(),
+            claim_idle / 3,
+            shutdown.clone(),
+        ));
+        let result = self.consumer.run(&mut self.pusher, shutdown).await;
         let _ = tokio::time::timeout(grace, async {
-            while self.tasks.join_next().await.is_some() {}
+            while self.pusher.tasks.join_next().await.is_some() {}
         })
         .await;
-        self.tasks.abort_all();
+        self.pusher.tasks.abort_all();
+        let _ = due.await;
+        let _ = touch.await;
         info!(consumer = %self.settings.consumer, "notifier stopped");
+        Ok(result?)
+    }
+}
+
+/// Resets the idle time of the work in hand every `every`, without counting
+/// a delivery, so the group's takeover (after `claim_idle`) never sees it.
+async fn touch_in_flight(
+    mut conn: Conn,
+    spec: ConsumerSpec,
+    stream: String,
+    in_flight: InFlightSet,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let ids: Vec<String> = lock(&in_flight).iter().cloned().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let r: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
+            .arg(&stream)
+            .arg(&spec.group)
+            .arg(&spec.consumer)
+            .arg(0)
+            .arg(&ids)
+            .arg("JUSTID")
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = r {
+            warn!(error = %e, "touching the work in hand failed; retried next round");
+        }
+    }
+}
+
+impl BatchHandler for Pusher {
+    type Item = WorkItem;
+
+    /// Waits for a free slot: no more than `max_in_flight` items in hand.
+    async fn ready(&mut self) -> Result<(), GroupError> {
+        while self.tasks.try_join_next().is_some() {}
+        while lock(&self.in_flight).len() >= self.max_in_flight {
+            if self.tasks.join_next().await.is_none() {
+                break;
+            }
+        }
         Ok(())
     }
 
-    /// Reads new work (blocking up to `block`) and starts it. Returns how many.
-    pub async fn step(&mut self) -> Result<usize, NotifierError> {
-        let room = self
-            .settings
-            .max_in_flight
-            .saturating_sub(self.busy())
-            .clamp(1, 256);
-        let reply: redis::Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(self.group())
-            .arg(&self.settings.consumer)
-            .arg("COUNT")
-            .arg(room)
-            .arg("BLOCK")
-            .arg(chat_core::clock::millis(self.settings.block))
-            .arg("STREAMS")
-            .arg(self.stream())
-            .arg(">")
-            .query_async(&mut self.reader)
-            .await?;
+    async fn handle(&mut self, messages: Messages<WorkItem>) -> Result<usize, GroupError> {
         let mut n = 0;
-        for (_, entries) in group::read_reply(&reply)? {
-            for e in entries {
-                self.start(e).await?;
+        for (_, received) in messages {
+            for r in received {
+                // Taken over from ourselves: it is still being worked on.
+                if !lock(&self.in_flight).insert(r.entry.id.clone()) {
+                    continue;
+                }
+                self.start(r.item);
                 n += 1;
             }
         }
         Ok(n)
     }
+}
 
-    /// Takes over work idle longer than `claim_idle` (a crashed notifier's);
-    /// work delivered too often goes to the dead-letter stream.
-    pub async fn claim(&mut self) -> Result<usize, NotifierError> {
-        let policy = self.settings.common.streams.notify.clone();
-        let (group, stream) = (self.group(), self.stream());
-        group::report_gauges(&mut self.conn, std::slice::from_ref(&stream), &group).await;
-        let reply: redis::Value = redis::cmd("XAUTOCLAIM")
-            .arg(&stream)
-            .arg(&group)
-            .arg(&self.settings.consumer)
-            .arg(chat_core::clock::millis(policy.claim_idle))
-            .arg(&self.claim_cursor)
-            .arg("COUNT")
-            .arg(256)
-            .query_async(&mut self.conn)
-            .await?;
-        let (next, entries, deleted) = group::autoclaim_reply(&reply)?;
-        self.claim_cursor = next;
-        if !deleted.is_empty() {
-            let _: () = redis::cmd("XACK")
-                .arg(&stream)
-                .arg(&group)
-                .arg(&deleted)
-                .query_async(&mut self.conn)
-                .await?;
-        }
-        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-        let counts = group::delivery_counts(&mut self.conn, &stream, &group, &ids).await?;
-        let mut n = 0;
-        for e in entries {
-            if self
-                .in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&e.id)
-            {
-                continue;
-            }
-            if counts
-                .get(&e.id)
-                .is_some_and(|&c| c > policy.max_deliveries)
-            {
-                warn!(id = %e.id, "push work delivered too often; dead-lettered");
-                self.dead_letter(&e, "max_deliveries").await?;
-                continue;
-            }
-            info!(id = %e.id, "took over push work");
-            self.start(e).await?;
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    /// Queues the collapsed pushes whose window has ended, in rounds of 256
-    /// until none is due (bounded, so a huge backlog cannot starve the rest).
-    pub async fn run_due(&mut self) -> Result<u64, NotifierError> {
-        const ROUND: u64 = 256;
-        let mut total = 0;
-        for _ in 0..40 {
-            if self.conn.is_cluster() {
-                let n = self.run_due_cluster(ROUND).await?;
-                total += n;
-                if n < ROUND {
-                    break;
-                }
-                continue;
-            }
-            let n: u64 = self
-                .scripts
-                .due_batch(
-                    &self.keys,
-                    ROUND,
-                    self.settings.common.streams.notify.maxlen,
-                )
-                .invoke_async(&mut self.conn)
-                .await?;
-            total += n;
-            if n < ROUND {
-                break;
-            }
-        }
-        Ok(total)
-    }
-
-    /// `run_due` in a Redis Cluster, where the due set, the collapse state
-    /// and the notify stream live in different slots. Each due member is
-    /// removed first (only the notifier whose `ZREM` removed it goes on; a
-    /// push scheduled meanwhile re-adds it), then its push is taken in its
-    /// room's slot into the room's outbox (`due.lua`, single-member form),
-    /// and the outboxes are applied (`chat_core::outbox`): a failure after
-    /// the take repeats the push later instead of losing it. A take that
-    /// fails puts its member back.
-    async fn run_due_cluster(&mut self, round: u64) -> Result<u64, NotifierError> {
-        let now = chat_core::clock::now_ms();
-        let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.keys.notify_due())
-            .arg("-inf")
-            .arg(now)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(round)
-            .query_async(&mut self.conn)
-            .await?;
-        if due.is_empty() {
-            return Ok(0);
-        }
-        let mut remove = redis::pipe();
-        for m in &due {
-            remove.zrem(self.keys.notify_due(), m);
-        }
-        let removed: Vec<i64> = remove.query_async(&mut self.conn).await?;
-        let mine: Vec<(&String, DueMember<'_>)> = due
-            .iter()
-            .zip(removed)
-            .filter(|(_, n)| *n == 1)
-            .filter_map(|(m, _)| Some((m, DueMember::decode(m)?)))
-            .collect();
-        let notify = &self.settings.common.streams.notify;
-        let taken = futures_util::future::join_all(mine.iter().map(|(_, member)| {
-            let mut conn = self.conn.clone();
-            let call = self.scripts.due_one(&self.keys, member, notify);
-            async move { call.invoke_async::<redis::Value>(&mut conn).await }
-        }))
-        .await;
-        let mut outboxes = Vec::new();
-        for ((member, DueMember { room, user, .. }), reply) in mine.iter().zip(taken) {
-            let entries = reply
-                .map_err(ScriptError::from)
-                .and_then(|v| chat_core::outbox::entries(&v));
-            match entries {
-                Ok(entries) => outboxes.push(chat_core::outbox::Outbox {
-                    room: (*room).to_owned(),
-                    entries,
-                }),
-                Err(e) => {
-                    warn!(room, user, error = %e, "trailing push not taken; rescheduled");
-                    let _: redis::RedisResult<()> = redis::cmd("ZADD")
-                        .arg(self.keys.notify_due())
-                        .arg("NX")
-                        .arg(now)
-                        .arg(*member)
-                        .query_async(&mut self.conn)
-                        .await;
-                }
-            }
-        }
-        chat_core::outbox::apply(
-            &self.conn,
-            &self.scripts.due,
-            &self.keys,
-            notify.maxlen,
-            &outboxes,
-        )
-        .await?;
-        Ok(due.len() as u64)
-    }
-
-    /// Resets the idle time of the work in hand, without counting a delivery.
-    async fn touch(&mut self) -> Result<(), NotifierError> {
-        let ids: Vec<String> = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let _: redis::Value = redis::cmd("XCLAIM")
-            .arg(self.stream())
-            .arg(self.group())
-            .arg(&self.settings.consumer)
-            .arg(0)
-            .arg(&ids)
-            .arg("JUSTID")
-            .query_async(&mut self.conn)
-            .await?;
-        Ok(())
-    }
-
-    async fn dead_letter(&mut self, e: &Entry, reason: &str) -> Result<(), NotifierError> {
-        metrics::counter!("chat_dead_lettered_total", "group" => self.group()).increment(1);
-        let policy = &self.settings.common.streams.notify;
-        let mut pipe = redis::pipe();
-        group::dead_letter(
-            &mut pipe,
-            &self.keys.dead_letter(&policy.group),
-            self.settings.common.streams.fanout.dead_letter_maxlen,
-            &self.stream(),
-            e,
-            reason,
-        );
-        pipe.query_async::<()>(&mut self.conn).await?;
-        // Acknowledged only once dead-lettered (another slot in a cluster).
-        redis::cmd("XACK")
-            .arg(self.stream())
-            .arg(&policy.group)
-            .arg(&e.id)
-            .query_async::<()>(&mut self.conn)
-            .await?;
-        Ok(())
-    }
-
-    async fn start(&mut self, e: Entry) -> Result<(), NotifierError> {
-        let Some(item) = WorkItem::parse(&e) else {
-            warn!(id = %e.id, "malformed push work; dead-lettered");
-            return self.dead_letter(&e, "malformed").await;
-        };
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(e.id.clone());
+impl Pusher {
+    fn start(&mut self, item: WorkItem) {
         let (ctx, in_flight) = (self.ctx.clone(), self.in_flight.clone());
-        let (mut conn, stream, group) = (self.conn.clone(), self.stream(), self.group());
+        let (mut conn, stream, group) =
+            (self.conn.clone(), self.stream.clone(), self.group.clone());
         let span =
             tracing::info_span!("push", user = %item.user, room = %item.room, item = %item.id);
         self.tasks.spawn(
             async move {
                 let id = item.id.clone();
-                // Leaves the in-flight set however the task ends (a panic included).
                 let _guard = InFlight(in_flight, id.clone());
                 let outcome = work::process(ctx, item).await;
                 if outcome == Outcome::Done {
@@ -470,9 +277,8 @@ impl Notifier {
                         warn!(error = %e, "ack failed; the item will be redelivered (sends are idempotent)");
                     }
                 }
-                }
+            }
             .instrument(span),
         );
-        Ok(())
     }
 }

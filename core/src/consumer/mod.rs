@@ -1,10 +1,11 @@
-//! A consumer in a group over the fanout shard streams, shared by the
-//! workers that read them (fanout, archive): reading new entries (one
+//! A consumer in a group, shared by every worker that reads a stream in a
+//! consumer group (fanout and archive over the shard streams, the notifier
+//! over the notify stream): reading new entries (one
 //! `XREADGROUP` over every shard on a standalone Redis, a reader per shard in
 //! Redis Cluster), taking over a crashed consumer's entries with
 //! `XAUTOCLAIM`, removing consumers that stopped, dead-lettering what is
-//! malformed or delivered too often, and the loop that hands the rest, parsed,
-//! to a [`BatchHandler`] until shutdown.
+//! malformed or delivered too often, and the loop that hands the rest, parsed
+//! as the handler's [`Item`], to a [`BatchHandler`] until shutdown.
 
 mod shard_reader;
 
@@ -21,19 +22,32 @@ use tracing::{info, warn};
 /// Entries by stream, as one read returned them.
 pub type Batch = Vec<(String, Vec<Entry>)>;
 
-/// A shard entry and the message it carries.
+/// What a group's entries carry, parsed once by the consumer: an entry that
+/// does not parse is dead-lettered `malformed` and never reaches a handler.
+pub trait Item: Sized + Send {
+    fn parse(entry: &Entry) -> Result<Self, ReplyError>;
+}
+
+/// A fanout shard entry carries a stored message.
+impl Item for crate::protocol::Message {
+    fn parse(entry: &Entry) -> Result<Self, ReplyError> {
+        shard_message(entry)
+    }
+}
+
+/// An entry and what it carries.
 #[derive(Debug)]
-pub struct Received {
+pub struct Received<T = crate::protocol::Message> {
     pub entry: Entry,
-    pub message: crate::protocol::Message,
+    pub item: T,
 }
 
 /// What a handler is given: by stream, the entries that parsed and were not
 /// delivered too often (the consumer dead-lettered the others).
-pub type Messages = Vec<(String, Vec<Received>)>;
+pub type Messages<T = crate::protocol::Message> = Vec<(String, Vec<Received<T>>)>;
 
 /// Acknowledges every entry of `messages` (one `XACK` per stream).
-pub fn ack(pipe: &mut redis::Pipeline, messages: &Messages, group: &str) {
+pub fn ack<T>(pipe: &mut redis::Pipeline, messages: &Messages<T>, group: &str) {
     for (stream, received) in messages {
         let ids: Vec<&str> = received.iter().map(|r| r.entry.id.as_str()).collect();
         group::ack(pipe, stream, group, &ids);
@@ -96,6 +110,8 @@ pub struct ConsumerSpec {
 /// Handles what the consumer reads, parsed. The handler acknowledges what it
 /// finished; it returns how many entries it handled.
 pub trait BatchHandler {
+    type Item: Item;
+
     /// Whether the handler can work now. While it says no (its destination
     /// is down), the consumer neither reads nor takes over entries: their
     /// delivery counts must not climb towards the dead-letter limit for an
@@ -106,7 +122,7 @@ pub trait BatchHandler {
 
     fn handle(
         &mut self,
-        messages: Messages,
+        messages: Messages<Self::Item>,
     ) -> impl Future<Output = Result<usize, GroupError>> + Send;
 }
 
@@ -263,7 +279,7 @@ impl ShardConsumer {
     ) -> Result<usize, GroupError> {
         let mut dead = redis::pipe();
         let mut dead_acks = redis::pipe();
-        let mut messages: Messages = Vec::with_capacity(batch.len());
+        let mut messages: Messages<H::Item> = Vec::with_capacity(batch.len());
         let mut n_dead = 0;
         // Entries move into what the handler gets: no copy per message.
         for (stream, entries) in batch {
@@ -277,13 +293,13 @@ impl ShardConsumer {
                     warn!(stream = %stream, id = %e.id, "delivered too often; dead-lettered");
                     "max_deliveries"
                 } else {
-                    match shard_message(&e) {
-                        Ok(message) => {
-                            received.push(Received { entry: e, message });
+                    match H::Item::parse(&e) {
+                        Ok(item) => {
+                            received.push(Received { entry: e, item });
                             continue;
                         }
                         Err(err) => {
-                            warn!(stream = %stream, id = %e.id, error = %err, "malformed shard entry; dead-lettered");
+                            warn!(stream = %stream, id = %e.id, error = %err, "malformed entry; dead-lettered");
                             "malformed"
                         }
                     }
