@@ -1,6 +1,7 @@
 //! The fanout worker as a real process under signals, against a real Redis:
-//! SIGTERM finishes and acknowledges the batch in hand, then exits; SIGKILL
-//! leaves pending entries that the surviving worker takes over. Nothing
+//! SIGTERM finishes and acknowledges the batch in hand, then exits; a
+//! worker SIGKILLed while it holds pending entries leaves them to the
+//! surviving worker, which takes them over. Nothing
 //! written is lost either way.
 
 use chat_core::config::StreamsConfig;
@@ -24,10 +25,11 @@ impl Drop for Worker {
     }
 }
 
-fn spawn_worker(url: &str, streams: &std::path::Path, name: &str) -> Worker {
+fn spawn_worker(url: &str, streams: &std::path::Path, name: &str, metrics: &str) -> Worker {
     Worker(
         Command::new(env!("CARGO_BIN_EXE_fanout-worker"))
             .env("CHAT_REDIS_URL", url)
+            .env("CHAT_METRICS_LISTEN", metrics)
             .env("CHAT_STREAMS", streams)
             .env("CHAT_FANOUT_CONSUMER", name)
             .env("CHAT_FANOUT_BLOCK", "200ms")
@@ -49,14 +51,45 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok, "kill -{sig}");
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
             return status;
         }
         assert!(Instant::now() < deadline, "still running after {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Freezes `b` (SIGSTOP) until it holds pending entries: a read it had
+/// blocked in is still served by Redis, into its pending list. If it was
+/// between reads holding nothing, it runs again until the workers publish
+/// more, and is frozen anew. Returns how many it holds.
+async fn freeze_holding(
+    b: &Child,
+    conn: &mut Conn,
+    keys: &Keys,
+    seen: &Mutex<HashSet<(String, u64)>>,
+) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        signal(b, "STOP");
+        let frozen = Instant::now();
+        while frozen.elapsed() < Duration::from_secs(1) {
+            let held = pending_of(conn, keys, Some("b")).await;
+            if held > 0 {
+                return held;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        signal(b, "CONT");
+        assert!(Instant::now() < deadline, "b never held pending entries");
+        let before = seen.lock().unwrap_or_else(|p| p.into_inner()).len();
+        while seen.lock().unwrap_or_else(|p| p.into_inner()).len() == before {
+            assert!(Instant::now() < deadline, "nothing published any more");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -125,9 +158,14 @@ async fn signals(url: &str) {
             .expect("subscribe");
     }
 
-    let mut a = spawn_worker(url, &streams_file, "a");
-    let mut b = spawn_worker(url, &streams_file, "b");
-    let c = spawn_worker(url, &streams_file, "c");
+    let listen = |_| {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        probe.local_addr().expect("addr").to_string()
+    };
+    let [ma, mb, mc]: [String; 3] = std::array::from_fn(listen);
+    let mut a = spawn_worker(url, &streams_file, "a", &ma);
+    let mut b = spawn_worker(url, &streams_file, "b", &mb);
+    let c = spawn_worker(url, &streams_file, "c", &mc);
 
     // Messages through the real append script, at a steady pace (~1.5 s).
     let writer = tokio::spawn(chat_devkit::testing::append_many(
@@ -148,7 +186,7 @@ async fn signals(url: &str) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     signal(&a.0, "TERM");
-    let status = wait_exit(&mut a.0, Duration::from_secs(6));
+    let status = wait_exit(&mut a.0, Duration::from_secs(6)).await;
     assert!(status.success(), "a exited {status}");
     assert_eq!(
         pending_of(&mut conn, &keys, Some("a")).await,
@@ -156,9 +194,11 @@ async fn signals(url: &str) {
         "a acknowledged what it had read before exiting"
     );
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // b is killed holding entries it read and never acknowledged.
+    let held = freeze_holding(&b.0, &mut conn, &keys, &seen).await;
     signal(&b.0, "KILL");
-    let _ = wait_exit(&mut b.0, Duration::from_secs(5));
+    let _ = wait_exit(&mut b.0, Duration::from_secs(5)).await;
+    assert!(held > 0);
 
     writer.await.expect("writer");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -174,5 +214,19 @@ async fn signals(url: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // c serves its own counters at its CHAT_METRICS_LISTEN: what it
+    // published, its share and the work it took over from b.
+    let text = reqwest::get(format!("http://{mc}/metrics"))
+        .await
+        .expect("scrape c")
+        .text()
+        .await
+        .expect("text");
+    let published: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("chat_fanout_published_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(published > 0.0, "c published nothing: {text}");
     drop(c);
 }

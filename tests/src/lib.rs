@@ -578,6 +578,71 @@ impl Stack {
 
     /// Reads everything new on every shard as fanout consumer `victim`,
     /// acking nothing: what a worker leaves behind when it dies right after
+    /// The streams `group` reads: the notify stream for `notifier`, the
+    /// shard streams for the others.
+    fn group_streams(&self, group: &str) -> Vec<String> {
+        match group {
+            "notifier" => vec![self.keys().notify_stream()],
+            _ => self.keys().all_shard_streams(),
+        }
+    }
+
+    /// Entries `group` has read and not acknowledged, over its streams (the
+    /// shard streams, or the notify stream for `notifier`); a stream or
+    /// group that does not exist holds none.
+    pub async fn pending(&self, group: &str) -> u64 {
+        use redis::AsyncCommands;
+        let mut r = self.redis().await;
+        let mut total = 0;
+        for s in self.group_streams(group) {
+            let p: redis::RedisResult<redis::streams::StreamPendingReply> =
+                r.xpending(&s, group).await;
+            match p {
+                Ok(p) => total += p.count() as u64,
+                Err(e) if e.code() == Some("NOGROUP") => {}
+                Err(e) => panic!("XPENDING {s} {group}: {e}"),
+            }
+        }
+        total
+    }
+
+    /// Entries of `group`'s streams it has not read yet (`lag`); none
+    /// without the stream or group.
+    pub async fn lag(&self, group: &str) -> u64 {
+        use redis::AsyncCommands;
+        let mut r = self.redis().await;
+        let mut total = 0;
+        for s in self.group_streams(group) {
+            let groups: redis::RedisResult<redis::streams::StreamInfoGroupsReply> =
+                r.xinfo_groups(&s).await;
+            let Ok(groups) = groups else { continue };
+            total += groups
+                .groups
+                .iter()
+                .filter(|g| g.name == group)
+                .map(|g| g.lag.unwrap_or(1) as u64)
+                .sum::<u64>();
+        }
+        total
+    }
+
+    /// Waits until fanout and the notifier have consumed everything queued.
+    pub async fn settled(&self) {
+        wait_until(
+            Duration::from_secs(15),
+            "fanout and notifier to settle",
+            || async {
+                for g in ["fanout", "notifier"] {
+                    if self.pending(g).await > 0 || self.lag(g).await > 0 {
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        )
+        .await;
+    }
+
     /// `XREADGROUP`. Returns the entries read.
     pub async fn read_as_crashed_consumer(&self) -> usize {
         let mut r = self.redis().await;
@@ -701,6 +766,17 @@ impl Stack {
             .await
             .expect("member");
         assert_eq!(r.status(), 204, "member {user} of {room}");
+    }
+
+    /// Removes `user`'s membership of `room` through the admin API.
+    pub async fn remove_member(&self, room: &str, user: &str) {
+        let r = http()
+            .delete(format!("{}/v1/rooms/{room}/members/{user}", self.http(0)))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("delete member");
+        assert_eq!(r.status(), 204, "remove {user} from {room}");
     }
 
     /// Connects with `Authorization: Bearer` and reads `ready`.
@@ -838,6 +914,46 @@ impl Client {
         }
     }
 
+    /// Sends a `ping` with `reference` and expects its `pong` next.
+    pub async fn ping(&mut self, reference: Value) {
+        self.send_json(json!({"type": "ping", "ref": reference}))
+            .await;
+        let pong = self.recv().await;
+        assert_eq!(pong["type"], "pong", "{pong}");
+        assert_eq!(pong["ref"], reference, "{pong}");
+    }
+
+    /// The contract's refusal of a token or session: exactly one
+    /// `unauthorized` error (echoing `reference` when one was sent), then
+    /// the close 4001.
+    pub async fn refused(&mut self, what: &str, reference: Option<&Value>) {
+        let (code, frames) = self.until_closed().await;
+        assert_eq!(code, Some(4001), "{what}: close code (frames {frames:?})");
+        assert_eq!(
+            frames.len(),
+            1,
+            "{what}: one error frame before 4001: {frames:?}"
+        );
+        let f = &frames[0];
+        assert_eq!(
+            (f["type"].as_str(), f["code"].as_str()),
+            (Some("error"), Some("unauthorized")),
+            "{what}: {f}"
+        );
+        if let Some(r) = reference {
+            assert_eq!(&f["ref"], r, "{what}: ref not echoed: {f}");
+        }
+    }
+
+    /// Joins `room` asking to recover after (`epoch`, `offset`); returns `joined`.
+    pub async fn join_since(&mut self, room: &str, epoch: &Value, offset: u64) -> Value {
+        self.send_json(
+            json!({"type": "join", "room": room, "since": {"epoch": epoch, "offset": offset}}),
+        )
+        .await;
+        self.recv_type("joined").await
+    }
+
     pub async fn join(&mut self, room: &str) -> Value {
         self.send_json(json!({"type": "join", "room": room})).await;
         self.recv_type("joined").await
@@ -910,4 +1026,40 @@ pub fn http() -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("http client")
+}
+
+/// Submits a batch of summaries (`POST /v1/summaries`); returns its jobs.
+pub async fn submit_summaries(stack: &Stack, body: Value) -> Vec<Value> {
+    let r = http()
+        .post(format!("{}/v1/summaries", stack.http(0)))
+        .bearer_auth(API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.expect("json");
+    v["jobs"].as_array().expect("jobs").clone()
+}
+
+/// A summary job's status.
+pub async fn summary_status(stack: &Stack, job: &str) -> Value {
+    http()
+        .get(format!("{}/v1/summaries/{job}", stack.http(0)))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Waits until the summary job is done or failed.
+pub async fn summary_finished(stack: &Stack, job: &str, within: Duration) -> Value {
+    wait_until(within, "the job to finish", || async {
+        let s = summary_status(stack, job).await;
+        matches!(s["status"].as_str(), Some("done" | "failed")).then_some(s)
+    })
+    .await
 }

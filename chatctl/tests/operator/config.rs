@@ -93,6 +93,34 @@ async fn config_check_passes_a_good_configuration() {
     );
 }
 
+/// A value in both the config file and the environment: the environment's
+/// is the one every service reads.
+#[tokio::test]
+async fn the_environment_wins_over_the_config_file() {
+    let streams = concat!(env!("CARGO_MANIFEST_DIR"), "/../streams.toml");
+    let mut cli = Cli::with_env(&[
+        ("CHAT_STREAMS", streams),
+        ("CHAT_JWT_SECRET", "a-secret-of-some-length"),
+        ("CHAT_LISTEN", "127.0.0.1:2222"),
+    ]);
+    let file = cli.dir.path().join("chat.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:1111\"\nprefix = \"fromfile\"\n",
+    )
+    .expect("write");
+    cli.set("CHAT_CONFIG", file.to_str().expect("path"));
+    let out = cli.run(&["config", "check"]).await;
+    out.ok();
+    let text = out.stdout();
+    assert!(text.contains("listen 127.0.0.1:2222"), "{text}");
+    assert!(!text.contains("1111"), "{text}");
+    assert!(
+        text.contains("prefix fromfile"),
+        "the file still counts: {text}"
+    );
+}
+
 /// The JWT settings the ingress verifier would refuse at start are errors
 /// here too, each naming its variable, not "configuration ok".
 #[tokio::test]

@@ -29,15 +29,21 @@ impl Strings for HashMap<&str, &str> {
 
 /// The process environment layered over `CHAT_CONFIG`'s file.
 pub fn load_strings() -> Result<HashMap<String, String>, ConfigError> {
+    let file = std::env::var("CHAT_CONFIG").ok();
+    merge_strings(file.as_deref().map(Path::new), std::env::vars())
+}
+
+/// The config file's values, then every `CHAT_*` of `env` over them: the
+/// environment wins.
+fn merge_strings(
+    file: Option<&Path>,
+    env: impl Iterator<Item = (String, String)>,
+) -> Result<HashMap<String, String>, ConfigError> {
     let mut out = HashMap::new();
-    if let Ok(path) = std::env::var("CHAT_CONFIG") {
-        out.extend(read_settings_file(Path::new(&path))?);
+    if let Some(path) = file {
+        out.extend(read_settings_file(path)?);
     }
-    for (k, v) in std::env::vars() {
-        if k.starts_with("CHAT_") {
-            out.insert(k, v);
-        }
-    }
+    out.extend(env.filter(|(k, _)| k.starts_with("CHAT_")));
     Ok(out)
 }
 
@@ -209,9 +215,20 @@ mod tests {
             "redis_url = \"redis://file\"\napi_keys = [\"a\", \"b\"]\nport = 9\n",
         )
         .expect("write");
-        let file = read_settings_file(&path).expect("parse");
-        assert_eq!(file["CHAT_REDIS_URL"], "redis://file");
-        assert_eq!(file["CHAT_API_KEYS"], "a,b");
-        assert_eq!(file["CHAT_PORT"], "9");
+        let env = [
+            ("CHAT_REDIS_URL", "redis://env"),
+            ("CHAT_PREFIX", "envonly"),
+            ("HOME", "/not/ours"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let merged = merge_strings(Some(&path), env.into_iter()).expect("parse");
+        assert_eq!(
+            merged["CHAT_REDIS_URL"], "redis://env",
+            "the environment wins"
+        );
+        assert_eq!(merged["CHAT_API_KEYS"], "a,b");
+        assert_eq!(merged["CHAT_PORT"], "9");
+        assert_eq!(merged["CHAT_PREFIX"], "envonly");
+        assert!(!merged.contains_key("HOME"), "only CHAT_* is read");
     }
 }

@@ -90,31 +90,17 @@ async fn redis_keys(stack: &Stack) -> Vec<String> {
     keys
 }
 
-/// The socket closes 4001 with nothing but (at most) one `unauthorized`
-/// error before it; that error echoes `reference` when one was sent.
-async fn assert_refused(c: &mut Client, what: &str, reference: Option<&Value>) {
-    let (code, frames) = c.until_closed().await;
-    assert_eq!(code, Some(4001), "{what}: close code (frames {frames:?})");
-    assert!(frames.len() <= 1, "{what}: more than one frame: {frames:?}");
-    for f in &frames {
-        assert_eq!(f["type"], "error", "{what}: {f}");
-        assert_eq!(f["code"], "unauthorized", "{what}: {f}");
-        if let Some(r) = reference {
-            assert_eq!(&f["ref"], r, "{what}: ref not echoed: {f}");
-        }
-    }
-}
-
 async fn refused_by_header(stack: &Stack, token: &str, what: &str) {
     let mut c = Client::connect_with_header(&stack.ws_url(0), Some(token)).await;
-    assert_refused(&mut c, &format!("{what} (header)"), None).await;
+    c.refused(&format!("{what} (header)"), None).await;
 }
 
 async fn refused_by_frame(stack: &Stack, token: &str, what: &str) {
     let mut c = Client::connect_with_header(&stack.ws_url(0), None).await;
     c.send_json(json!({"type": "auth", "token": token, "ref": "a1"}))
         .await;
-    assert_refused(&mut c, &format!("{what} (frame)"), Some(&json!("a1"))).await;
+    c.refused(&format!("{what} (frame)"), Some(&json!("a1")))
+        .await;
 }
 
 async fn refused_both_ways(stack: &Stack, token: &str, what: &str) {
@@ -137,13 +123,6 @@ async fn accepted_by_frame(stack: &Stack, token: &str, user: &str) -> Client {
     assert_eq!(ready["type"], "ready", "{ready}");
     assert_eq!(ready["user"], user, "{ready}");
     c
-}
-
-async fn ping_pong(c: &mut Client, reference: Value) {
-    c.send_json(json!({"type": "ping", "ref": reference})).await;
-    let pong = c.recv().await;
-    assert_eq!(pong["type"], "pong", "{pong}");
-    assert_eq!(pong["ref"], reference, "{pong}");
 }
 
 #[tokio::test]
@@ -169,9 +148,9 @@ async fn rs256_token_is_accepted_on_rs256_stack() {
     let stack = rs256_stack().start().await;
     let token = rs256(&claims("alice"));
     let mut a = accepted_by_header(&stack, &token, "alice").await;
-    ping_pong(&mut a, json!(1)).await;
+    a.ping(json!(1)).await;
     let mut b = accepted_by_frame(&stack, &token, "alice").await;
-    ping_pong(&mut b, json!(2)).await;
+    b.ping(json!(2)).await;
 }
 
 #[tokio::test]
@@ -326,7 +305,7 @@ async fn garbage_tokens_are_refused() {
     let mut c = Client::connect_with_header(&stack.ws_url(0), None).await;
     c.send_json(json!({"type": "auth", "token": 42, "ref": 7}))
         .await;
-    assert_refused(&mut c, "numeric token", Some(&json!(7))).await;
+    c.refused("numeric token", Some(&json!(7))).await;
     assert_eq!(redis_keys(&stack).await, before, "refusals wrote to Redis");
 }
 
@@ -350,18 +329,13 @@ async fn first_frame_other_than_auth_is_refused() {
     let before = redis_keys(&stack).await;
     let mut c = Client::connect_with_header(&stack.ws_url(0), None).await;
     c.send_json(json!({"type": "ping", "ref": 1})).await;
-    let (code, frames) = c.until_closed().await;
-    assert_eq!(code, Some(4001), "frames {frames:?}");
-    assert_eq!(frames.len(), 1, "{frames:?}");
-    assert_eq!(frames[0]["type"], "error", "{frames:?}");
-    assert_eq!(frames[0]["code"], "unauthorized", "{frames:?}");
-    assert_eq!(frames[0]["ref"], 1, "{frames:?}");
+    c.refused("ping before auth", Some(&json!(1))).await;
 
     // A `join` before auth: same, no room created.
     let mut c = Client::connect_with_header(&stack.ws_url(0), None).await;
     c.send_json(json!({"type": "join", "room": "lobby", "ref": "j"}))
         .await;
-    assert_refused(&mut c, "join first", Some(&json!("j"))).await;
+    c.refused("join first", Some(&json!("j"))).await;
     assert_eq!(redis_keys(&stack).await, before, "refusals wrote to Redis");
 }
 
@@ -374,7 +348,7 @@ async fn no_auth_frame_within_timeout_closes_4001() {
         .await;
     let started = Instant::now();
     let mut c = Client::connect_with_header(&stack.ws_url(0), None).await;
-    assert_refused(&mut c, "silent socket", None).await;
+    c.refused("silent socket", None).await;
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(2),
@@ -385,20 +359,20 @@ async fn no_auth_frame_within_timeout_closes_4001() {
     // unauthenticated and times out the same way.
     let url = format!("{}?token={}", stack.ws_url(0), sign(claims("alice")));
     let mut c = Client::connect_with_header(&url, None).await;
-    assert_refused(&mut c, "query-string token", None).await;
+    c.refused("query-string token", None).await;
 }
 
 #[tokio::test]
 async fn refused_socket_does_not_disturb_an_authenticated_one() {
     let stack = Stack::builder().workers(0).start().await;
     let mut alice = stack.connect(0, "alice").await;
-    ping_pong(&mut alice, json!("p1")).await;
+    alice.ping(json!("p1")).await;
     refused_both_ways(&stack, &alg_none("alice"), "alg none").await;
     refused_both_ways(&stack, "abc", "abc").await;
     let mut c = Client::connect_with_header(&stack.ws_url(0), None).await;
     c.send_json(json!({"type": "ping", "ref": 1})).await;
-    assert_refused(&mut c, "ping first", Some(&json!(1))).await;
-    ping_pong(&mut alice, json!("p2")).await;
+    c.refused("ping first", Some(&json!(1))).await;
+    alice.ping(json!("p2")).await;
 }
 
 #[tokio::test]
@@ -423,12 +397,11 @@ async fn huge_exp_neither_panics_nor_hangs_the_socket() {
         Event::Closed(code) => assert_eq!(code, Some(4001)),
         Event::Frame(f) if f["type"] == "error" => {
             assert_eq!(f["code"], "unauthorized", "{f}");
-            assert_refused(&mut c, "huge exp", None).await;
+            c.refused("huge exp", None).await;
         }
         Event::Frame(ready) => {
             assert_eq!(ready["type"], "ready", "{ready}");
-            let pong =
-                tokio::time::timeout(Duration::from_secs(2), ping_pong(&mut c, json!(1))).await;
+            let pong = tokio::time::timeout(Duration::from_secs(2), c.ping(json!(1))).await;
             assert!(
                 pong.is_ok(),
                 "no pong within 2 s after ready (exp {})",

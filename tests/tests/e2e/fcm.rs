@@ -3,7 +3,6 @@
 //! answers, access-token reuse and refresh, and takeover of a killed
 //! notifier's work without a duplicate push.
 
-use crate::notify::settled;
 use chat_core::jwt::testkeys::{RSA_PRIVATE_PEM, RSA_PUBLIC_PEM};
 use e2e::fake_fcm::{FakeFcm, FakeResponse};
 use e2e::*;
@@ -63,7 +62,7 @@ async fn an_offline_member_gets_exactly_one_push_through_fcm() {
         (!fake.sent_to("carol-phone").is_empty()).then_some(())
     })
     .await;
-    settled(&stack).await;
+    stack.settled().await;
     let sent = fake.sent();
     assert_eq!(sent.len(), 1, "one push, to carol only: {sent:?}");
     let m = &sent[0].body;
@@ -97,7 +96,7 @@ async fn fcm_errors_remove_or_keep_the_token_and_are_not_retried() {
         fake.fail_token(&device, answer.clone()).await;
     }
     say(&stack, "errs", "hello").await;
-    settled(&stack).await;
+    stack.settled().await;
     assert_eq!(
         fake.send_attempts(),
         cases.len(),
@@ -171,16 +170,15 @@ async fn quota_and_server_errors_are_retried_honouring_retry_after_without_block
     )
     .await;
     assert_eq!(fake.send_attempts() - before, 3, "500, 503, then success");
-    settled(&stack).await;
+    stack.settled().await;
 }
 
 #[tokio::test]
 async fn the_access_token_is_reused_and_refreshed_after_expiry_and_after_a_401() {
     let (fake, stack, _dir) = with_fcm(1, |b| b).await;
     fake.set_access_token_ttl(3);
-    for (i, room) in ["a", "b", "c", "d"].iter().enumerate() {
+    for room in ["a", "b", "c", "d"] {
         member(&stack, room, "carol").await;
-        let _ = i;
     }
     stack.register_device("carol", "carol-phone").await;
     let pushes = |n: usize| {
@@ -230,7 +228,7 @@ async fn a_killed_notifiers_work_is_finished_by_another_without_a_duplicate_push
         (!fake.sent_to("carol-phone").is_empty()).then_some(())
     })
     .await;
-    settled(&stack).await;
+    stack.settled().await;
     assert_eq!(fake.sent_to("carol-phone").len(), 1, "no duplicate push");
     let _: Value = json!(null);
 }
@@ -248,7 +246,7 @@ async fn two_notifiers_share_the_work_and_each_push_is_sent_once() {
         (fake.sent().len() >= 30).then_some(())
     })
     .await;
-    settled(&stack).await;
+    stack.settled().await;
     assert_eq!(fake.sent().len(), 30);
     for u in &users {
         assert_eq!(fake.sent_to(&format!("{u}-device")).len(), 1, "{u}");
@@ -295,7 +293,7 @@ async fn work_delivered_too_often_or_malformed_goes_to_the_dead_letter_stream() 
     })
     .await;
     assert_eq!(reasons, vec!["malformed", "max_deliveries"]);
-    settled(&stack).await;
+    stack.settled().await;
     assert!(fake.sent().is_empty());
     assert_eq!(
         devices(&stack, "carol").await,
@@ -345,7 +343,7 @@ async fn a_redelivered_item_already_sent_is_not_sent_again() {
         .await
         .expect("hset");
     stack.add_notifier().await;
-    settled(&stack).await;
+    stack.settled().await;
     assert!(fake.sent().is_empty(), "already sent: not sent again");
     assert_eq!(fake.send_attempts(), 0);
 }

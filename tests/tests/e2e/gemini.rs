@@ -3,9 +3,9 @@
 //! prompts, map-reduce over long histories, and workers that never run the
 //! same job twice at once.
 
-use crate::summaries::{finished, submit};
 use e2e::fake_gemini::{FakeGemini, GeminiAnswer};
 use e2e::*;
+use e2e::{submit_summaries as submit, summary_finished as finished};
 use serde_json::{Value, json};
 use std::time::Duration;
 

@@ -10,7 +10,6 @@ mod faults;
 mod fcm;
 mod gemini;
 mod lifecycle;
-mod metrics;
 mod notify;
 mod outage;
 mod overload;

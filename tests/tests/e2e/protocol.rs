@@ -87,7 +87,7 @@ async fn every_client_frame_gets_its_reply_with_ref_echoed() {
     alice
         .send_json(json!({"type": "read", "room": "lobby", "offset": 1}))
         .await;
-    let mut r = stack.redis().await;
+    let r = stack.redis().await;
     let marker: Option<String> = wait_until(FRAME_TIMEOUT, "read marker", || {
         let mut r = r.clone();
         let key = stack.keys().room_reads("lobby");
@@ -105,8 +105,7 @@ async fn every_client_frame_gets_its_reply_with_ref_echoed() {
         Some(format!("{}:1", ack["epoch"].as_str().expect("epoch")))
     );
 
-    alice.send_json(json!({"type": "ping", "ref": 5})).await;
-    assert_eq!(alice.recv().await, json!({"type": "pong", "ref": 5}));
+    alice.ping(json!(5)).await;
 
     alice
         .send_json(json!({"type": "leave", "room": "lobby", "ref": 6}))
@@ -122,9 +121,7 @@ async fn every_client_frame_gets_its_reply_with_ref_echoed() {
     // After leaving, nothing more from the room.
     bob.send("lobby", "after", "c-2").await;
     bob.messages(1).await;
-    alice.send_json(json!({"type": "ping", "ref": 7})).await;
-    assert_eq!(alice.recv().await, json!({"type": "pong", "ref": 7}));
-    let _: () = r.set("x", 1).await.expect("redis usable");
+    alice.ping(json!(7)).await;
 }
 
 #[tokio::test]

@@ -35,24 +35,6 @@ async fn connect_token(stack: &Stack, node: usize, token: &str) -> (Client, Valu
     (c, ready)
 }
 
-/// Closed 4001 with at most one `unauthorized` error before the close.
-async fn assert_refused(c: &mut Client, what: &str) {
-    let (code, frames) = c.until_closed().await;
-    assert_eq!(code, Some(4001), "{what}: close code (frames {frames:?})");
-    assert!(frames.len() <= 1, "{what}: {frames:?}");
-    for f in &frames {
-        assert_eq!(f["type"], "error", "{what}: {f}");
-        assert_eq!(f["code"], "unauthorized", "{what}: {f}");
-    }
-}
-
-async fn ping_pong(c: &mut Client, reference: Value) {
-    c.send_json(json!({"type": "ping", "ref": reference})).await;
-    let pong = c.recv().await;
-    assert_eq!(pong["type"], "pong", "{pong}");
-    assert_eq!(pong["ref"], reference, "{pong}");
-}
-
 fn now_f64() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -71,22 +53,22 @@ async fn require_session_checks_sid_and_owner() {
     // No `sid` at all: refused, by header and by frame.
     let no_sid = token("alice", &["*"]);
     let mut c = Client::connect_with_header(&stack.ws_url(0), Some(&no_sid)).await;
-    assert_refused(&mut c, "no sid (header)").await;
+    c.refused("no sid (header)", None).await;
     let mut c = Client::connect_with_header(&stack.ws_url(0), None).await;
     c.send_json(json!({"type": "auth", "token": no_sid})).await;
-    assert_refused(&mut c, "no sid (frame)").await;
+    c.refused("no sid (frame)", None).await;
 
     // A sid never registered: refused.
     let mut c =
         Client::connect_with_header(&stack.ws_url(0), Some(&sid_token("alice", "s-1"))).await;
-    assert_refused(&mut c, "unregistered sid").await;
+    c.refused("unregistered sid", None).await;
 
     // Registered: `ready` names the session.
     put_session(&stack, 0, "s-1", "alice", 60).await;
     let (mut a, ready) = connect_token(&stack, 0, &sid_token("alice", "s-1")).await;
     assert_eq!(ready["user"], "alice", "{ready}");
     assert_eq!(ready["session"], "s-1", "{ready}");
-    ping_pong(&mut a, json!(1)).await;
+    a.ping(json!(1)).await;
     // By frame too.
     let mut b = Client::connect_with_header(&stack.ws_url(0), None).await;
     b.send_json(json!({"type": "auth", "token": sid_token("alice", "s-1")}))
@@ -99,7 +81,7 @@ async fn require_session_checks_sid_and_owner() {
     put_session(&stack, 0, "s-bob", "bob", 60).await;
     let mut c =
         Client::connect_with_header(&stack.ws_url(0), Some(&sid_token("alice", "s-bob"))).await;
-    assert_refused(&mut c, "another user's session").await;
+    c.refused("another user's session", None).await;
     // ... while bob himself gets in.
     let (_bob, ready) = connect_token(&stack, 0, &sid_token("bob", "s-bob")).await;
     assert_eq!(ready["session"], "s-bob", "{ready}");
@@ -123,7 +105,7 @@ async fn session_delete_closes_its_sockets_on_every_node_within_1s() {
     let (mut k1, _) = connect_token(&stack, 1, &sid_token("alice", "s-kept")).await;
     // Every socket is fully set up before the DELETE.
     for (i, c) in [&mut a0, &mut a1, &mut k0, &mut k1].into_iter().enumerate() {
-        ping_pong(c, json!(i)).await;
+        c.ping(json!(i)).await;
     }
 
     let sent = Instant::now();
@@ -150,8 +132,8 @@ async fn session_delete_closes_its_sockets_on_every_node_within_1s() {
     }
 
     // The other session's sockets are untouched, and so is its key.
-    ping_pong(&mut k0, json!("k0")).await;
-    ping_pong(&mut k1, json!("k1")).await;
+    k0.ping(json!("k0")).await;
+    k1.ping(json!("k1")).await;
     let keys = stack.keys();
     let gone = stack.exists(&keys.session("s-gone")).await;
     let kept = stack.exists(&keys.session("s-kept")).await;
@@ -161,7 +143,7 @@ async fn session_delete_closes_its_sockets_on_every_node_within_1s() {
     // The deleted session cannot be used again.
     let mut c =
         Client::connect_with_header(&stack.ws_url(1), Some(&sid_token("alice", "s-gone"))).await;
-    assert_refused(&mut c, "deleted session").await;
+    c.refused("deleted session", None).await;
 }
 
 #[tokio::test]
@@ -200,11 +182,11 @@ async fn active_session_slides_past_its_ttl() {
     let mut n = 0u64;
     while start.elapsed() < Duration::from_millis(3500) {
         // An expired session would show up here as a close instead of `pong`.
-        ping_pong(&mut c, json!(n)).await;
+        c.ping(json!(n)).await;
         n += 1;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    ping_pong(&mut c, json!("last")).await;
+    c.ping(json!("last")).await;
     let mut conn = stack.redis().await;
     let ttl: i64 = redis::AsyncCommands::pttl(&mut conn, stack.keys().session("s-active"))
         .await
@@ -275,7 +257,7 @@ async fn refresh_on_expiring_keeps_the_socket_open() {
     // is still open: the next frame is the `pong`, not an error or a close.
     let past_old_exp = Duration::from_secs_f64((exp as f64 + 1.2 - now_f64()).max(0.0));
     tokio::time::sleep(past_old_exp).await;
-    ping_pong(&mut c, json!("after")).await;
+    c.ping(json!("after")).await;
 }
 
 #[tokio::test]
@@ -296,7 +278,7 @@ async fn refresh_with_another_users_token_is_refused() {
     assert_eq!(e["code"], "unauthorized", "{e}");
     assert_eq!(e["ref"], "r3", "{e}");
     // A bad frame leaves the connection open, still alice's.
-    ping_pong(&mut c, json!(1)).await;
+    c.ping(json!(1)).await;
 }
 
 #[tokio::test]
@@ -488,10 +470,10 @@ async fn a_deleted_session_leaves_a_tombstone_that_a_new_put_lifts() {
     );
     let mut c =
         Client::connect_with_header(&stack.ws_url(0), Some(&sid_token("alice", "s-t"))).await;
-    assert_refused(&mut c, "a revoked sid").await;
+    c.refused("a revoked sid", None).await;
     put_session(&stack, 0, "s-t", "alice", 60).await;
     assert!(!stack.exists(&k.session_revoked("s-t")).await);
     let (mut c, ready) = connect_token(&stack, 0, &sid_token("alice", "s-t")).await;
     assert_eq!(ready["type"], "ready", "{ready}");
-    ping_pong(&mut c, json!("back")).await;
+    c.ping(json!("back")).await;
 }

@@ -3,42 +3,9 @@
 //! and the extractive fallback without a Gemini key.
 
 use e2e::*;
+use e2e::{submit_summaries as submit, summary_finished as finished, summary_status as status};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-pub async fn submit(stack: &Stack, body: Value) -> Vec<Value> {
-    let r = http()
-        .post(format!("{}/v1/summaries", stack.http(0)))
-        .bearer_auth(API_KEY)
-        .json(&body)
-        .send()
-        .await
-        .expect("submit");
-    assert_eq!(r.status(), 202);
-    let v: Value = r.json().await.expect("json");
-    v["jobs"].as_array().expect("jobs").clone()
-}
-
-pub async fn status(stack: &Stack, job: &str) -> Value {
-    http()
-        .get(format!("{}/v1/summaries/{job}", stack.http(0)))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json")
-}
-
-/// Waits until the job is done or failed.
-pub async fn finished(stack: &Stack, job: &str, within: Duration) -> Value {
-    wait_until(within, "the job to finish", || async {
-        let s = status(stack, job).await;
-        matches!(s["status"].as_str(), Some("done" | "failed")).then_some(s)
-    })
-    .await
-}
 
 async fn chat(stack: &Stack, room: &str, lines: &[(&str, &str)]) {
     for (user, text) in lines {
@@ -218,7 +185,7 @@ async fn the_automatic_trigger_fires_once_per_every_messages() {
             summaries += 1;
         }
     }
-    crate::notify::settled(&stack).await;
+    stack.settled().await;
     let mut r = stack.redis().await;
     let e: redis::streams::StreamRangeReply =
         redis::AsyncCommands::xrange_all(&mut r, stack.keys().room_stream("auto"))
@@ -249,7 +216,7 @@ async fn a_threshold_crossed_while_a_job_is_pending_queues_no_second_job() {
         chat(&stack, "busy", &[("ann", &format!("message {i}."))]).await;
     }
     watcher.messages(6).await;
-    crate::notify::settled(&stack).await;
+    stack.settled().await;
     let mut r = stack.redis().await;
     let current: Option<String> =
         redis::AsyncCommands::get(&mut r, stack.keys().room_summary_job("busy"))
