@@ -9,6 +9,8 @@ mod header;
 mod jwks;
 mod keys;
 #[doc(hidden)]
+/// Public test key pairs: compiled for tests only, never into a service.
+#[cfg(any(test, feature = "testkeys"))]
 pub mod testkeys;
 #[cfg(test)]
 mod tests;
