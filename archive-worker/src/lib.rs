@@ -237,7 +237,9 @@ impl Archiver {
             let (stream, received) = &batch[si];
             let entry = &received[ei].entry;
             warn!(stream = %stream, id = %entry.id, reason = %r.reason, "mongodb refused a message; dead-lettered");
-            group::dead_letter(&mut pipe, &dlq, maxlen, stream, entry, &r.reason);
+            // A stable prefix operators can filter on, then MongoDB's words.
+            let reason = format!("refused: {}", r.reason);
+            group::dead_letter(&mut pipe, &dlq, maxlen, stream, entry, &reason);
         }
         // Dead letters are written (and checked) before any ack: a cluster
         // runs a pipeline's slots concurrently, and a refused XADD must not

@@ -13,6 +13,7 @@ mod lifecycle;
 mod notify;
 mod outage;
 mod overload;
+mod promises;
 mod protocol;
 mod recovery;
 mod retention;
