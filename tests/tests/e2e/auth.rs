@@ -351,7 +351,7 @@ async fn no_auth_frame_within_timeout_closes_4001() {
     c.refused("silent socket", None).await;
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
         "closed after {took:?}, auth timeout is 300ms"
     );
 

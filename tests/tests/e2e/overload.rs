@@ -2,7 +2,7 @@
 //! accepted and delivered late; nothing refused is stored, nothing acked is
 //! lost. (The 4008 slow-consumer close and its recovery are in lifecycle.rs.)
 
-use e2e::{Stack, http};
+use e2e::{Stack, http, wait_until};
 use serde_json::json;
 use std::time::Duration;
 
@@ -20,11 +20,32 @@ async fn sends_are_refused_while_deliveries_run_behind_and_accepted_again_after(
     alice.join("shed").await;
     // The fanout stops: messages are stored but nobody delivers them.
     stack.kill_worker(0);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stack.publish("shed", 20).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    wait_until(
+        Duration::from_secs(5),
+        "the worker's task to end",
+        || async { stack.workers[0].handle.is_finished().then_some(()) },
+    )
+    .await;
+    let last = stack.publish("shed", 20).await;
+    // The backlog ages past twice the allowed lag (on Redis's clock, the
+    // one its timestamps come from) before a worker delivers it.
+    let stored = last["ts"].as_u64().expect("ts");
+    let r = stack.redis().await;
+    wait_until(
+        Duration::from_secs(10),
+        "the backlog to be 600 ms old",
+        || {
+            let mut r = r.clone();
+            async move {
+                let (secs, micros): (u64, u64) =
+                    redis::cmd("TIME").query_async(&mut r).await.ok()?;
+                (secs * 1000 + micros / 1000 >= stored + 600).then_some(())
+            }
+        },
+    )
+    .await;
     stack.add_worker().await;
-    // The backlog arrives 800 ms late: the node is behind.
+    // The backlog arrives late: the node is behind.
     let late = alice.messages(20).await;
     assert_eq!(late.len(), 20);
     alice
@@ -43,9 +64,29 @@ async fn sends_are_refused_while_deliveries_run_behind_and_accepted_again_after(
         .expect("publish");
     assert_eq!(r.status(), 503);
     // Once deliveries are on time again (no late delivery for a second), it
-    // is accepted, with the same client_id, stored once.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let ack = alice.send("shed", "now", "refused-1").await;
+    // is accepted: the client retries with the same client_id, as the
+    // contract says, until it is; it is stored once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let ack = loop {
+        alice
+            .send_json(
+                json!({"type": "send", "room": "shed", "text": "now", "client_id": "refused-1"}),
+            )
+            .await;
+        let f = alice.recv().await;
+        match f["type"].as_str() {
+            Some("ack") => break f,
+            Some("error") if f["code"] == "unavailable" => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "still refused after 15 s"
+                );
+                // A client's retry backoff.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => panic!("expected ack or unavailable, got {f}"),
+        }
+    };
     assert_eq!(
         (ack["offset"].clone(), ack["duplicate"].clone()),
         (json!(21), json!(false))
