@@ -50,7 +50,9 @@ async fn bench_reports_every_delivery_checked() {
     );
     let r: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
     let sent = r["sent"].as_u64().expect("sent");
-    assert!(sent >= 100, "about 60/s for 2 s: {r}");
+    // How many a busy machine manages is the bench's figure, not a check:
+    // what is checked is that every one sent is accounted for.
+    assert!(sent > 0, "nothing sent: {r}");
     assert_eq!(r["expected_deliveries"].as_u64(), Some(sent * 4));
     assert_eq!(r["delivered"], r["expected_deliveries"], "{r}");
     for k in ["lost", "duplicates", "out_of_order", "offset_gaps"] {

@@ -55,9 +55,13 @@ test('recovery across a node kill: every message exactly once, in order, sends s
   assert.equal(stored.length, 60, 'each send stored once');
   assert.deepEqual(new Set(acks.map((k) => k.offset)).size, 60);
   await until('both clients have every message', () => a.seen.length >= 60 && b.seen.length >= 60);
-  await sleep(300); // nothing more may arrive
-  assertExact(a.seen, stored, 'alice');
-  assertExact(b.seen, stored, 'bob');
+  // Nothing more may arrive: a last message is delivered after anything
+  // else in the room, so once both have it, a late copy would be there.
+  const last = await b.send('room-kill', 'end');
+  await until('both have the last message', () => [a, b].every((c) => c.seen.some((m) => m.offset === last.offset)));
+  const all = await stack.stored('room-kill');
+  assertExact(a.seen, all, 'alice');
+  assertExact(b.seen, all, 'bob');
   // Alice moved to node 1 and recovered there.
   assert.ok(a.states.some((s) => s.state === 'reconnecting'));
   assert.equal(a.joins.at(-1).recovered, true);
@@ -116,8 +120,10 @@ test('a send whose ack was lost is resent with the same client_id and stored onc
   const stored = await stack.stored('room-retry');
   assert.deepEqual(stored.map((m) => m.text), ['before', 'once only']);
   await until('the message itself arrives', () => a.seen.length === 2);
-  await sleep(200);
-  assert.deepEqual(a.seen.map((m) => m.text), ['before', 'once only']);
+  // A second copy would come before anything sent after it.
+  const last = await a.send('room-retry', 'after');
+  await until('the next message arrives', () => a.seen.some((m) => m.offset === last.offset));
+  assert.deepEqual(a.seen.map((m) => m.text), ['before', 'once only', 'after']);
   assert.equal(a.joins.at(-1).recovered, true);
 });
 
@@ -152,7 +158,7 @@ test('backoff: a server that is down is retried with growing, jittered delays', 
   t.after(() => server.close());
   const a = client({ urls: [`ws://127.0.0.1:${port}/v1/ws`], token: 'x.y.z', backoff: { initial: 100, max: 800 } });
   a.connect();
-  await sleep(3000);
+  await until('eight attempts', () => attempts.length >= 8, 15000);
   a.close();
   const delays = a.states.filter((s) => s.state === 'reconnecting').map((s) => s.delay);
   // Each delay is drawn between half and all of min(800, 100 * 2^k).
@@ -160,8 +166,10 @@ test('backoff: a server that is down is retried with growing, jittered delays', 
     const ceil = Math.min(800, 100 * 2 ** k);
     assert.ok(d >= ceil / 2 && d <= ceil, `delay ${k} = ${d} within [${ceil / 2}, ${ceil}]`);
   });
-  // In 3 s: at least 4 tries, and no more than the smallest delays allow.
-  assert.ok(attempts.length >= 4 && attempts.length <= 11, `attempts: ${attempts.length}`);
+  // Eight tries take at least the smallest delays allow: half of
+  // 100 + 200 + 400 + 800 * 4 ms.
+  const span = attempts[7] - attempts[0];
+  assert.ok(span >= (100 + 200 + 400 + 800 * 4) / 2 - 50, `eight attempts in ${span} ms`);
   for (let i = 1; i < attempts.length; i++) assert.ok(attempts[i] - attempts[i - 1] >= 40, 'never back-to-back');
   assert.ok(new Set(delays.slice(3)).size > 1, 'capped delays still vary (jitter)');
 });
@@ -184,7 +192,15 @@ test('bad input from the application gets a clear error', async () => {
 
 test('close() while a socket is still connecting ends quietly', async (t) => {
   const server = http.createServer();
-  server.on('upgrade', () => {}); // never answers the handshake
+  const upgrades = [];
+  // Never answers the handshake; notes when the client hangs up.
+  server.on('upgrade', (_, socket) => {
+    const s = { ended: false };
+    socket.on('end', () => { s.ended = true; });
+    socket.on('close', () => { s.ended = true; });
+    socket.on('error', () => { s.ended = true; });
+    upgrades.push(s);
+  });
   const port = await freePort();
   await new Promise((r) => server.listen(port, '127.0.0.1', r));
   t.after(() => { server.closeAllConnections(); server.close(); });
@@ -194,9 +210,10 @@ test('close() while a socket is still connecting ends quietly', async (t) => {
   t.after(() => process.off('uncaughtException', record));
   const c = client({ url: `ws://127.0.0.1:${port}/v1/ws`, token: 't' });
   c.connect();
-  await sleep(200);
+  await until('the handshake reaches the server', () => upgrades.length === 1);
   c.close();
-  await sleep(200);
+  await until('the client hung up', () => upgrades[0].ended);
+  await until('its close event has run', () => c.state === 'closed');
   assert.deepEqual(uncaught, []);
   assert.equal(c.state, 'closed');
 });
