@@ -976,6 +976,35 @@ impl Client {
         }
     }
 
+    /// Sends as a client does: while the answer is `unavailable` (Redis
+    /// reconnecting, deliveries behind), retries with the same `client_id`
+    /// until it is acked, for up to 15 s.
+    pub async fn send_retrying(&mut self, room: &str, text: &str, client_id: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            self.send_json(
+                json!({"type": "send", "room": room, "text": text, "client_id": client_id}),
+            )
+            .await;
+            loop {
+                let f = self.next_frame().await;
+                match f["type"].as_str() {
+                    Some("ack") => return f,
+                    Some("message" | "joined") => self.early.push_back(f),
+                    Some("presence" | "typing") => continue,
+                    Some("error") if f["code"] == "unavailable" => break,
+                    _ => panic!("expected ack or unavailable, got {f}"),
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{client_id} still unavailable after 15 s"
+            );
+            // A client's retry backoff.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Collects `message` frames until `n` have arrived.
     pub async fn messages(&mut self, n: usize) -> Vec<Value> {
         let mut out = Vec::with_capacity(n);
