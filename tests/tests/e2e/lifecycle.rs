@@ -40,21 +40,26 @@ async fn a_worker_stops_on_shutdown_after_its_batch() {
 
 #[tokio::test]
 async fn a_reader_too_slow_is_closed_4008_and_recovers_with_since() {
+    // Large messages: the flood that fills the kernel's buffers and the
+    // queue is a few hundred requests, quick even on a busy machine, so the
+    // client reads again well within the close frame's 10 s wait.
+    const TOTAL: u64 = 320;
     let stack = Stack::builder()
         .env("CHAT_OUTBOUND_QUEUE", "16")
+        .env("CHAT_MAX_TEXT_BYTES", "60000")
         .start()
         .await;
     let mut slow = stack.connect(0, "slow").await;
     let joined = slow.join("flood").await;
-    // The slow client stops reading while a few MB are published.
-    let text = "x".repeat(4000);
+    // The slow client stops reading while about 19 MB are published.
+    let text = "x".repeat(60_000);
     let url = format!("{}/v1/rooms/flood/messages", stack.http(0));
     let mut tasks = Vec::new();
     for t in 0..8 {
         let (url, text) = (url.clone(), text.clone());
         tasks.push(tokio::spawn(async move {
             let http = http();
-            for i in 0..400 {
+            for i in 0..TOTAL / 8 {
                 http.post(&url)
                     .bearer_auth(API_KEY)
                     .json(&json!({"text": text, "client_id": format!("t{t}-{i}")}))
@@ -75,7 +80,7 @@ async fn a_reader_too_slow_is_closed_4008_and_recovers_with_since() {
         .filter_map(|f| f["offset"].as_u64())
         .max()
         .unwrap_or(0);
-    assert!(last < 3200, "it was cut off before the end");
+    assert!(last < TOTAL, "it was cut off before the end");
     // Reconnect and recover exactly what was missed.
     let mut again = stack.connect(0, "slow").await;
     again
@@ -84,11 +89,11 @@ async fn a_reader_too_slow_is_closed_4008_and_recovers_with_since() {
     let j = again.recv_type("joined").await;
     assert_eq!(
         (j["recovered"].clone(), j["offset"].clone()),
-        (json!(true), json!(3200))
+        (json!(true), json!(TOTAL))
     );
-    let rest = again.messages((3200 - last) as usize).await;
+    let rest = again.messages((TOTAL - last) as usize).await;
     let offsets: Vec<u64> = rest.iter().filter_map(|m| m["offset"].as_u64()).collect();
-    assert_eq!(offsets, (last + 1..=3200).collect::<Vec<_>>());
+    assert_eq!(offsets, (last + 1..=TOTAL).collect::<Vec<_>>());
 }
 
 #[tokio::test]
