@@ -63,33 +63,38 @@ async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitSta
 }
 
 /// Freezes `b` (SIGSTOP) until it holds pending entries: a read it had
-/// blocked in is still served by Redis, into its pending list. If it was
-/// between reads holding nothing, it runs again until the workers publish
-/// more, and is frozen anew. Returns how many it holds.
+/// blocked in is still served by Redis, into its pending list. Each try
+/// appends a few messages of its own (to `p0`, numbered from `next`), so
+/// there is something to read even after the writer is done; if `b` was
+/// between reads, it runs again and is frozen anew. Returns how many it
+/// holds and how many messages were added.
 async fn freeze_holding(
     b: &Child,
     conn: &mut Conn,
     keys: &Keys,
-    seen: &Mutex<HashSet<(String, u64)>>,
-) -> u64 {
+    streams: &StreamsConfig,
+    next: usize,
+) -> (u64, usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut added = 0;
     loop {
         signal(b, "STOP");
+        for _ in 0..3 {
+            chat_devkit::testing::append(conn, keys, streams, "p0", next + added).await;
+            added += 1;
+        }
         let frozen = Instant::now();
         while frozen.elapsed() < Duration::from_secs(1) {
             let held = pending_of(conn, keys, Some("b")).await;
             if held > 0 {
-                return held;
+                return (held, added);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         signal(b, "CONT");
         assert!(Instant::now() < deadline, "b never held pending entries");
-        let before = seen.lock().unwrap_or_else(|p| p.into_inner()).len();
-        while seen.lock().unwrap_or_else(|p| p.into_inner()).len() == before {
-            assert!(Instant::now() < deadline, "nothing published any more");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // Long enough for b to block in a read again (its block is 200 ms).
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -195,21 +200,22 @@ async fn signals(url: &str) {
     );
 
     // b is killed holding entries it read and never acknowledged.
-    let held = freeze_holding(&b.0, &mut conn, &keys, &seen).await;
+    writer.await.expect("writer");
+    let (held, added) = freeze_holding(&b.0, &mut conn, &keys, &streams, MESSAGES).await;
+    let total = MESSAGES + added;
     signal(&b.0, "KILL");
     let _ = wait_exit(&mut b.0, Duration::from_secs(5)).await;
     assert!(held > 0);
 
-    writer.await.expect("writer");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let n = seen.lock().unwrap_or_else(|p| p.into_inner()).len();
-        if n == MESSAGES && pending_of(&mut conn, &keys, None).await == 0 {
+        if n == total && pending_of(&mut conn, &keys, None).await == 0 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "{n} of {MESSAGES} published; pending {}",
+            "{n} of {total} published; pending {}",
             pending_of(&mut conn, &keys, None).await
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
