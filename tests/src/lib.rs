@@ -759,24 +759,25 @@ impl Stack {
 
     /// Grants `user` membership of `room` through the admin API.
     pub async fn add_member(&self, room: &str, user: &str) {
-        let r = http()
-            .put(format!("{}/v1/rooms/{room}/members/{user}", self.http(0)))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .expect("member");
-        assert_eq!(r.status(), 204, "member {user} of {room}");
+        self.membership(reqwest::Method::PUT, room, user).await;
     }
 
     /// Removes `user`'s membership of `room` through the admin API.
     pub async fn remove_member(&self, room: &str, user: &str) {
+        self.membership(reqwest::Method::DELETE, room, user).await;
+    }
+
+    async fn membership(&self, method: reqwest::Method, room: &str, user: &str) {
         let r = http()
-            .delete(format!("{}/v1/rooms/{room}/members/{user}", self.http(0)))
+            .request(
+                method.clone(),
+                format!("{}/v1/rooms/{room}/members/{user}", self.http(0)),
+            )
             .bearer_auth(API_KEY)
             .send()
             .await
-            .expect("delete member");
-        assert_eq!(r.status(), 204, "remove {user} from {room}");
+            .expect("member request");
+        assert_eq!(r.status(), 204, "{method} member {user} of {room}");
     }
 
     /// Connects with `Authorization: Bearer` and reads `ready`.
