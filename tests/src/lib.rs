@@ -2,10 +2,8 @@
 //! nodes and fanout workers started in-process on ephemeral ports, and a
 //! small WebSocket client that speaks the contract.
 
-pub mod fake_fcm;
-pub mod fake_gemini;
 pub mod forwarder;
-pub mod google_api;
+pub use chat_devkit::{fake_fcm, fake_gemini, google_api};
 
 use chat_core::config::StreamsConfig;
 use chat_devkit::redis_server::{RedisCluster, RedisServer, replicas_acking};
@@ -515,6 +513,48 @@ impl Stack {
             .expect("redis connection")
     }
 
+    /// The summary job queue's Redis (standalone, also beside a cluster).
+    pub async fn jobs_redis(&self) -> chat_core::redis_conn::Conn {
+        chat_core::redis_conn::manager(&self.env["CHAT_JOBS_REDIS_URL"])
+            .await
+            .expect("jobs redis connection")
+    }
+
+    /// While the chat data's Redis is down (after [`Self::kill_redis`]), its
+    /// ports (every node's, for a cluster) accept and at once hang up on
+    /// every connection, until `attempts` connections were turned away: an
+    /// outage measured in the services' reconnect attempts, not in time.
+    pub async fn turn_away_redis_clients(&self, attempts: usize) {
+        let ports: Vec<u16> = match &self.cluster {
+            Some(c) => c.nodes().iter().map(RedisServer::port).collect(),
+            None => vec![self.redis.port()],
+        };
+        let turned_away = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut refusers = tokio::task::JoinSet::new();
+        for port in ports {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+            socket
+                .bind(([127, 0, 0, 1], port).into())
+                .unwrap_or_else(|e| panic!("bind Redis's port {port}: {e}"));
+            let listener = socket.listen(64).expect("listen");
+            let turned_away = Arc::clone(&turned_away);
+            refusers.spawn(async move {
+                while let Ok((conn, _)) = listener.accept().await {
+                    turned_away.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    drop(conn);
+                }
+            });
+        }
+        let what = format!("{attempts} reconnect attempts turned away");
+        wait_until(Duration::from_secs(60), &what, || async {
+            let n = turned_away.load(std::sync::atomic::Ordering::Relaxed);
+            (n >= attempts).then_some(())
+        })
+        .await;
+        refusers.shutdown().await;
+    }
+
     /// Whether `key` exists in the chat data's Redis.
     pub async fn exists(&self, key: &str) -> bool {
         let mut r = self.redis().await;
@@ -782,12 +822,38 @@ impl Stack {
 
     /// Connects with `Authorization: Bearer` and reads `ready`.
     pub async fn connect(&self, node: usize, user: &str) -> Client {
-        let token = token(user, &["*"]);
-        let mut c = Client::connect_with_header(&self.ws_url(node), Some(&token)).await;
+        self.connect_token(node, &token(user, &["*"])).await.0
+    }
+
+    /// Connects with `token` in the header and reads `ready`.
+    pub async fn connect_token(&self, node: usize, token: &str) -> (Client, Value) {
+        let mut c = Client::connect_with_header(&self.ws_url(node), Some(token)).await;
         let ready = c.recv().await;
         assert_eq!(ready["type"], "ready", "{ready}");
-        c
+        (c, ready)
     }
+
+    /// `{node}/v1/sessions/{sid}`.
+    pub fn session_url(&self, node: usize, sid: &str) -> String {
+        format!("{}/v1/sessions/{sid}", self.http(node))
+    }
+
+    /// `PUT /v1/sessions/{sid}` on `node` with the admin key; expects 204.
+    pub async fn put_session(&self, node: usize, sid: &str, user: &str, ttl_secs: u64) {
+        let resp = http()
+            .put(self.session_url(node, sid))
+            .bearer_auth(API_KEY)
+            .json(&json!({"user": user, "ttl_secs": ttl_secs}))
+            .send()
+            .await
+            .expect("PUT session");
+        assert_eq!(resp.status().as_u16(), 204, "PUT /v1/sessions/{sid}");
+    }
+}
+
+/// An HS256 token for `user`, to every room, carrying session `sid`.
+pub fn sid_token(user: &str, sid: &str) -> String {
+    sign(json!({"sub": user, "exp": now() + 3600, "sid": sid, "rooms": ["*"]}))
 }
 
 /// An HS256 token with the test secret.
@@ -979,9 +1045,9 @@ impl Client {
 
     /// Sends as a client does: while the answer is `unavailable` (Redis
     /// reconnecting, deliveries behind), retries with the same `client_id`
-    /// until it is acked, for up to 15 s.
+    /// until it is acked, for up to 30 s (a failover's length).
     pub async fn send_retrying(&mut self, room: &str, text: &str, client_id: &str) -> Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             self.send_json(
                 json!({"type": "send", "room": room, "text": text, "client_id": client_id}),
@@ -999,7 +1065,7 @@ impl Client {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "{client_id} still unavailable after 15 s"
+                "{client_id} still unavailable after 30 s"
             );
             // A client's retry backoff.
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -5,25 +5,10 @@ use crate::cli::Cli;
 use e2e::*;
 use serde_json::json;
 
-async fn put_session(stack: &Stack, sid: &str, user: &str) {
-    let r = http()
-        .put(format!("{}/v1/sessions/{sid}", stack.http(0)))
-        .bearer_auth(API_KEY)
-        .json(&json!({"user": user, "ttl_secs": 60}))
-        .send()
-        .await
-        .expect("PUT session");
-    assert_eq!(r.status().as_u16(), 204);
-}
-
 async fn connect(stack: &Stack, node: usize, user: &str, sid: &str) -> Client {
-    let t = sign(json!({"sub": user, "exp": now() + 3600, "sid": sid, "rooms": ["*"]}));
-    let mut c = Client::connect_with_header(&stack.ws_url(node), Some(&t)).await;
-    let ready = c.recv().await;
-    assert_eq!(ready["type"], "ready", "{ready}");
+    let (mut c, _) = stack.connect_token(node, &sid_token(user, sid)).await;
     // Fully set up (registered with its node) before the revocation.
-    c.send_json(json!({"type": "ping"})).await;
-    assert_eq!(c.recv().await["type"], "pong");
+    c.ping(json!(0)).await;
     c
 }
 
@@ -37,8 +22,8 @@ async fn sessions_revoke_closes_the_sessions_sockets_4003_on_every_node() {
         .env("CHAT_SESSION_SWEEP", "60s")
         .start()
         .await;
-    put_session(&stack, "s-gone", "alice").await;
-    put_session(&stack, "s-kept", "alice").await;
+    stack.put_session(0, "s-gone", "alice", 60).await;
+    stack.put_session(0, "s-kept", "alice", 60).await;
     let mut a0 = connect(&stack, 0, "alice", "s-gone").await;
     let mut a1 = connect(&stack, 1, "alice", "s-gone").await;
     let mut kept = connect(&stack, 1, "alice", "s-kept").await;
@@ -51,12 +36,8 @@ async fn sessions_revoke_closes_the_sessions_sockets_4003_on_every_node() {
         let (code, frames) = c.until_closed().await;
         assert_eq!(code, Some(4003), "{node}: {frames:?}");
     }
-    kept.send_json(json!({"type": "ping"})).await;
-    assert_eq!(
-        kept.recv().await["type"],
-        "pong",
-        "another session is untouched"
-    );
+    // Another session is untouched.
+    kept.ping(json!(1)).await;
     let k = stack.keys();
     let gone = stack.exists(&k.session("s-gone")).await;
     let other = stack.exists(&k.session("s-kept")).await;

@@ -57,7 +57,7 @@ test('two pages chat; a node dies; both show every message exactly once, in orde
     texts.push(text);
     await say(i % 2 ? bob : alice, text);
     if (i === 12) await n0.proc.stop('SIGKILL'); // alice's node
-    await sleep(20);
+    await sleep(20); // pacing, so that sends straddle the kill
   }
   await until('alice shows reconnecting then recovered', async () => (await stateOf(alice)) === 'recovered');
   const stored = await stack.stored('demo');
@@ -69,11 +69,12 @@ test('two pages chat; a node dies; both show every message exactly once, in orde
     assert.deepEqual(got.map((m) => m.text), stored.map((m) => m.text), `${name}: texts`);
     assert.equal(await page.$$eval('#log .m.pending', (e) => e.length), 0, `${name}: nothing left pending`);
   }
-  // Typing notices go at most every 3 s per room; bob's last was with his
-  // last message.
-  await sleep(3100);
-  await bob.type('#text', 'typing');
-  await until('alice sees bob typing', async () => (await alice.textContent('#typing')).includes('bob is typing'));
+  // Typing notices go at most every 3 s per room, and bob's last was with
+  // his last message: he keeps typing until one goes out.
+  await until('alice sees bob typing', async () => {
+    await bob.type('#text', 'x');
+    return (await alice.textContent('#typing')).includes('bob is typing');
+  });
   await alice.screenshot({ path: screenshot });
 });
 

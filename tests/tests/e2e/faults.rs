@@ -25,9 +25,12 @@ async fn after_a_long_outage_the_node_hears_pubsub_again() {
         },
     )
     .await;
-    // The outage itself, from when the node saw it: longer than redis-rs's
-    // own reconnect retries. A scenario's length, not a wait for an event.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The outage lasts until the stack has run out of redis-rs's own
+    // reconnect retries (3 per connection, within about 2 s): Redis's ports
+    // hang up on every connection until 40 attempts were turned away. The
+    // node and workers make about 8 a second here, so that is several rounds
+    // of every connection's retries, and it stretches with a slow machine.
+    stack.turn_away_redis_clients(40).await;
     stack.restart_redis_empty();
     wait_until(Duration::from_secs(15), "the node to resubscribe", || {
         let stack = &stack;
@@ -64,12 +67,10 @@ async fn a_recovery_range_trimmed_mid_stream_closes_1001_instead_of_spinning() {
     stack.publish_many("loop", 3000, 4000).await;
 
     let mut bob = stack.connect(0, "bob").await;
-    bob.send_json(json!({"type": "join", "room": "loop", "since": {"epoch": epoch, "offset": 0}}))
-        .await;
     // The replay has started; then the client stops reading, so the writer
     // stalls mid-replay on TCP backpressure while the rest of the range is
     // trimmed and newer messages arrive.
-    let j = bob.recv_type("joined").await;
+    let j = bob.join_since("loop", &epoch, 0).await;
     assert_eq!(j["recovered"], true);
     let first = bob.messages(1).await.remove(0);
     assert_eq!(first["offset"], 1);
@@ -98,12 +99,7 @@ async fn a_recovery_range_trimmed_mid_stream_closes_1001_instead_of_spinning() {
     assert!(last < 3000, "cut off inside the trimmed range");
     // Re-joining with where it got to is answered honestly.
     let mut again = stack.connect(0, "bob").await;
-    again
-        .send_json(
-            json!({"type": "join", "room": "loop", "since": {"epoch": epoch, "offset": last}}),
-        )
-        .await;
-    let j = again.recv_type("joined").await;
+    let j = again.join_since("loop", &epoch, last).await;
     assert_eq!(j["recovered"], false);
 }
 
@@ -191,7 +187,17 @@ async fn dead_consumers_are_removed_from_the_group() {
     let mut worker = fanout_worker::Fanout::build(settings)
         .await
         .expect("worker");
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    wait_until(Duration::from_secs(10), "gone-worker idle 20 ms", || {
+        let mut r = r.clone();
+        let shard = shard.clone();
+        async move {
+            let info: redis::streams::StreamInfoConsumersReply =
+                r.xinfo_consumers(&shard, "fanout").await.ok()?;
+            let gone = info.consumers.iter().find(|c| c.name == "gone-worker")?;
+            (gone.idle >= 20).then_some(())
+        }
+    })
+    .await;
     assert_eq!(
         worker
             .remove_dead_consumers(Duration::from_millis(10))

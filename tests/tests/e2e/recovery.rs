@@ -3,13 +3,7 @@
 
 use e2e::*;
 use redis::AsyncCommands;
-use serde_json::{Value, json};
-
-async fn join_since(c: &mut Client, room: &str, epoch: &Value, offset: u64) -> Value {
-    c.send_json(json!({"type": "join", "room": room, "since": {"epoch": epoch, "offset": offset}}))
-        .await;
-    c.recv_type("joined").await
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn since_with_the_current_epoch_returns_exactly_the_missed_messages_then_live_ones() {
@@ -25,7 +19,7 @@ async fn since_with_the_current_epoch_returns_exactly_the_missed_messages_then_l
     stack.publish("rec", 5).await;
     // Back on the other node.
     let mut alice = stack.connect(1, "alice").await;
-    let j = join_since(&mut alice, "rec", &epoch, 5).await;
+    let j = alice.join_since("rec", &epoch, 5).await;
     assert_eq!(j["recovered"], true);
     assert_eq!(j["offset"], 10);
     assert_eq!(j["epoch"], epoch);
@@ -41,7 +35,7 @@ async fn since_with_the_current_epoch_returns_exactly_the_missed_messages_then_l
 
     // Nothing missed: recovered, and nothing replayed.
     let mut bob = stack.connect(0, "bob").await;
-    let j = join_since(&mut bob, "rec", &epoch, 11).await;
+    let j = bob.join_since("rec", &epoch, 11).await;
     assert_eq!(
         (j["recovered"].clone(), j["offset"].clone()),
         (json!(true), json!(11))
@@ -67,7 +61,7 @@ async fn a_trimmed_range_is_not_recovered_and_live_delivery_continues() {
         .await
         .expect("xtrim");
     let mut c = stack.connect(0, "carl").await;
-    let j = join_since(&mut c, "trim", &epoch, 2).await;
+    let j = c.join_since("trim", &epoch, 2).await;
     assert_eq!(
         (j["recovered"].clone(), j["offset"].clone()),
         (json!(false), json!(10))
@@ -81,7 +75,7 @@ async fn a_trimmed_range_is_not_recovered_and_live_delivery_continues() {
 
     // Within what is retained it still recovers.
     let mut d = stack.connect(0, "dora").await;
-    let j = join_since(&mut d, "trim", &epoch, 8).await;
+    let j = d.join_since("trim", &epoch, 8).await;
     assert_eq!(j["recovered"], true);
     let offsets: Vec<u64> = d.offsets(3).await;
     assert_eq!(offsets, vec![9, 10, 11]);
@@ -92,14 +86,14 @@ async fn another_epoch_or_an_impossible_offset_is_not_recovered() {
     let stack = Stack::builder().start().await;
     stack.publish("ep", 3).await;
     let mut c = stack.connect(0, "eve").await;
-    let j = join_since(&mut c, "ep", &json!("not-the-epoch"), 1).await;
+    let j = c.join_since("ep", &json!("not-the-epoch"), 1).await;
     assert_eq!(
         (j["recovered"].clone(), j["offset"].clone()),
         (json!(false), json!(3))
     );
     let epoch = j["epoch"].clone();
     let mut c2 = stack.connect(0, "eve2").await;
-    let j = join_since(&mut c2, "ep", &epoch, 99).await;
+    let j = c2.join_since("ep", &epoch, 99).await;
     assert_eq!(
         j["recovered"], false,
         "an offset ahead of the room is not recovered"
@@ -114,7 +108,7 @@ async fn another_epoch_or_an_impossible_offset_is_not_recovered() {
         .expect("del");
     stack.publish("ep", 1).await;
     let mut c3 = stack.connect(0, "eve3").await;
-    let j = join_since(&mut c3, "ep", &epoch, 3).await;
+    let j = c3.join_since("ep", &epoch, 3).await;
     assert_eq!(j["recovered"], false);
     assert_ne!(j["epoch"], epoch);
     assert_eq!(j["offset"], 1);
@@ -246,7 +240,7 @@ async fn entries_that_do_not_parse_are_passed_over_not_taken_for_the_end() {
 
     // Recovery from offset 1 streams every good message, then live ones.
     let mut bob = stack.connect(0, "bob").await;
-    let joined = join_since(&mut bob, room, &epoch, 1).await;
+    let joined = bob.join_since(room, &epoch, 1).await;
     assert_eq!(joined["recovered"], true, "{joined}");
     let want: Vec<u64> = (1201..=1206).chain(2301..=2304).collect();
     let got: Vec<u64> = bob.offsets(want.len()).await;

@@ -6,35 +6,6 @@ use serde_json::{Value, json};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
-/// An HS256 token for `user` carrying `sid`.
-fn sid_token(user: &str, sid: &str) -> String {
-    sign(json!({"sub": user, "exp": now() + 3600, "sid": sid, "rooms": ["*"]}))
-}
-
-fn session_url(stack: &Stack, node: usize, sid: &str) -> String {
-    format!("{}/v1/sessions/{sid}", stack.http(node))
-}
-
-/// `PUT /v1/sessions/{sid}` with the admin key; expects 204.
-async fn put_session(stack: &Stack, node: usize, sid: &str, user: &str, ttl_secs: u64) {
-    let resp = http()
-        .put(session_url(stack, node, sid))
-        .bearer_auth(API_KEY)
-        .json(&json!({"user": user, "ttl_secs": ttl_secs}))
-        .send()
-        .await
-        .expect("PUT session");
-    assert_eq!(resp.status().as_u16(), 204, "PUT /v1/sessions/{sid}");
-}
-
-/// Connects with a token in the header and reads `ready`.
-async fn connect_token(stack: &Stack, node: usize, token: &str) -> (Client, Value) {
-    let mut c = Client::connect_with_header(&stack.ws_url(node), Some(token)).await;
-    let ready = c.recv().await;
-    assert_eq!(ready["type"], "ready", "{ready}");
-    (c, ready)
-}
-
 fn now_f64() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -64,8 +35,8 @@ async fn require_session_checks_sid_and_owner() {
     c.refused("unregistered sid", None).await;
 
     // Registered: `ready` names the session.
-    put_session(&stack, 0, "s-1", "alice", 60).await;
-    let (mut a, ready) = connect_token(&stack, 0, &sid_token("alice", "s-1")).await;
+    stack.put_session(0, "s-1", "alice", 60).await;
+    let (mut a, ready) = stack.connect_token(0, &sid_token("alice", "s-1")).await;
     assert_eq!(ready["user"], "alice", "{ready}");
     assert_eq!(ready["session"], "s-1", "{ready}");
     a.ping(json!(1)).await;
@@ -78,12 +49,12 @@ async fn require_session_checks_sid_and_owner() {
     assert_eq!(ready["session"], "s-1", "{ready}");
 
     // A session that belongs to another user: refused.
-    put_session(&stack, 0, "s-bob", "bob", 60).await;
+    stack.put_session(0, "s-bob", "bob", 60).await;
     let mut c =
         Client::connect_with_header(&stack.ws_url(0), Some(&sid_token("alice", "s-bob"))).await;
     c.refused("another user's session", None).await;
     // ... while bob himself gets in.
-    let (_bob, ready) = connect_token(&stack, 0, &sid_token("bob", "s-bob")).await;
+    let (_bob, ready) = stack.connect_token(0, &sid_token("bob", "s-bob")).await;
     assert_eq!(ready["session"], "s-bob", "{ready}");
 }
 
@@ -97,12 +68,12 @@ async fn session_delete_closes_its_sockets_on_every_node_within_1s() {
         .env("CHAT_SESSION_SWEEP", "60s")
         .start()
         .await;
-    put_session(&stack, 0, "s-gone", "alice", 60).await;
-    put_session(&stack, 1, "s-kept", "alice", 60).await;
-    let (mut a0, _) = connect_token(&stack, 0, &sid_token("alice", "s-gone")).await;
-    let (mut a1, _) = connect_token(&stack, 1, &sid_token("alice", "s-gone")).await;
-    let (mut k0, _) = connect_token(&stack, 0, &sid_token("alice", "s-kept")).await;
-    let (mut k1, _) = connect_token(&stack, 1, &sid_token("alice", "s-kept")).await;
+    stack.put_session(0, "s-gone", "alice", 60).await;
+    stack.put_session(1, "s-kept", "alice", 60).await;
+    let (mut a0, _) = stack.connect_token(0, &sid_token("alice", "s-gone")).await;
+    let (mut a1, _) = stack.connect_token(1, &sid_token("alice", "s-gone")).await;
+    let (mut k0, _) = stack.connect_token(0, &sid_token("alice", "s-kept")).await;
+    let (mut k1, _) = stack.connect_token(1, &sid_token("alice", "s-kept")).await;
     // Every socket is fully set up before the DELETE.
     for (i, c) in [&mut a0, &mut a1, &mut k0, &mut k1].into_iter().enumerate() {
         c.ping(json!(i)).await;
@@ -111,7 +82,7 @@ async fn session_delete_closes_its_sockets_on_every_node_within_1s() {
     let sent = Instant::now();
     let delete = async {
         let resp = http()
-            .delete(session_url(&stack, 0, "s-gone"))
+            .delete(stack.session_url(0, "s-gone"))
             .bearer_auth(API_KEY)
             .send()
             .await
@@ -154,8 +125,8 @@ async fn idle_session_expires_and_closes_4003() {
         .start()
         .await;
     let registered = Instant::now();
-    put_session(&stack, 0, "s-short", "alice", 1).await;
-    let (mut c, _) = connect_token(&stack, 0, &sid_token("alice", "s-short")).await;
+    stack.put_session(0, "s-short", "alice", 1).await;
+    let (mut c, _) = stack.connect_token(0, &sid_token("alice", "s-short")).await;
     let (code, frames) = c.until_closed().await;
     let took = registered.elapsed();
     assert_eq!(code, Some(4003), "frames {frames:?}");
@@ -176,15 +147,19 @@ async fn active_session_slides_past_its_ttl() {
         .env("CHAT_REQUIRE_SESSION", "true")
         .start()
         .await;
-    put_session(&stack, 0, "s-active", "alice", 2).await;
-    let (mut c, _) = connect_token(&stack, 0, &sid_token("alice", "s-active")).await;
+    stack.put_session(0, "s-active", "alice", 2).await;
+    let (mut c, _) = stack
+        .connect_token(0, &sid_token("alice", "s-active"))
+        .await;
+    // Activity for 3.5 s, a ping every 300 ms (a pace, not a wait): an
+    // expired session would show up as a close instead of a `pong`.
     let start = Instant::now();
+    let mut pace = tokio::time::interval(Duration::from_millis(300));
     let mut n = 0u64;
     while start.elapsed() < Duration::from_millis(3500) {
-        // An expired session would show up here as a close instead of `pong`.
+        pace.tick().await;
         c.ping(json!(n)).await;
         n += 1;
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     c.ping(json!("last")).await;
     let mut conn = stack.redis().await;
@@ -205,7 +180,9 @@ async fn token_expiry_sends_expiring_then_closes_4001_at_exp() {
         .start()
         .await;
     let exp = now() + 2;
-    let (mut c, ready) = connect_token(&stack, 0, &sign(json!({"sub": "alice", "exp": exp}))).await;
+    let (mut c, ready) = stack
+        .connect_token(0, &sign(json!({"sub": "alice", "exp": exp})))
+        .await;
     assert_eq!(ready["exp"], exp, "{ready}");
     let expiring = c.recv().await;
     assert_eq!(expiring["type"], "expiring", "{expiring}");
@@ -236,7 +213,9 @@ async fn refresh_on_expiring_keeps_the_socket_open() {
         .start()
         .await;
     let exp = now() + 2;
-    let (mut c, _) = connect_token(&stack, 0, &sign(json!({"sub": "alice", "exp": exp}))).await;
+    let (mut c, _) = stack
+        .connect_token(0, &sign(json!({"sub": "alice", "exp": exp})))
+        .await;
     let expiring = c.recv().await;
     assert_eq!(expiring["type"], "expiring", "{expiring}");
     assert_eq!(expiring["exp"], exp, "{expiring}");
@@ -255,8 +234,10 @@ async fn refresh_on_expiring_keeps_the_socket_open() {
 
     // Past the old exp (plus the server's whole-second rounding), the socket
     // is still open: the next frame is the `pong`, not an error or a close.
-    let past_old_exp = Duration::from_secs_f64((exp as f64 + 1.2 - now_f64()).max(0.0));
-    tokio::time::sleep(past_old_exp).await;
+    wait_until(Duration::from_secs(30), "the old exp to pass", || async {
+        (now_f64() > exp as f64 + 1.2).then_some(())
+    })
+    .await;
     c.ping(json!("after")).await;
 }
 
@@ -284,7 +265,7 @@ async fn refresh_with_another_users_token_is_refused() {
 #[tokio::test]
 async fn sessions_api_refuses_bad_bodies_and_bad_keys() {
     let stack = Stack::builder().workers(0).start().await;
-    let url = session_url(&stack, 0, "s-1");
+    let url = stack.session_url(0, "s-1");
     let client = http();
 
     for (body, what) in [
@@ -361,7 +342,7 @@ async fn sessions_api_refuses_bad_bodies_and_bad_keys() {
     assert!(!exists, "a refused PUT stored the session");
 
     // Positive control: the same request with the key succeeds.
-    put_session(&stack, 0, "s-1", "alice", 60).await;
+    stack.put_session(0, "s-1", "alice", 60).await;
     let ttl: i64 = redis::AsyncCommands::ttl(&mut conn, stack.keys().session("s-1"))
         .await
         .expect("TTL");
@@ -374,8 +355,8 @@ async fn refresh_for_another_session_is_refused_and_lowercase_bearer_is_accepted
         .env("CHAT_REQUIRE_SESSION", "true")
         .start()
         .await;
-    put_session(&stack, 0, "s-a", "alice", 60).await;
-    put_session(&stack, 0, "s-b", "alice", 60).await;
+    stack.put_session(0, "s-a", "alice", 60).await;
+    stack.put_session(0, "s-b", "alice", 60).await;
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
         stack.ws_url(0),
     )
@@ -399,7 +380,7 @@ async fn refresh_for_another_session_is_refused_and_lowercase_bearer_is_accepted
         ready["type"], "ready",
         "the scheme is case-insensitive: {ready}"
     );
-    let (mut c, _) = connect_token(&stack, 0, &sid_token("alice", "s-a")).await;
+    let (mut c, _) = stack.connect_token(0, &sid_token("alice", "s-a")).await;
     c.send_json(
         serde_json::json!({"type": "refresh", "token": sid_token("alice", "s-b"), "ref": "x"}),
     )
@@ -416,7 +397,7 @@ async fn refresh_to_a_narrower_claim_leaves_the_rooms_it_no_longer_allows() {
     let stack = Stack::builder().workers(0).start().await;
     stack.add_member("club", "alice").await;
     let t = |rooms: &[&str]| sign(json!({"sub": "alice", "exp": now() + 3600, "rooms": rooms}));
-    let (mut c, _) = connect_token(&stack, 0, &t(&["team:*", "lobby"])).await;
+    let (mut c, _) = stack.connect_token(0, &t(&["team:*", "lobby"])).await;
     for room in ["team:eng", "lobby", "club"] {
         c.send_json(json!({"type": "join", "room": room})).await;
         c.recv_type("joined").await;
@@ -455,9 +436,9 @@ async fn refresh_to_a_narrower_claim_leaves_the_rooms_it_no_longer_allows() {
 #[tokio::test]
 async fn a_deleted_session_leaves_a_tombstone_that_a_new_put_lifts() {
     let stack = Stack::builder().workers(0).start().await;
-    put_session(&stack, 0, "s-t", "alice", 60).await;
+    stack.put_session(0, "s-t", "alice", 60).await;
     let r = http()
-        .delete(session_url(&stack, 0, "s-t"))
+        .delete(stack.session_url(0, "s-t"))
         .bearer_auth(API_KEY)
         .send()
         .await
@@ -471,9 +452,9 @@ async fn a_deleted_session_leaves_a_tombstone_that_a_new_put_lifts() {
     let mut c =
         Client::connect_with_header(&stack.ws_url(0), Some(&sid_token("alice", "s-t"))).await;
     c.refused("a revoked sid", None).await;
-    put_session(&stack, 0, "s-t", "alice", 60).await;
+    stack.put_session(0, "s-t", "alice", 60).await;
     assert!(!stack.exists(&k.session_revoked("s-t")).await);
-    let (mut c, ready) = connect_token(&stack, 0, &sid_token("alice", "s-t")).await;
+    let (mut c, ready) = stack.connect_token(0, &sid_token("alice", "s-t")).await;
     assert_eq!(ready["type"], "ready", "{ready}");
     c.ping(json!("back")).await;
 }

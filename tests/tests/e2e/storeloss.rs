@@ -152,10 +152,7 @@ async fn no_offset_names_two_messages(loss: Loss) {
     // A client that had offset 6 of the old epoch rejoins: not recovered,
     // the new epoch.
     let mut carol = stack.connect(0, "carol").await;
-    carol
-        .send_json(json!({"type": "join", "room": "snap", "since": {"epoch": epoch, "offset": 6}}))
-        .await;
-    let joined = carol.recv_type("joined").await;
+    let joined = carol.join_since("snap", &epoch, 6).await;
     assert_eq!(joined["recovered"], false);
     assert_eq!(joined["epoch"], ack["epoch"]);
     assert_eq!(joined["offset"], 3);
@@ -187,31 +184,6 @@ async fn history_texts(stack: &Stack) -> Vec<String> {
         .iter()
         .map(|m| m["text"].as_str().expect("text").to_owned())
         .collect()
-}
-
-/// Sends over the socket until the send is acked (`unavailable` answers,
-/// while Redis or its replicas are away, are retried with the same id).
-async fn send_until_acked(c: &mut Client, room: &str, text: &str, client_id: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        c.send_json(json!({"type": "send", "room": room, "text": text, "client_id": client_id}))
-            .await;
-        loop {
-            let f = c.recv().await;
-            match f["type"].as_str() {
-                Some("ack") => return f,
-                Some("error") if f["code"] == "unavailable" => break,
-                // The sender's own messages: this test reads bob's.
-                Some("message" | "presence" | "typing") => continue,
-                _ => panic!("expected ack or unavailable, got {f}"),
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{client_id} never acked"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
@@ -268,7 +240,7 @@ async fn with_acks_that_wait_for_a_replica_a_failover_loses_nothing_acked() {
     }
 
     stack.fail_over();
-    let ack = send_until_acked(&mut alice, "snap", "after", "a1").await;
+    let ack = alice.send_retrying("snap", "after", "a1").await;
     assert_eq!(
         (ack["epoch"].clone(), ack["offset"].clone()),
         (epoch.clone(), json!(4)),
@@ -529,7 +501,9 @@ async fn a_cluster_shard_that_fails_over_alone_renews_only_its_own_rooms() {
 /// Sends "kept 1".."kept 3" to snap, each acked at offsets 1..3 of `epoch`.
 async fn send_kept_1_to_3(alice: &mut Client, epoch: &Value) {
     for i in 1..=3 {
-        let ack = send_until_acked(alice, "snap", &format!("kept {i}"), &format!("k{i}")).await;
+        let ack = alice
+            .send_retrying("snap", &format!("kept {i}"), &format!("k{i}"))
+            .await;
         assert_eq!(
             (ack["epoch"].clone(), ack["offset"].clone()),
             (epoch.clone(), json!(i))
@@ -547,7 +521,7 @@ async fn with_acks_that_wait_for_replicas_a_cluster_shard_fails_over_losing_noth
     let epoch = alice.join("snap").await["epoch"].clone();
     send_kept_1_to_3(&mut alice, &epoch).await;
     stack.fail_over_shard_of("snap");
-    let ack = send_until_acked(&mut alice, "snap", "after", "a1").await;
+    let ack = alice.send_retrying("snap", "after", "a1").await;
     assert_eq!(
         (ack["epoch"].clone(), ack["offset"].clone()),
         (epoch, json!(4))

@@ -100,6 +100,10 @@ struct State {
     /// Issued access tokens and their expiry (`None`: never, the TTL overflowed).
     access_tokens: HashMap<String, Option<Instant>>,
     ttl_secs: u64,
+    /// When the latest access token was issued.
+    last_issued: Option<Instant>,
+    /// How long an accepted send waits before its 200.
+    accept_delay: Duration,
     /// The mounted failures; dropping a switch unmounts its mock.
     fail_tokens: HashMap<String, MockSwitch>,
     fail_next: Vec<MockSwitch>,
@@ -253,6 +257,17 @@ impl FakeFcm {
         self.shared.state().access_tokens.clear();
     }
 
+    /// How long ago the latest access token was issued (`None`: none yet).
+    pub fn latest_token_age(&self) -> Option<Duration> {
+        self.shared.state().last_issued.map(|t| t.elapsed())
+    }
+
+    /// Accepted sends are recorded at once but answered (200) only after
+    /// `d`, so that a test can act while a push is in flight.
+    pub fn set_accept_delay(&self, d: Duration) {
+        self.shared.state().accept_delay = d;
+    }
+
     /// `expires_in` of tokens issued from now on (default 3600). A token past
     /// its expiry is refused like a revoked one.
     pub fn set_access_token_ttl(&self, secs: u64) {
@@ -305,7 +320,10 @@ impl Shared {
         });
         let id: u64 = rand::random();
         let name = format!("projects/{}/messages/0:{id:016x}", self.project_id);
-        ResponseTemplate::new(200).set_body_json(json!({ "name": name }))
+        let delay = state.accept_delay;
+        ResponseTemplate::new(200)
+            .set_body_json(json!({ "name": name }))
+            .set_delay(delay)
     }
 
     /// A responder that counts the send and answers `r`.
@@ -347,6 +365,7 @@ impl Shared {
         let ttl = state.ttl_secs;
         let expiry = Instant::now().checked_add(Duration::from_secs(ttl));
         state.access_tokens.insert(token.clone(), expiry);
+        state.last_issued = Some(Instant::now());
         ResponseTemplate::new(200).set_body_json(json!({
             "access_token": token,
             "expires_in": ttl,
