@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { chromium } from 'playwright-core';
 import { Stack, until, sleep } from './stack.mjs';
@@ -126,4 +127,80 @@ test('scrolling up loads older history, page by page, with no gap or repeat', as
   const got = await shown(page);
   assert.deepEqual(got.map((m) => m.offset), Array.from({ length: 120 }, (_, i) => i + 1));
   assert.equal(got[0].text, 'old 1');
+});
+
+/** A page served from its own origin (`http://127.0.0.1:PORT`), empty. */
+async function blankOrigin(t) {
+  const server = http.createServer((_, res) => { res.setHeader('content-type', 'text/html'); res.end('<!doctype html><title>app</title>'); });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => { server.closeAllConnections(); server.close(); });
+  return `http://127.0.0.1:${server.address().port}`;
+}
+
+test('in the browser: room subscriptions with on, off and once; a refused origin stops the client', async (t) => {
+  const allowed = await blankOrigin(t);
+  const refused = await blankOrigin(t);
+  const stack = await Stack.start({ nodes: 1, env: { CHAT_ALLOWED_ORIGINS: allowed } });
+  t.after(() => stack.stop());
+  const n = stack.nodes[0];
+  const b = await browser(t);
+  const ctx = await b.newContext();
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => { throw e; });
+
+  await page.goto(allowed);
+  const got = await page.evaluate(async ({ client, url, ta, tb }) => {
+    const { ChatClient } = await import(client);
+    const a = new ChatClient({ url, token: ta });
+    const bob = new ChatClient({ url, token: tb });
+    const errors = [];
+    a.on('error', (e) => errors.push(e.code));
+    const eng = a.room('team:eng');
+    const texts = [];
+    const first = [];
+    const offed = [];
+    const offedFn = (m) => offed.push(m.text);
+    eng.on('message', (m) => texts.push(m.text));
+    eng.once('message', (m) => first.push(m.text));
+    eng.on('message', offedFn);
+    a.connect(); bob.connect();
+    await eng.join();
+    await bob.join('team:eng');
+    const wait = (cond) => new Promise((res) => { const i = setInterval(() => { if (cond()) { clearInterval(i); res(); } }, 20); });
+    await bob.send('team:eng', 'one');
+    await wait(() => texts.length === 1);
+    eng.off('message', offedFn);
+    await bob.send('team:eng', 'two');
+    await wait(() => texts.length === 2);
+    const present = (await eng.presence()).sort();
+    let refusal = null;
+    try { await a.join('secret:x'); } catch (e) { refusal = e.code; }
+    a.close(); bob.close();
+    return { texts, first, offed, present, refusal, errors };
+  }, { client: `${n.http}/client.js`, url: n.ws, ta: stack.token('alice', 3600, { rooms: ['team:*'] }), tb: stack.token('bob') });
+  assert.deepEqual(got, {
+    texts: ['one', 'two'],
+    first: ['one'],
+    offed: ['one'],
+    present: ['alice', 'bob'],
+    refusal: 'forbidden',
+    errors: [],
+  });
+
+  // From an origin the server refuses: one attempt, one error, closed.
+  await page.goto(refused);
+  const stopped = await page.evaluate(async ({ client, url, token }) => {
+    const { ChatClient } = await import(client);
+    const c = new ChatClient({ url, token, backoff: { initial: 50, max: 100 } });
+    const states = [];
+    const errors = [];
+    c.on('state', (s) => states.push(s.state));
+    c.on('error', (e) => errors.push(e.code));
+    c.connect();
+    await new Promise((res) => { const i = setInterval(() => { if (c.state === 'closed') { clearInterval(i); res(); } }, 20); });
+    // Long enough for several retries, had it kept retrying.
+    await new Promise((res) => setTimeout(res, 500));
+    return { states, errors };
+  }, { client: `${n.http}/client.js`, url: n.ws, token: stack.token('carol') });
+  assert.deepEqual(stopped, { states: ['connecting', 'closed'], errors: ['forbidden'] });
 });

@@ -151,8 +151,9 @@ maxlen = 5
     return { proc, port, http, ws: `ws://127.0.0.1:${port}/v1/ws` };
   }
 
-  token(user, ttlSecs = 3600, extra = {}) {
-    return mint(this.secret, { sub: user, exp: Math.floor(Date.now() / 1000) + ttlSecs, rooms: ['*'], ...extra });
+  /** An HS256 token for `user` (signed with `secret`, by default the stack's). */
+  token(user, ttlSecs = 3600, extra = {}, secret = this.secret) {
+    return mint(secret, { sub: user, exp: Math.floor(Date.now() / 1000) + ttlSecs, rooms: ['*'], ...extra });
   }
 
   /** Admin HTTP call on node 0 (or the first node still up). */

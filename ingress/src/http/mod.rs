@@ -47,9 +47,32 @@ pub fn router(state: Shared) -> Router {
             ApiError::new(chat_core::protocol::ErrorCode::NotFound, "no such route")
         })
         .split_for_parts();
+    let cors =
+        (!state.settings.allowed_origins.is_empty()).then(|| cors(&state.settings.allowed_origins));
     router
         .layer(Extension(openapi::Served::new(&doc)))
+        .layer(tower::util::option_layer(cors))
         .with_state(state)
+}
+
+/// The pages of `CHAT_ALLOWED_ORIGINS` may call the HTTP API too (a user's
+/// token in `Authorization`, no cookies), e.g. a room's history or presence
+/// from the browser client. Without a list, only the ingress's own host
+/// (the demo page) calls it, and no CORS header is sent.
+fn cors(allowed: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allowed = allowed.to_vec();
+    let origin = AllowOrigin::predicate(move |origin, _| {
+        allowed
+            .iter()
+            .any(|a| a == "*" || a.as_bytes().eq_ignore_ascii_case(origin.as_bytes()))
+    });
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// What the metrics listener (`CHAT_METRICS_LISTEN`) serves: metrics and

@@ -10,7 +10,7 @@ use crate::conns::Slot;
 use crate::state::Shared;
 use axum::Extension;
 use axum::extract::State;
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -47,14 +47,28 @@ pub async fn upgrade(
     State(state): State<Shared>,
     headers: HeaderMap,
     slot: Option<Extension<Slot>>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // Checked before the handshake itself, so that a plain GET from a
+    // refused page learns why too: a browser hides a failed handshake's
+    // status from scripts, and the client asks this way to tell a refusal
+    // that will not change from a transient failure. Any origin may read
+    // the refusal; it carries nothing else.
     if !origin_allowed(&state.settings.allowed_origins, &headers) {
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
         tracing::info!(origin, "upgrade refused: origin not allowed");
         metrics::counter!("chat_upgrades_refused_total", "reason" => "origin").increment(1);
-        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+            "origin not allowed",
+        )
+            .into_response();
     }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(not_a_handshake) => return not_a_handshake.into_response(),
+    };
     // The connection cap itself is kept by the listener: this socket holds
     // its connection's slot from accept on (ingress/src/conns.rs).
     if state.shutdown.is_cancelled() {

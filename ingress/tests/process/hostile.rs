@@ -509,6 +509,33 @@ async fn refusals_are_logged_and_counted_and_metrics_can_leave_the_public_port()
     );
     let ready = http_get(&private, "/readyz").await.unwrap_or_default();
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    // The refusal answers a plain GET from that page too, readable from any
+    // origin: that is how the browser client tells it from a dropped
+    // network (a browser hides a failed handshake's status).
+    let probe = http()
+        .get(format!("http://{}/v1/ws", node.addr))
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .expect("probe");
+    assert_eq!(probe.status(), 403);
+    assert_eq!(
+        probe
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.as_bytes()),
+        Some(&b"*"[..])
+    );
+    let plain = http()
+        .get(format!("http://{}/v1/ws", node.addr))
+        .send()
+        .await
+        .expect("plain GET");
+    assert!(
+        plain.status().is_client_error() && plain.status() != 403,
+        "{}",
+        plain.status()
+    );
 
     // Dev tokens: not for names the server writes as.
     for user in ["system", "Admin", "summarizer"] {

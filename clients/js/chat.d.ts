@@ -1,0 +1,317 @@
+/** The version of this client; its major is the protocol's (v1). */
+export declare const VERSION = "1.0.0";
+export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
+/** A stored chat message, as in `message` frames and `history` pages. */
+export interface Message {
+    room: string;
+    /** Gap-free, 1 for a room's first message. */
+    offset: number;
+    /** Changes when the room's stream starts afresh. */
+    epoch: string;
+    /** Redis stream entry id (opaque). */
+    id: string;
+    user: string;
+    text: string;
+    /** Milliseconds since the Unix epoch. */
+    ts: number;
+    client_id: string;
+    kind: 'user' | 'system' | 'summary';
+}
+export interface Ack {
+    room: string;
+    client_id: string;
+    offset: number;
+    epoch: string;
+    id: string;
+    ts: number;
+    /** True when this client_id was stored before. */
+    duplicate: boolean;
+}
+export interface Cursor {
+    epoch: string;
+    before: number;
+}
+export interface HistoryPage {
+    room: string;
+    epoch: string;
+    /** Oldest first. */
+    messages: Message[];
+    /** The next older page, or null at the start of the room's history. */
+    next: Cursor | null;
+}
+/** Where a room's delivery stands: pass it back as `since`. */
+export interface Position {
+    epoch: string;
+    offset: number;
+}
+export interface Joined {
+    room: string;
+    epoch: string;
+    offset: number;
+    /** Present when the join named `since`: whether every missed message follows. */
+    recovered?: boolean;
+}
+export interface Session {
+    user: string;
+    session: string | null;
+    /** Seconds since the Unix epoch. */
+    exp: number;
+}
+export interface StateEvent {
+    state: ConnectionState;
+    url?: string;
+    attempt?: number;
+    delay?: number;
+    code?: number;
+    reason?: string;
+    /** Why the client stopped, when it stopped on a failure. */
+    error?: ChatError;
+}
+export interface ReloadEvent {
+    room: string;
+    epoch: string;
+    offset: number;
+    /** Replace what you show with these (oldest first). */
+    messages: Message[];
+    next: Cursor | null;
+    /** The page could not be loaded: page back from `next` yourself. */
+    failed?: boolean;
+}
+export interface PresenceEvent {
+    room: string;
+    user: string;
+    state: 'join' | 'leave';
+}
+export interface TypingEvent {
+    room: string;
+    user: string;
+}
+export interface LeftEvent {
+    room: string;
+    /** Always true: the room was deleted, or a rejoin was refused. */
+    byServer: boolean;
+    error?: ChatError;
+}
+export interface RefreshedEvent {
+    exp: number;
+}
+/** The client's events and what each listener receives. */
+export interface ClientEvents {
+    state: StateEvent;
+    ready: Session;
+    joined: Joined;
+    reload: ReloadEvent;
+    message: Message;
+    presence: PresenceEvent;
+    typing: TypingEvent;
+    left: LeftEvent;
+    refreshed: RefreshedEvent;
+    error: ChatError;
+}
+/** A room's events: those of the client that concern that room. */
+export type RoomEvents = Pick<ClientEvents, 'joined' | 'reload' | 'message' | 'presence' | 'typing' | 'left' | 'error'>;
+export type Listener<T> = (ev: T) => void;
+export interface BackoffOptions {
+    /** First reconnect delay ceiling in ms (default 500). */
+    initial?: number;
+    /** Largest delay ceiling in ms (default 15000). */
+    max?: number;
+    /** Growth per attempt (default 2). */
+    factor?: number;
+}
+/** What the client needs of a WebSocket: the browser's, or the `ws` package's. */
+export interface WebSocketLike {
+    readonly readyState: number;
+    onopen: ((ev: any) => void) | null;
+    onmessage: ((ev: {
+        data: any;
+    }) => void) | null;
+    onerror: ((ev: any) => void) | null;
+    onclose: ((ev: {
+        code: number;
+        reason: string;
+    }) => void) | null;
+    send(data: string): void;
+    close(code?: number, reason?: string): void;
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+export type TokenSource = string | (() => string | Promise<string>);
+export interface ClientOptions {
+    /** One WebSocket URL (ws:// or wss://, path /v1/ws). */
+    url?: string;
+    /** Several; the client moves to the next on each reconnect. */
+    urls?: string[];
+    /** A JWT, or a function returning one (called on every connect and on
+     * `expiring`). A function that throws a ChatError with code
+     * `unauthorized`, `forbidden` or `bad_request`, or an error whose
+     * `permanent` is true or whose `status` is an HTTP 4xx other than 408 and
+     * 429, stops the client: the user has to log in again. Anything else it
+     * throws (a network failure) is retried with backoff. */
+    token: TokenSource;
+    /** Constructor; default globalThis.WebSocket (pass the `ws` package on Node 20). */
+    WebSocket?: WebSocketConstructor | (new (url: string) => unknown);
+    /** Reconnect delays: each is drawn between half and all of
+     * min(max, initial * factor^attempt). */
+    backoff?: BackoffOptions;
+    /** Ms a send() may take, reconnects included (default 30000). */
+    sendTimeout?: number;
+    /** Ms from opening a socket to `ready` (default 10000). */
+    connectTimeout?: number;
+    /** Ms of silence before the client pings (default 20000). */
+    pingInterval?: number;
+    /** Ms to wait for any frame after that ping (default 10000). */
+    pongTimeout?: number;
+    /** Largest text in UTF-8 bytes (default 4096, as the server). */
+    maxTextBytes?: number;
+    /** Messages loaded after `recovered: false` (default 50). */
+    reloadLimit?: number;
+}
+export interface JoinOptions {
+    /** A position you saved (e.g. across a page reload) to recover from. */
+    since?: Position | null;
+}
+export interface SendOptions {
+    /** The idempotency key; made here unless given. Pass a failed send's
+     * `clientId` back to retry it: it is still stored once. */
+    clientId?: string;
+}
+export interface HistoryOptions {
+    /** Messages with an offset below this one (exclusive). */
+    before?: number;
+    /** The epoch `before` is in (from a page's `next`). */
+    epoch?: string;
+    /** 1-100 (default 50). */
+    limit?: number;
+}
+/** An error with one of the contract's codes (`bad_request`,
+ * `unauthorized`, `forbidden`, `not_joined`, `not_found`, `rate_limited`,
+ * `too_large`, `unavailable`, `internal`) or the client's own `timeout` and
+ * `closed`. */
+export declare class ChatError extends Error {
+    readonly code: string;
+    /** The room it concerns, when it concerns one. */
+    room?: string;
+    /** On a failed send: its client_id, to retry it with. */
+    clientId?: string;
+    constructor(code: string, message: string);
+}
+/** Listeners by event, with `on`, `off` and `once`. */
+declare class Emitter<E> {
+    private readonly listeners;
+    private readonly onceWrappers;
+    /** Subscribes; returns the function that unsubscribes. */
+    on<K extends keyof E>(type: K, fn: Listener<E[K]>): () => void;
+    /** Unsubscribes `fn` (added with `on` or `once`). */
+    off<K extends keyof E>(type: K, fn: Listener<E[K]>): void;
+    /** Subscribes for the next event only; returns the function that unsubscribes. */
+    once<K extends keyof E>(type: K, fn: Listener<E[K]>): () => void;
+    /** Whether anyone listens to `type`. */
+    protected heard(type: keyof E): boolean;
+    protected dispatch(type: keyof E, ev: unknown): void;
+}
+/** One room, as `chat.room(name)` returns it: its own events, and the
+ * client's calls for it. */
+export declare class Room extends Emitter<RoomEvents> {
+    readonly name: string;
+    private readonly client;
+    /** Joins (or returns the join already made): see `ChatClient.join`. */
+    join(opts?: JoinOptions): Promise<Joined>;
+    send(text: string, opts?: SendOptions): Promise<Ack>;
+    history(opts?: HistoryOptions): Promise<HistoryPage>;
+    /** The users connected to the room now, on any node. */
+    presence(): Promise<string[]>;
+    typing(): void;
+    read(offset: number): void;
+    position(): Position | null;
+    /** Leaves the room; its listeners stay, for a later `join`. */
+    leave(): void;
+}
+export declare class ChatClient extends Emitter<ClientEvents> {
+    /** The connection's state; `state` events say when it changes. */
+    state: ConnectionState;
+    /** The `ready` frame of the current connection. */
+    session: Session | null;
+    private readonly opt;
+    private ws;
+    private ready;
+    private conn;
+    private urlIndex;
+    private attempt;
+    private timer;
+    private pinger;
+    private lastFrame;
+    private pinged;
+    private refs;
+    private readonly pending;
+    private readonly rooms;
+    private readonly roomObjects;
+    private stopped;
+    private deadline;
+    private readyAt;
+    private lastToken;
+    private refusals;
+    private authError;
+    constructor(options: ClientOptions);
+    /** The room `name`, with its own events (`on`, `off`, `once`) and calls.
+     * The same object each time for the same name; it does not join. */
+    room(name: string): Room;
+    private emit;
+    private setState;
+    /** Open the connection (and keep it open until close()). */
+    connect(): void;
+    /** Close for good: pending requests reject with `closed`. */
+    close(): void;
+    /** Join a room (or return the join already made). Resolves with the
+     * `joined` fields; a refusal rejects it (and is not also an `error`
+     * event). Pass `since` (a position you saved, e.g. across a page reload)
+     * to recover from there. */
+    join(room: string, opts?: JoinOptions): Promise<Joined>;
+    /** Leave a room. Messages to it not yet sent reject with `not_joined`
+     * (with their `clientId`); those already sent settle on their ack. */
+    leave(room: string): void;
+    private forget;
+    /** The last position delivered in a room, to save and pass as `since`
+     * later; null before the room is joined. */
+    position(room: string): Position | null;
+    /** Send a message; resolves with the ack. Made idempotent by `client_id`
+     * (made here unless given): resent after a reconnect, stored once. */
+    send(room: string, text: string, opts?: SendOptions): Promise<Ack>;
+    /** A page of history, oldest first, with `next` for the page before it. */
+    history(room: string, opts?: HistoryOptions): Promise<HistoryPage>;
+    /** The users connected to `room` now, on any node: `GET
+     * /v1/rooms/{room}/presence` on the current node, with the current token
+     * (the user must be a member). */
+    presence(room: string): Promise<string[]>;
+    /** Tell the room you are typing; sent at most every 3 s per room, and
+     * only while connected (it is not worth queueing). */
+    typing(room: string): void;
+    /** Store your read marker; the newest one is sent (again) once connected. */
+    read(room: string, offset: number): void;
+    /** Send a new token now (the `expiring` event does this by itself when
+     * `token` is a function). */
+    refresh(token: string): Promise<RefreshedEvent>;
+    private currentUrl;
+    private open;
+    private refusedHandshake;
+    private token;
+    private detach;
+    private fail;
+    private drop;
+    private retry;
+    private raw;
+    private heartbeat;
+    private request;
+    private transmit;
+    private settle;
+    private sendJoin;
+    private rejectJoin;
+    private flushRead;
+    private frame;
+    private onReady;
+    private onJoined;
+    private onMessage;
+    private later;
+    private onError;
+    private onExpiring;
+}
+export {};
