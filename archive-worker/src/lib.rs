@@ -43,6 +43,7 @@ const ARCHIVE_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 impl Archive {
     pub async fn build(settings: ArchiveSettings) -> Result<Self, GroupError> {
+        chat_core::metrics::register(chat_core::metrics::Service::Archive);
         let keys = settings.common.keys();
         let url = settings.common.redis_url.clone();
         let conn = redis_conn::manager(&url).await?;

@@ -40,6 +40,7 @@ const PREVIEW_BYTES: u64 = 512;
 
 impl Fanout {
     pub async fn build(settings: FanoutSettings) -> Result<Self, FanoutError> {
+        chat_core::metrics::register(chat_core::metrics::Service::Fanout);
         let keys = settings.common.keys();
         let url = settings.common.redis_url.clone();
         let mut conn = redis_conn::manager(&url).await?;

@@ -71,7 +71,7 @@ impl Ingress {
         settings: IngressSettings,
         shutdown: CancellationToken,
     ) -> Result<Self, IngressError> {
-        chat_core::metrics::install();
+        chat_core::metrics::register(chat_core::metrics::Service::Ingress);
         let keys = settings.common.keys();
         let url = settings.common.redis_url.clone();
         let redis = redis_conn::manager(&url).await?;

@@ -32,6 +32,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("post", "/v1/devices"),
     ("delete", "/v1/devices/{token}"),
     ("get", "/healthz"),
+    ("get", "/livez"),
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),

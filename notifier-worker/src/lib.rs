@@ -86,6 +86,7 @@ struct Pusher {
 
 impl Notifier {
     pub async fn build(settings: NotifierSettings) -> Result<Self, NotifierError> {
+        chat_core::metrics::register(chat_core::metrics::Service::Notifier);
         let keys = settings.common.keys();
         let url = settings.common.redis_url.clone();
         let conn = redis_conn::manager(&url).await?;

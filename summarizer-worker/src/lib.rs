@@ -70,6 +70,7 @@ fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
 
 impl Summarizer {
     pub async fn build(settings: SummarizerSettings) -> Result<Self, SummarizerError> {
+        chat_core::metrics::register(chat_core::metrics::Service::Summarizer);
         let keys = settings.common.keys();
         let redis = redis_conn::manager(&settings.common.redis_url).await?;
         let gemini = settings.gemini.as_ref().map(Gemini::new).transpose()?;

@@ -156,6 +156,7 @@ impl ShardConsumer {
         streams: Vec<String>,
     ) -> Result<Self, GroupError> {
         group::ensure_groups(&mut conn, &streams, &spec.group).await?;
+        crate::metrics::register_group(&spec.group, &streams);
         // Readers start once their groups exist.
         let reader = if conn.is_cluster() {
             Reader::Shards(ShardFeed::spawn(

@@ -26,7 +26,21 @@ pub enum HealthStatus {
     RedisUnreachable,
 }
 
-/// Liveness: the process serves HTTP.
+/// Liveness: the process serves HTTP. Redis being away does not make it
+/// fail: restarting a node does not bring Redis back (that is `/readyz`).
+#[utoipa::path(
+    get,
+    path = "/livez",
+    tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Health))
+)]
+pub async fn livez() -> Json<Health> {
+    Json(Health {
+        status: HealthStatus::Ok,
+    })
+}
+
+/// The same as `/livez`, under its older name.
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -34,9 +48,7 @@ pub enum HealthStatus {
     responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Health))
 )]
 pub async fn healthz() -> Json<Health> {
-    Json(Health {
-        status: HealthStatus::Ok,
-    })
+    livez().await
 }
 
 /// Readiness: Redis answers a PING in time and the node is not draining.

@@ -39,6 +39,7 @@ pub fn router(state: Shared) -> Router {
         .routes(routes!(summaries::latest))
         .routes(routes!(devices::register))
         .routes(routes!(devices::unregister))
+        .routes(routes!(health::livez))
         .routes(routes!(health::healthz))
         .routes(routes!(health::metrics))
         .routes(routes!(health::readyz))
@@ -82,6 +83,7 @@ fn cors(allowed: &[String]) -> tower_http::cors::CorsLayer {
 pub fn operations_router(state: Shared) -> Router {
     let (router, _) = OpenApiRouter::new()
         .routes(routes!(health::private_metrics))
+        .routes(routes!(health::livez))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .split_for_parts();

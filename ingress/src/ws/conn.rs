@@ -161,8 +161,9 @@ pub async fn run(state: Shared, ws: WebSocket, header_token: Option<String>, slo
     );
     let span = tracing::info_span!("socket", user = %user, socket = id);
     reader_loop(&mut conn, &mut stream, &mut rate)
-        .instrument(span)
+        .instrument(span.clone())
         .await;
+    span.in_scope(|| tracing::debug!(rooms = conn.joined.len(), "socket closing"));
 
     // Leave every room without `left` frames: the socket is going.
     for (room, joined) in std::mem::take(&mut conn.joined) {

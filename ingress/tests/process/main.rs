@@ -4,4 +4,5 @@
 
 mod drain;
 mod hostile;
+mod logs;
 mod support;

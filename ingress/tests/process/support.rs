@@ -59,7 +59,6 @@ impl Node {
             .env("CHAT_JWT_SECRET", SECRET)
             .env("CHAT_API_KEYS", API_KEY)
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("log file"))
             .stderr(Stdio::null());

@@ -25,6 +25,13 @@ async fn after_a_long_outage_the_node_hears_pubsub_again() {
         },
     )
     .await;
+    // Alive all the same: restarting the node would not bring Redis back.
+    let live = http()
+        .get(format!("{}/livez", stack.http(0)))
+        .send()
+        .await
+        .expect("livez");
+    assert_eq!(live.status(), 200);
     // The outage lasts until the stack has run out of redis-rs's own
     // reconnect retries (3 per connection, within about 2 s): Redis's ports
     // hang up on every connection until 40 attempts were turned away. The
