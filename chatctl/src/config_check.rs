@@ -236,13 +236,21 @@ fn notifier(src: &dyn Strings) -> Result<String, ConfigError> {
 
 fn summarizer(src: &dyn Strings) -> Result<String, ConfigError> {
     let s = chat_core::settings::summarizer::SummarizerSettings::from_strings(src)?;
+    let own = src
+        .get("CHAT_JOBS_REDIS_URL")
+        .is_some_and(|v| !v.trim().is_empty());
     Ok(format!(
-        "{}, job queue {}",
+        "{}, job queue {}{}",
         match &s.gemini {
             Some(g) => format!("Gemini {}", g.model),
             None => "extractive: no CHAT_GEMINI_API_KEY".to_owned(),
         },
-        redact_url(&s.jobs_redis_url)
+        redact_url(&s.jobs_redis_url),
+        if own {
+            ""
+        } else {
+            " (CHAT_JOBS_REDIS_URL inherited from CHAT_REDIS_URL)"
+        }
     ))
 }
 

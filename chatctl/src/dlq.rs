@@ -76,8 +76,9 @@ pub fn groups(ctx: &Context) -> Vec<Group> {
     ]
 }
 
-/// The groups `--stream` names (by section or by group name; `notifier`
-/// too), every group when none is named.
+/// The groups `--group` names (by group name, as `dlq list` prints them;
+/// a streams.toml section name such as `notify` works too), every group
+/// when none is named.
 pub fn select(ctx: &Context, wanted: &[String]) -> anyhow::Result<Vec<Group>> {
     let all = groups(ctx);
     if wanted.is_empty() {
@@ -85,12 +86,9 @@ pub fn select(ctx: &Context, wanted: &[String]) -> anyhow::Result<Vec<Group>> {
     }
     for w in wanted {
         if !all.iter().any(|g| matches(g, w)) {
-            let names: Vec<String> = all
-                .iter()
-                .map(|g| format!("{} (group {})", g.kind, g.name))
-                .collect();
+            let names: Vec<&str> = all.iter().map(|g| g.name.as_str()).collect();
             bail!(
-                "no dead-letter stream {w:?}; there are: {}",
+                "no consumer group {w:?} with dead letters; there are: {}",
                 names.join(", ")
             );
         }

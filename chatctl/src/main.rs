@@ -233,9 +233,10 @@ enum SessionsAction {
 enum DlqAction {
     /// List dead letters (oldest first) and how many each stream holds.
     List {
-        /// Only this group's stream: fanout, archive or notify (or a
-        /// configured group name). Repeatable; default all.
-        #[arg(long = "stream", value_name = "GROUP")]
+        /// Only this consumer group's dead letters: fanout, archive or
+        /// notifier (the group names `dlq list` prints). Repeatable; default
+        /// all. `--stream` is the older name of this flag.
+        #[arg(long = "group", visible_alias = "stream", value_name = "GROUP")]
         streams: Vec<String>,
         /// One JSON object per dead letter.
         #[arg(long)]
@@ -258,8 +259,9 @@ enum DlqAction {
         /// Every dead letter there is now (in the streams chosen).
         #[arg(long)]
         all: bool,
-        /// Only this group's stream: fanout, archive or notify. Repeatable.
-        #[arg(long = "stream", value_name = "GROUP")]
+        /// Only this consumer group's dead letters: fanout, archive or
+        /// notifier. Repeatable. `--stream` is the older name of this flag.
+        #[arg(long = "group", visible_alias = "stream", value_name = "GROUP")]
         streams: Vec<String>,
         /// Say what would be re-driven where, and change nothing.
         #[arg(long)]
@@ -304,11 +306,9 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // The cause chain on one line; no backtrace for an operator's mistake.
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+        // The cause chain on one line, each cause once; no backtrace for an
+        // operator's mistake.
+        Err(e) => chat_core::report::exit(Err(e)),
     }
 }
 

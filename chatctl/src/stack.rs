@@ -120,9 +120,21 @@ pub async fn run() -> anyhow::Result<()> {
             "off (set CHAT_MONGODB_URL to keep history in MongoDB)"
         }
     );
+    let bin = binaries_dir()?;
+    println!();
+    println!("  In another terminal, paste these, then e.g. `chatctl rooms tail lobby`:");
+    println!();
+    println!("    export CHAT_REDIS_URL='{}'", strings["CHAT_REDIS_URL"]);
+    println!("    export CHAT_JWT_SECRET='{secret}'");
+    println!("    export CHAT_API_KEYS='{}'", strings["CHAT_API_KEYS"]);
     println!(
-        "  mint a token:   cargo run -q -p chatctl -- token --sub alice --room '*' --secret {secret}"
+        "    export CHAT_API_KEY='{}'",
+        first_key(&strings["CHAT_API_KEYS"])
     );
+    println!("    export CHAT_URL='http://{addr}'");
+    println!("    export PATH=\"{}:$PATH\"", bin.display());
+    println!();
+    println!("  mint a token:   chatctl token --sub alice --room '*'");
     println!();
 
     let outcome = tokio::select! {
@@ -131,6 +143,11 @@ pub async fn run() -> anyhow::Result<()> {
     };
     stop_all(&mut services).await;
     outcome
+}
+
+/// The first of a comma-separated list of API keys.
+fn first_key(keys: &str) -> &str {
+    keys.split(',').next().unwrap_or("").trim()
 }
 
 /// The ingress's address; port 0 is resolved here, since the banner and the

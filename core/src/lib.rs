@@ -19,6 +19,7 @@ pub mod pattern;
 pub mod protocol;
 pub mod redis_conn;
 pub mod replicas;
+pub mod report;
 pub mod scripts;
 pub mod sessions;
 pub mod settings;

@@ -7,7 +7,11 @@ use tokio_util::sync::CancellationToken;
 // would only add cross-thread wakeups (futexes) to every round trip; it
 // scales by running more processes in the group (docs/operations.md).
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    chat_core::report::exit(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     chat_core::telemetry::init("info");
     let strings = chat_core::config::load_strings()?;
     let settings = fanout_worker::settings::FanoutSettings::from_strings(&strings)?;

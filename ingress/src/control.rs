@@ -21,6 +21,7 @@ pub fn push_handler(
     sockets: Arc<SocketRegistry>,
     lost: Arc<AtomicBool>,
     subs: tokio::sync::mpsc::UnboundedSender<crate::hub::SubOp>,
+    shutdown: CancellationToken,
 ) -> impl Fn(PushInfo) -> Result<(), std::convert::Infallible> + Send + Sync + 'static {
     let control = keys.control_channel();
     move |info: PushInfo| {
@@ -52,7 +53,12 @@ pub fn push_handler(
             PushKind::Disconnection => {
                 // Resyncing now would race the resubscription; the supervisor
                 // does it once the connection answers again.
-                tracing::warn!("pub/sub connection lost");
+                // At a clean shutdown the connection goes with the node.
+                if shutdown.is_cancelled() {
+                    tracing::debug!("pub/sub connection closed");
+                } else {
+                    tracing::warn!("pub/sub connection lost");
+                }
                 lost.store(true, Ordering::Release);
             }
             _ => {}

@@ -46,6 +46,15 @@ pub enum IngressError {
     Jwt(#[from] JwtError),
     #[error("listen: {0}")]
     Io(#[from] std::io::Error),
+    /// The address is taken (another process, or a second node on one
+    /// port), or not this host's: named with the setting to change.
+    #[error("cannot listen on {addr} (set by {setting}): {source}")]
+    Listen {
+        addr: SocketAddr,
+        setting: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("summary jobs: {0}")]
     Jobs(#[from] chat_jobs::JobsError),
     #[error("archive: {0}")]
@@ -87,6 +96,7 @@ impl Ingress {
                 sockets.clone(),
                 lost.clone(),
                 subs_tx.clone(),
+                shutdown.clone(),
             ),
         )
         .await?;
@@ -137,11 +147,24 @@ impl Ingress {
             ),
             None => None,
         };
-        let listener = TcpListener::bind(settings.listen).await?;
+        let listen = settings.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| IngressError::Listen {
+                addr: listen,
+                setting: "CHAT_LISTEN",
+                source,
+            })?;
         let addr = listener.local_addr()?;
         let metrics = match settings.metrics_listen {
             Some(at) => {
-                let l = TcpListener::bind(at).await?;
+                let l = TcpListener::bind(at)
+                    .await
+                    .map_err(|source| IngressError::Listen {
+                        addr: at,
+                        setting: "CHAT_METRICS_LISTEN",
+                        source,
+                    })?;
                 let a = l.local_addr()?;
                 tracing::info!(addr = %a, "metrics listening");
                 Some((l, a))

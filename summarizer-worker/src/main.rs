@@ -4,7 +4,11 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    chat_core::report::exit(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     chat_core::telemetry::init("info");
     let strings = chat_core::config::load_strings()?;
     let settings = summarizer_worker::settings::SummarizerSettings::from_strings(&strings)?;

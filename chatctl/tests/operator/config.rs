@@ -4,7 +4,9 @@
 
 use crate::cli::Cli;
 
-const BAD_STREAMS: &str = "[defaults]\nmaxlen = 0\nttl = \"soon\"\n\n[fanout]\nshards = 0\n";
+/// A typo and a wrong type first: they must not hide the rest.
+const BAD_STREAMS: &str = "[defaults]\nmaxlenn = 3\nmaxlen = 0\nttl = \"soon\"\n\n\
+                           [fanout]\nbatch = \"many\"\nshards = 0\n";
 
 #[tokio::test]
 async fn config_check_prints_every_bad_field_and_fails() {
@@ -29,8 +31,10 @@ async fn config_check_prints_every_bad_field_and_fails() {
         let text = out.stdout();
         let errors: Vec<&str> = text.lines().filter(|l| l.contains("error:")).collect();
         for field in [
-            "defaults.maxlen",
+            "defaults.maxlenn",
+            "defaults.maxlen:",
             "defaults.ttl",
+            "fanout.batch",
             "fanout.shards",
             "CHAT_RATE_PER_SEC=",
             "CHAT_PREFIX=",
@@ -43,7 +47,7 @@ async fn config_check_prints_every_bad_field_and_fails() {
                 "{field} reported once in:\n{text}"
             );
         }
-        assert!(errors.len() >= 7, "{text}");
+        assert!(errors.len() >= 9, "{text}");
         // A problem every service shares is printed once, naming them.
         let prefix = errors
             .iter()
@@ -75,6 +79,10 @@ async fn config_check_passes_a_good_configuration() {
     let text = out.stdout();
     assert!(text.lines().any(|l| l == "configuration ok"), "{text}");
     assert!(text.contains("streams: ok"), "{text}");
+    assert!(
+        text.contains("(CHAT_JOBS_REDIS_URL inherited from CHAT_REDIS_URL)"),
+        "{text}"
+    );
     for service in [
         "ingress: ok",
         "fanout-worker: ok",

@@ -84,7 +84,7 @@ async fn a_dead_letter_is_listed_replayed_once_and_fanned_out() {
     }
 
     let out = cli
-        .run(&["dlq", "list", "--stream", "fanout", "--json"])
+        .run(&["dlq", "list", "--group", "fanout", "--json"])
         .await;
     out.ok();
     let rows: Vec<Value> = out
@@ -293,7 +293,7 @@ pub async fn replays_the_workers_format(stack: &Stack) {
         before + 3
     );
     let out = cli
-        .run(&["dlq", "list", "--stream", "notifier", "--json"])
+        .run(&["dlq", "list", "--group", "notifier", "--json"])
         .await;
     out.ok();
     let left: Vec<Value> = out

@@ -20,9 +20,10 @@ async fn the_stack_runs_every_service_as_a_process_and_stops_them_on_sigterm() {
         ("RUST_LOG", "warn"),
     ]);
     let mut stack = cli.spawn(&["stack"]);
-    let (mut addr, mut pids) = (None, Vec::new());
+    let (mut addr, mut pids, mut exports) = (None, Vec::new(), Vec::new());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while addr.is_none() {
+    let mut banner_done = false;
+    while !banner_done {
         let line = tokio::time::timeout_at(deadline, stack.stdout.next_line())
             .await
             .expect("the stack's banner within 60 s")
@@ -32,6 +33,11 @@ async fn the_stack_runs_every_service_as_a_process_and_stops_them_on_sigterm() {
         match words.as_slice() {
             [name, "pid", pid] => pids.push((name.to_string(), pid.parse::<u32>().expect("pid"))),
             ["demo", "page:", page, ..] => addr = Some(page.trim_end_matches('/').to_owned()),
+            ["export", assignment] => {
+                let (k, v) = assignment.split_once('=').expect("K=V");
+                exports.push((k.to_owned(), v.trim_matches(['\'', '"']).to_owned()));
+            }
+            ["mint", ..] => banner_done = true,
             _ => {}
         }
     }
@@ -62,6 +68,38 @@ async fn the_stack_runs_every_service_as_a_process_and_stops_them_on_sigterm() {
     assert!(r.status().is_success(), "{}", r.status());
     let m = c.messages(1).await;
     assert_eq!(m[0]["text"], "through every process");
+
+    // The banner's export lines are all a second terminal needs: chatctl
+    // on the PATH, reading the room with nothing else set.
+    let path = exports
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.replace(":$PATH", ""))
+        .expect("PATH export");
+    let keys: Vec<&str> = exports.iter().map(|(k, _)| k.as_str()).collect();
+    for k in [
+        "CHAT_REDIS_URL",
+        "CHAT_JWT_SECRET",
+        "CHAT_API_KEYS",
+        "CHAT_URL",
+    ] {
+        assert!(keys.contains(&k), "{k} in {keys:?}");
+    }
+    let out = tokio::process::Command::new(format!("{path}/chatctl"))
+        .env_clear()
+        .envs(exports.iter().filter(|(k, _)| k != "PATH").cloned())
+        .current_dir(std::env::temp_dir())
+        .args(["rooms", "history", "lobby", "--json"])
+        .output()
+        .await
+        .expect("chatctl from the banner's PATH");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("through every process"), "{stdout}");
 
     let status = stack.stop("-TERM").await;
     assert!(status.success(), "{status:?}");

@@ -184,8 +184,7 @@ impl StreamsConfig {
     /// [`Self::parse`] with one message per bad field (`chatctl config check`
     /// prints them a line each).
     pub fn validate(text: &str) -> Result<Self, Vec<String>> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
-        let mut errors = Vec::new();
+        let (raw, mut errors) = read_raw(text)?;
         let d = Self::default();
         let defaults =
             raw.defaults
@@ -418,6 +417,68 @@ fn name(v: Option<String>, default: &str, field: &str, errors: &mut Vec<String>)
     }
 }
 
+/// The file's sections, each key checked on its own, so that one typo or
+/// wrong type does not hide the other errors (`chatctl config check` lists
+/// them all). Only a file that is not TOML at all stops here.
+fn read_raw(text: &str) -> Result<(RawFile, Vec<String>), Vec<String>> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+    let mut errors = Vec::new();
+    let mut raw = RawFile::default();
+    for (key, value) in table {
+        let e = &mut errors;
+        match key.as_str() {
+            "defaults" => raw.defaults = Some(section(value, "defaults", e)),
+            "fanout" => raw.fanout = Some(section(value, "fanout", e)),
+            "dedup" => raw.dedup = Some(section(value, "dedup", e)),
+            "notify" => raw.notify = Some(section(value, "notify", e)),
+            "summarize" => raw.summarize = Some(section(value, "summarize", e)),
+            "archive" => raw.archive = Some(section(value, "archive", e)),
+            "rooms" => match value {
+                toml::Value::Array(items) => {
+                    let rooms = items.into_iter().enumerate();
+                    let rooms = rooms.map(|(i, v)| section(v, &format!("rooms[{i}]"), e));
+                    raw.rooms = Some(rooms.collect());
+                }
+                _ => e.push("rooms: must be an array of tables ([[rooms]])".to_owned()),
+            },
+            other => e.push(format!(
+                "{other}: unknown section (there are defaults, rooms, fanout, dedup, notify, summarize and archive)"
+            )),
+        }
+    }
+    Ok((raw, errors))
+}
+
+/// One section: each key is tried alone, and those that fail (unknown, or
+/// of the wrong type) are reported and left at their defaults.
+fn section<T: serde::de::DeserializeOwned + Default>(
+    value: toml::Value,
+    name: &str,
+    errors: &mut Vec<String>,
+) -> T {
+    let toml::Value::Table(mut table) = value else {
+        errors.push(format!("{name}: must be a table ([{name}])"));
+        return T::default();
+    };
+    let keys: Vec<String> = table.keys().cloned().collect();
+    for key in keys {
+        let mut one = toml::Table::new();
+        if let Some(v) = table.get(&key) {
+            one.insert(key.clone(), v.clone());
+        }
+        if let Err(e) = toml::Value::Table(one).try_into::<T>() {
+            errors.push(format!("{name}.{key}: {}", e.message().trim()));
+            table.remove(&key);
+        }
+    }
+    toml::Value::Table(table)
+        .try_into::<T>()
+        .unwrap_or_else(|e| {
+            errors.push(format!("{name}: {}", e.message().trim()));
+            T::default()
+        })
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
@@ -606,6 +667,30 @@ mod tests {
         assert!(err.contains("maxlenn"), "{err}");
         let err = StreamsConfig::parse("[defaults]\nmaxlen = \"ten\"\n").expect_err("type");
         assert!(err.contains("maxlen"), "{err}");
+    }
+
+    #[test]
+    fn one_typo_or_wrong_type_does_not_hide_the_other_errors() {
+        let text = "[defaults]\nmaxlenn = 3\nttl = 5\n\n[fanout]\nshards = \"four\"\nbatch = 0\n\n\
+                    [[rooms]]\npattern = \"a b\"\nmaxlen = -1\n\n[nope]\nx = 1\n";
+        let errors = match StreamsConfig::validate(text) {
+            Err(e) => e,
+            Ok(_) => panic!("accepted"),
+        };
+        for field in [
+            "defaults.maxlenn",
+            "defaults.ttl",
+            "fanout.shards",
+            "fanout.batch",
+            "rooms[0].pattern",
+            "rooms[0].maxlen",
+            "nope",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(field)),
+                "{field} missing from {errors:#?}"
+            );
+        }
     }
 
     #[test]

@@ -7,8 +7,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// Runs `bin` against a fresh Redis with `key=value`; it must refuse to start.
-pub async fn refuses_bad_setting(bin: &str, key: &str, value: &str) {
+/// Runs `bin` against a fresh Redis with `key=value`; it must refuse to
+/// start. Returns what it wrote to stderr.
+pub async fn refuses_bad_setting(bin: &str, key: &str, value: &str) -> String {
     let redis = RedisServer::start().expect("redis-server");
     let run = Command::new(bin)
         .env_clear()
@@ -24,6 +25,7 @@ pub async fn refuses_bad_setting(bin: &str, key: &str, value: &str) {
     assert!(!out.status.success());
     assert!(stderr.contains(key), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr.into_owned()
 }
 
 /// Starts `bin` against a fresh Redis, waits for a log line containing

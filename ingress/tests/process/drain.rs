@@ -112,4 +112,8 @@ async fn sigterm_flushes_queued_frames_closes_1001_and_exits() {
     };
     assert!(status.success(), "exit {status}");
     assert!(started.elapsed() < Duration::from_secs(7));
+    // A clean shutdown warns about nothing (the pub/sub connection going
+    // with the node is not a loss).
+    let log = node.log_text();
+    assert!(!log.contains("WARN"), "{log}");
 }

@@ -5,4 +5,5 @@
 mod drain;
 mod hostile;
 mod logs;
+mod startup;
 mod support;
