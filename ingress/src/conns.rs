@@ -143,6 +143,13 @@ impl Budget {
         token.cancel();
         metrics::counter!("chat_connections_shed_total", "listener" => self.name, "how" => "evicted")
             .increment(1);
+        // One line per shed connection, as for refused sockets; under a
+        // flood, RUST_LOG=ingress::conns=warn quiets them (the counter stays).
+        tracing::info!(
+            listener = self.name,
+            reason = "capacity",
+            "connection evicted to make room"
+        );
         true
     }
 
@@ -150,6 +157,11 @@ impl Budget {
     pub fn refused(&self) {
         metrics::counter!("chat_connections_shed_total", "listener" => self.name, "how" => "refused")
             .increment(1);
+        tracing::info!(
+            listener = self.name,
+            reason = "capacity",
+            "connection refused: no slot left (CHAT_MAX_CONNECTIONS)"
+        );
     }
 }
 

@@ -204,3 +204,55 @@ test('in the browser: room subscriptions with on, off and once; a refused origin
   }, { client: `${n.http}/client.js`, url: n.ws, token: stack.token('carol') });
   assert.deepEqual(stopped, { states: ['connecting', 'closed'], errors: ['forbidden'] });
 });
+
+test('the demo page looks like a chat app', async (t) => {
+  const stack = await Stack.start({ nodes: 1 });
+  t.after(() => stack.stop());
+  const n = stack.nodes[0];
+  const b = await browser(t);
+  const page = await open(b, `${n.http}/`, 'alice', 'look');
+  assert.ok(await page.$('link[rel=icon]'), 'a favicon');
+  assert.deepEqual(await page.$$eval('#name, #room, #join', (els) => els.map((e) => e.disabled)), [true, true, true], 'the join form is locked while joined');
+  await stack.api('POST', '/v1/rooms/look/messages', { text: 'hi alice', user: 'bob' });
+  await say(page, 'a long message that wraps '.repeat(12).trim());
+  await until('both shown', async () => (await shown(page)).length === 2);
+  const geo = await page.evaluate(() => {
+    const box = (e) => { const r = e.getBoundingClientRect(); return { left: r.left, right: r.right, bottom: r.bottom }; };
+    // Each line's leftmost box (a line may have several, e.g. its trailing space).
+    const lines = (e) => {
+      const range = document.createRange();
+      range.selectNodeContents(e);
+      const left = new Map();
+      for (const r of range.getClientRects()) {
+        const top = Math.round(r.top);
+        left.set(top, Math.min(left.get(top) ?? Infinity, Math.round(r.left)));
+      }
+      return [...left.values()];
+    };
+    return {
+      log: box(document.querySelector('#log')),
+      ms: [...document.querySelectorAll('#log .m')].map((e) => ({ mine: e.classList.contains('mine'), ...box(e), lines: lines(e.querySelector('.x')) })),
+    };
+  });
+  const [theirs, mine] = geo.ms;
+  assert.deepEqual([theirs.mine, mine.mine], [false, true], 'own messages are marked');
+  assert.ok(theirs.left - geo.log.left < 30, 'theirs on the left');
+  assert.ok(geo.log.right - mine.right < 30 && mine.left > theirs.left + 40, 'mine on the right');
+  assert.ok(geo.log.bottom - mine.bottom < 30, 'the log is anchored at the bottom');
+  assert.ok(mine.lines.length > 1, 'the long message wraps');
+  assert.ok(mine.lines.every((l) => Math.abs(l - mine.lines[0]) <= 1), `wrapped lines start under the text: ${mine.lines}`);
+
+  // Two days later, the same messages are old history and carry their date.
+  const later = await (await b.newContext({ viewport: { width: 900, height: 560 } })).newPage();
+  await later.clock.install({ time: new Date(Date.now() + 2 * 86400e3) });
+  await later.goto(`${n.http}/`);
+  await later.fill('#name', 'carol');
+  await later.fill('#room', 'look');
+  await later.click('#join');
+  await until('carol sees both', async () => (await shown(later)).length === 2);
+  const stored = await stack.stored('look');
+  const labels = await later.$$eval('#log .m .t', (els) => els.map((e) => e.textContent));
+  const dates = await later.evaluate((ts) => ts.map((x) => new Date(x).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' })), stored.map((m) => m.ts));
+  assert.deepEqual(labels, dates, 'old messages show their date');
+  await page.screenshot({ path: path.join(tmpdir(), 'chat-demo-look.png') });
+});

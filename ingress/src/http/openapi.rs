@@ -20,9 +20,9 @@ pub const USER: &str = "user_jwt";
         title = "chat ingress",
         description = "The chat backend's HTTP API, on the same port as the WebSocket \
             (`GET /v1/ws`, whose frames are described in the wire contract and our notes on \
-            it, docs/protocol.md).\n\n\
+            it, docs/protocol.md in the chat repository).\n\n\
             Errors are `{\"error\": {\"code\", \"message\"}}` with the code's status \
-            (docs/protocol.md \"HTTP status codes\"); unknown routes answer 404 \
+            (docs/protocol.md, \"HTTP status codes\"); unknown routes answer 404 \
             `not_found` in that shape, a known path with another method 405 with no body. \
             Requests refused by the framework before a handler runs answer `text/plain` \
             instead: a path parameter that is not UTF-8 once percent-decoded (400), a \
@@ -32,6 +32,9 @@ pub const USER: &str = "user_jwt";
             `CHAT_BODY_TIMEOUT` (408 `bad_request` when slower) and up to 64 KiB \
             (413 `too_large`).\n\n\
             Admin calls take `Authorization: Bearer <API key>`, user calls the user's JWT."
+    ),
+    servers(
+        (url = "/", description = "The node that serves this document: every ingress node serves the same API"),
     ),
     modifiers(&BearerSchemes),
     tags(

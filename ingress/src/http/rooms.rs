@@ -44,7 +44,8 @@ struct PublishBody {
     text: String,
     /// Default `system`.
     user: Option<String>,
-    /// Default `system`.
+    /// Default `user` when `user` is given (a person or a bot speaking, as
+    /// if sent), `system` when it is not (a notice from the app).
     kind: Option<Kind>,
     /// Idempotency key, 1-64 characters; default a generated one.
     client_id: Option<String>,
@@ -86,9 +87,15 @@ pub async fn publish(
             format!("text is over {max} bytes"),
         ));
     }
+    // A message with an author is that author's; one without is a notice.
+    let default_kind = if body.user.is_some() {
+        Kind::User
+    } else {
+        Kind::System
+    };
+    let kind = body.kind.unwrap_or(default_kind);
     let user = body.user.unwrap_or_else(|| "system".to_owned());
     user_id(&user)?;
-    let kind = body.kind.unwrap_or(Kind::System);
     let client_id = match body.client_id {
         Some(c) if valid_client_id(&c) => c,
         Some(_) => return Err(ApiError::bad("client_id must be 1 to 64 characters")),

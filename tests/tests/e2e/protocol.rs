@@ -375,6 +375,36 @@ async fn http_api_publish_history_members_presence_and_health() {
             .await
             .expect("publish");
     }
+    // The default kind: a message with an author is theirs, one without a
+    // notice from the app.
+    let r = http
+        .post(format!("{base}/v1/rooms/news/messages"))
+        .bearer_auth(API_KEY)
+        .json(&json!({"text": "hi from ann's phone", "user": "ann"}))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), 200);
+    let seen = watcher.messages(5).await;
+    let kinds: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|m| {
+            (
+                m["user"].as_str().unwrap_or(""),
+                m["kind"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("system", "system"),
+            ("system", "system"),
+            ("system", "system"),
+            ("system", "system"),
+            ("ann", "user")
+        ]
+    );
     let h = stack.history_http("news", "before=5&limit=2").await;
     let offsets: Vec<u64> = h["messages"]
         .as_array()
