@@ -34,6 +34,10 @@ per_call() {
 load() { "${R[@]}" script load "$(cat "$1")"; }
 
 APPEND=$(load core/src/scripts/append.lua)
+# The append script before conversation events (issue 22), to show what
+# a plain message costs now against then, in the same run.
+git show 9314983:core/src/scripts/append.lua >"$WORK/append-before.lua"
+APPEND_BEFORE=$(load "$WORK/append-before.lua")
 NOTIFY=$(load core/src/scripts/notify.lua)
 EMPTY=$("${R[@]}" script load "return 1")
 TWO_XADD=$("${R[@]}" script load "
@@ -42,12 +46,32 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', 'r', ARGV[1], 'u', ARG
 return 1")
 
 # append.lua's arguments (core/src/scripts/append.lua), a fresh client_id per call.
-APPEND_ARGS=(4 'chat:room:{r1}:meta' 'chat:room:{r1}:log' 'chat:room:{r1}:dedup:2:u1:__rand_int__'
-  'chat:fanout:{1}' r1 u1 'a message of about the benchmark text size, 64 bytes or so....'
-  __rand_int__ user 00000000000000ab 100000 3600000 3600 600 1000000 1)
-# The same with the store declared durable (CHAT_REDIS_DURABLE: no writer check).
-DURABLE_ARGS=("${APPEND_ARGS[@]}")
-DURABLE_ARGS[${#DURABLE_ARGS[@]}-1]=0
+TEXT='a message of about the benchmark text size, 64 bytes or so....'
+# append_args NAME room text kind check op target epoch emoji staff: sets array NAME.
+append_args() {
+  local -n out=$1
+  local room=$2
+  out=(6 "chat:room:{$room}:meta" "chat:room:{$room}:log" "chat:room:{$room}:dedup:2:u1:__rand_int__"
+    "chat:room:{$room}:state" "chat:room:{$room}:threads" 'chat:fanout:{1}'
+    "$room" u1 "$3" __rand_int__ "$4" 00000000000000ab 100000 3600000 3600 600 1000000 "$5" "$6" "$7" "$8" "$9" "${10}")
+}
+append_args APPEND_ARGS r1 "$TEXT" user 1 post 0 '' '' 0
+append_args DURABLE_ARGS r1 "$TEXT" user 0 post 0 '' '' 0
+BEFORE_ARGS=(4 'chat:room:{r0}:meta' 'chat:room:{r0}:log' 'chat:room:{r0}:dedup:2:u1:__rand_int__'
+  'chat:fanout:{1}' r0 u1 "$TEXT" __rand_int__ user 00000000000000ab 100000 3600000 3600 600 1000000 1)
+# Events act on room r2's messages, N of them by u1; the target is random
+# among them (redis-benchmark's __rand_int__ below -r N; 0 is refused).
+append_args SEED_ARGS r2 "$TEXT" user 1 post 0 '' '' 0
+append_args EDIT_ARGS r2 'an edited text of about the same size as the message, 64 bytes.' edit 1 edit __rand_int__ '' '' 0
+append_args REACT_ARGS r2 '' reaction 1 react __rand_int__ '' '👍' 0
+append_args REPLY_ARGS r2 "$TEXT" user 1 post __rand_int__ '' '' 0
+append_args DELETE_ARGS r2 '' delete 1 delete __rand_int__ '' '' 0
+rand_below_n() { redis-benchmark -p "$PORT" -n "$N" -r "$N" -c 4 -P 4 -q "$@" >/dev/null 2>&1; }
+event_call() {
+  "${R[@]}" config resetstat >/dev/null
+  rand_below_n "$@"
+  "${R[@]}" info commandstats | tr -d '\r' | grep "^cmdstat_evalsha:" | sed 's/.*usec_per_call=\([0-9.]*\).*/\1/'
+}
 
 present() {
   "${R[@]}" del "chat:room:{$1}:allpresent" >/dev/null
@@ -67,6 +91,7 @@ done
 echo "redis: $(redis-server --version | cut -d' ' -f3), $N calls each, µs per call inside Redis"
 echo "empty script:                         $(per_call evalsha evalsha "$EMPTY" "${APPEND_ARGS[@]}")"
 echo "script of the two XADDs alone:        $(per_call evalsha evalsha "$TWO_XADD" "${APPEND_ARGS[@]}")"
+echo "append.lua before events (9314983):    $(per_call evalsha evalsha "$APPEND_BEFORE" "${BEFORE_ARGS[@]}")"
 echo "append.lua:                           $(per_call evalsha evalsha "$APPEND" "${APPEND_ARGS[@]}")"
 echo "append.lua, CHAT_REDIS_DURABLE:       $(per_call evalsha evalsha "$APPEND" "${DURABLE_ARGS[@]}")"
 echo "notify.lua, 3 rooms, all present:     $(per_call evalsha evalsha "$NOTIFY" "${NOTIFY_ARGS[@]}")"
@@ -78,3 +103,9 @@ for r in r1 r2 r3; do
 done
 echo "notify.lua, 3 rooms, one absent each: $(per_call evalsha evalsha "$NOTIFY" "${NOTIFY_ARGS[@]}")"
 echo "XADD alone (the peer's append):       $(per_call xadd xadd 'chat:peer' MAXLEN '~' 100000 '*' u u1 t 'a message of about the benchmark text size, 64 bytes or so....')"
+# Conversation events (docs/protocol.md), each on one of N messages.
+per_call evalsha evalsha "$APPEND" "${SEED_ARGS[@]}" >/dev/null
+echo "append.lua, a reply:                  $(event_call evalsha "$APPEND" "${REPLY_ARGS[@]}")"
+echo "append.lua, an edit:                  $(event_call evalsha "$APPEND" "${EDIT_ARGS[@]}")"
+echo "append.lua, a reaction:               $(event_call evalsha "$APPEND" "${REACT_ARGS[@]}")"
+echo "append.lua, a delete (after the edits): $(event_call evalsha "$APPEND" "${DELETE_ARGS[@]}")"

@@ -248,6 +248,120 @@ impl Store {
         Ok(out)
     }
 
+    /// Applies an archived `delete` event to what it deleted: the message's
+    /// document becomes its tombstone (no text), written whole so that it
+    /// stands even when the message itself was never archived (its copy
+    /// was removed from the shard stream first), and its edits lose their
+    /// text too. Idempotent.
+    pub async fn apply_delete(
+        &self,
+        event: &Message,
+        keep_for: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let Some(target) = event.target else {
+            return Ok(());
+        };
+        let id = document_id(&event.room, &event.epoch, target);
+        let set = match &event.tomb {
+            Some(t) => {
+                let mut d = document(t, keep_for);
+                d.remove("_id");
+                d
+            }
+            None => doc! {"text": "", "deleted": true},
+        };
+        self.messages()
+            .update_one(doc! {"_id": &id}, doc! {"$set": set})
+            .upsert(event.tomb.is_some())
+            .await?;
+        self.messages()
+            .update_many(
+                doc! {"room": &event.room, "epoch": &event.epoch, "target": clamp(target), "kind": "edit"},
+                doc! {"$set": {"text": "", "deleted": true}},
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Folds what later events did into archived messages of one epoch
+    /// (edits, reactions, reply counts), as Redis's history does from its
+    /// state hash: the archive keeps every event as its own document, so
+    /// this reads the events that name these messages, in offset order.
+    /// Deletes are applied to the documents themselves when archived.
+    pub async fn fold(
+        &self,
+        room: &str,
+        epoch: &str,
+        messages: &mut [Message],
+        viewer: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let offsets: Vec<i64> = messages
+            .iter()
+            .filter(|m| m.kind.is_message() && !m.deleted)
+            .map(|m| clamp(m.offset))
+            .collect();
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut cursor = self
+            .messages()
+            .find(doc! {"room": room, "epoch": epoch, "$or": [
+                {"target": {"$in": &offsets}},
+                {"reply_to": {"$in": &offsets}},
+            ]})
+            .sort(doc! {"offset": 1})
+            .await?;
+        while let Some(d) = cursor.try_next().await? {
+            let e = message(&d)?;
+            if let Some(parent) = e.reply_to {
+                if let Some(m) = messages.iter_mut().find(|m| m.offset == parent) {
+                    m.reply_count += 1;
+                }
+                continue;
+            }
+            let Some(m) = e
+                .target
+                .and_then(|t| messages.iter_mut().find(|m| m.offset == t))
+            else {
+                continue;
+            };
+            match (e.kind, e.emoji) {
+                (Kind::Edit, _) if !e.deleted => {
+                    m.text = e.text;
+                    m.edited_at = Some(e.ts);
+                }
+                (Kind::Reaction, Some(emoji)) => {
+                    let at = m.reactions.iter().position(|r| r.emoji == emoji);
+                    match (at, e.removed) {
+                        (Some(i), true) => {
+                            m.reactions[i].users.retain(|u| *u != e.user);
+                            if m.reactions[i].users.is_empty() {
+                                m.reactions.remove(i);
+                            }
+                        }
+                        (Some(i), false) if !m.reactions[i].users.contains(&e.user) => {
+                            m.reactions[i].users.push(e.user)
+                        }
+                        (None, false) => m.reactions.push(chat_core::protocol::Reaction {
+                            emoji,
+                            users: vec![e.user],
+                            ..Default::default()
+                        }),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        for m in messages.iter_mut() {
+            for r in &mut m.reactions {
+                r.count = r.users.len() as u64;
+            }
+            m.seen_by(viewer);
+        }
+        Ok(())
+    }
+
     /// The epoch the room had before `epoch` (whose oldest known message was
     /// stored at `first_ts`), with its last archived offset.
     pub async fn previous_epoch(
@@ -324,6 +438,12 @@ pub fn message(d: &Document) -> Result<Message, StoreError> {
             .map(str::to_owned)
             .map_err(|_| StoreError::Reply(format!("archived document without {k}")))
     };
+    let opt = |k: &str| int(d.get(k)).and_then(|n| u64::try_from(n).ok());
+    // A server speaking MongoDB's protocol may hand a boolean back as 0/1.
+    let flag = |k: &str| match d.get(k) {
+        Some(Bson::Boolean(b)) => *b,
+        other => int(other).is_some_and(|n| n != 0),
+    };
     let number = |k: &str| {
         int(d.get(k))
             .and_then(|n| u64::try_from(n).ok())
@@ -340,6 +460,12 @@ pub fn message(d: &Document) -> Result<Message, StoreError> {
         client_id: text("client_id")?,
         kind: Kind::parse(&text("kind")?)
             .ok_or_else(|| StoreError::Reply("archived document with a bad kind".into()))?,
+        reply_to: opt("reply_to"),
+        target: opt("target"),
+        emoji: d.get_str("emoji").ok().map(str::to_owned),
+        removed: flag("removed"),
+        deleted: flag("deleted"),
+        ..Default::default()
     })
 }
 
@@ -358,6 +484,20 @@ pub fn document(m: &Message, keep_for: Option<Duration>) -> Document {
         "kind": m.kind.as_str(),
         "ts": m.ts as i64,
     };
+    for (k, v) in [("reply_to", m.reply_to), ("target", m.target)] {
+        if let Some(v) = v {
+            d.insert(k, clamp(v));
+        }
+    }
+    if let Some(e) = &m.emoji {
+        d.insert("emoji", e);
+    }
+    if m.removed {
+        d.insert("removed", true);
+    }
+    if m.deleted {
+        d.insert("deleted", true);
+    }
     if let Some(keep) = keep_for {
         let at = (m.ts as i64).saturating_add(chat_core::clock::millis_i64(keep));
         d.insert("expire_at", mongodb::bson::DateTime::from_millis(at));

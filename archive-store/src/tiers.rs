@@ -30,6 +30,8 @@ pub struct Tiers<'a> {
     pub keys: &'a Keys,
     /// The archive, when `CHAT_MONGODB_URL` is set.
     pub archive: Option<&'a Store>,
+    /// Whose reactions are marked `me`.
+    pub viewer: Option<&'a str>,
 }
 
 pub struct Page {
@@ -53,7 +55,7 @@ pub async fn read(
     let mut conn = tiers.redis.clone();
     let read = tiers
         .scripts
-        .history(&mut conn, tiers.keys, room, before, limit)
+        .history(&mut conn, tiers.keys, room, before, limit, tiers.viewer)
         .await?;
     let mut messages = read.messages;
     let (epoch, in_redis, oldest) = match epoch {
@@ -82,7 +84,7 @@ pub async fn read(
         });
     };
     archived_page(
-        archive,
+        (archive, tiers.viewer),
         room,
         epoch,
         in_redis,
@@ -94,9 +96,45 @@ pub async fn read(
     .map_err(HistoryError::from)
 }
 
+/// The replies to `parent` in the room's current epoch, a page as
+/// `read` gives one (`next` leads to older replies). Threads are read from
+/// Redis: replies it no longer holds are not listed.
+pub async fn thread(
+    tiers: &Tiers<'_>,
+    room: &str,
+    parent: u64,
+    before: Option<u64>,
+    limit: u32,
+) -> Result<Page, HistoryError> {
+    let mut conn = tiers.redis.clone();
+    let read = tiers
+        .scripts
+        .thread(
+            &mut conn,
+            tiers.keys,
+            room,
+            parent,
+            (before, limit),
+            tiers.viewer,
+        )
+        .await?;
+    let next = match read.oldest {
+        Some(o) if read.read == u64::from(limit) => Some(HistoryCursor {
+            epoch: read.epoch.clone(),
+            before: o,
+        }),
+        _ => None,
+    };
+    Ok(Page {
+        epoch: read.epoch,
+        messages: read.messages,
+        next,
+    })
+}
+
 /// Completes a page from the archive and finds where the next one starts.
 async fn archived_page(
-    archive: &Store,
+    (archive, viewer): (&Store, Option<&str>),
     room: &str,
     epoch: String,
     in_redis: bool,
@@ -110,7 +148,8 @@ async fn archived_page(
     let missing = limit.saturating_sub(messages.len() as u32);
     let mut exhausted = false;
     if missing > 0 && below > 1 && !epoch.is_empty() {
-        let older = archive.older(room, &epoch, below, missing).await?;
+        let mut older = archive.older(room, &epoch, below, missing).await?;
+        archive.fold(room, &epoch, &mut older, viewer).await?;
         exhausted = (older.len() as u32) < missing;
         messages.splice(0..0, older);
     } else if missing > 0 {

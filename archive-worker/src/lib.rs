@@ -15,6 +15,7 @@ use chat_core::tombstone::RoomTombstone;
 use chat_core::consumer::{BatchHandler, ConsumerSpec, GroupError, Messages, ShardConsumer};
 use chat_core::group;
 use chat_core::keys::Keys;
+use chat_core::protocol::Kind;
 use chat_core::redis_conn::{self, Conn};
 use settings::ArchiveSettings;
 use std::collections::HashMap;
@@ -233,6 +234,17 @@ impl Archiver {
                 self.one_by_one(&docs).await?
             }
         };
+        // Deletes take the text out of what they deleted, after the batch
+        // (which may hold the message itself) is written.
+        for (_, received) in batch.iter() {
+            for r in received.iter().filter(|r| r.item.kind == Kind::Delete) {
+                let keep = streams.retention(&r.item.room).archive_for;
+                if let Err(e) = self.store.apply_delete(&r.item, keep).await {
+                    metrics::counter!("chat_mongodb_errors_total", "op" => "write").increment(1);
+                    return Err(GroupError::Sink(Box::new(e)));
+                }
+            }
+        }
         for r in &refused {
             let (si, ei) = origin[r.index];
             let (stream, received) = &batch[si];

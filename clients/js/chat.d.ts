@@ -1,5 +1,5 @@
 /** The version of this client; its major is the protocol's (v1). */
-export declare const VERSION = "1.0.0";
+export declare const VERSION = "1.1.0";
 export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
 /** A stored chat message, as in `message` frames and `history` pages. */
 export interface Message {
@@ -15,7 +15,42 @@ export interface Message {
     /** Milliseconds since the Unix epoch. */
     ts: number;
     client_id: string;
-    kind: 'user' | 'system' | 'summary';
+    /** Messages are `user`, `system` and `summary`; the other kinds are
+     * events acting on the message at `target` (docs/protocol.md,
+     * "Conversation events"). */
+    kind: MessageKind | EventKind;
+    /** A reply: the offset of the message it answers. */
+    reply_to?: number;
+    /** An event: the offset of the message it acts on. */
+    target?: number;
+    /** A `reaction`: its emoji. */
+    emoji?: string;
+    /** A `reaction` taken back. */
+    removed?: boolean;
+    /** When the text was last edited (ms); `text` is the edited text. */
+    edited_at?: number;
+    /** Deleted: the text is gone. */
+    deleted?: boolean;
+    /** Reactions, in the order each emoji was first used. */
+    reactions?: Reaction[];
+    /** How many replies name this message. */
+    reply_count?: number;
+}
+export type MessageKind = 'user' | 'system' | 'summary';
+export type EventKind = 'edit' | 'delete' | 'reaction';
+export interface Reaction {
+    emoji: string;
+    count: number;
+    /** Whether this client's user reacted with it. */
+    me: boolean;
+}
+/** A message the client holds changed (an edit, a delete, a reaction, a
+ * new reply): render `message` in its place. */
+export interface UpdateEvent {
+    room: string;
+    message: Message;
+    /** The event that changed it. */
+    cause: Message;
 }
 export interface Ack {
     room: string;
@@ -107,9 +142,17 @@ export interface ClientEvents {
     left: LeftEvent;
     refreshed: RefreshedEvent;
     error: ChatError;
+    /** An `edit` event, as delivered. */
+    edit: Message;
+    /** A `delete` event, as delivered. */
+    delete: Message;
+    /** A `reaction` event, as delivered. */
+    reaction: Message;
+    /** A held message, changed by an event. */
+    update: UpdateEvent;
 }
 /** A room's events: those of the client that concern that room. */
-export type RoomEvents = Pick<ClientEvents, 'joined' | 'reload' | 'message' | 'presence' | 'typing' | 'left' | 'error'>;
+export type RoomEvents = Pick<ClientEvents, 'joined' | 'reload' | 'message' | 'presence' | 'typing' | 'left' | 'error' | 'edit' | 'delete' | 'reaction' | 'update'>;
 export type Listener<T> = (ev: T) => void;
 export interface BackoffOptions {
     /** First reconnect delay ceiling in ms (default 500). */
@@ -165,6 +208,8 @@ export interface ClientOptions {
     maxTextBytes?: number;
     /** Messages loaded after `recovered: false` (default 50). */
     reloadLimit?: number;
+    /** Messages held per room for `messages()`, newest kept (default 1000). */
+    keep?: number;
 }
 export interface JoinOptions {
     /** A position you saved (e.g. across a page reload) to recover from. */
@@ -174,6 +219,14 @@ export interface SendOptions {
     /** The idempotency key; made here unless given. Pass a failed send's
      * `clientId` back to retry it: it is still stored once. */
     clientId?: string;
+    /** Send as a reply to the message at this offset. */
+    replyTo?: number;
+}
+export interface ActOptions {
+    /** The idempotency key; made here unless given. */
+    clientId?: string;
+    /** The epoch of the message (default: the room's current one). */
+    epoch?: string;
 }
 export interface HistoryOptions {
     /** Messages with an offset below this one (exclusive). */
@@ -182,6 +235,8 @@ export interface HistoryOptions {
     epoch?: string;
     /** 1-100 (default 50). */
     limit?: number;
+    /** The replies to the message at this offset instead of the room. */
+    thread?: number;
 }
 /** An error with one of the contract's codes (`bad_request`,
  * `unauthorized`, `forbidden`, `not_joined`, `not_found`, `rate_limited`,
@@ -218,6 +273,13 @@ export declare class Room extends Emitter<RoomEvents> {
     join(opts?: JoinOptions): Promise<Joined>;
     send(text: string, opts?: SendOptions): Promise<Ack>;
     history(opts?: HistoryOptions): Promise<HistoryPage>;
+    reply(offset: number, text: string, opts?: SendOptions): Promise<Ack>;
+    edit(offset: number, text: string, opts?: ActOptions): Promise<Ack>;
+    delete(offset: number, opts?: ActOptions): Promise<Ack>;
+    react(offset: number, emoji: string, opts?: ActOptions): Promise<Ack>;
+    unreact(offset: number, emoji: string, opts?: ActOptions): Promise<Ack>;
+    /** The messages held for the room, as they are now, oldest first. */
+    messages(): Message[];
     /** The users connected to the room now, on any node. */
     presence(): Promise<string[]>;
     typing(): void;
@@ -276,6 +338,22 @@ export declare class ChatClient extends Emitter<ClientEvents> {
     /** Send a message; resolves with the ack. Made idempotent by `client_id`
      * (made here unless given): resent after a reconnect, stored once. */
     send(room: string, text: string, opts?: SendOptions): Promise<Ack>;
+    /** Reply to the message at `offset`: a message naming its parent. */
+    reply(room: string, offset: number, text: string, opts?: SendOptions): Promise<Ack>;
+    /** Edit your own message at `offset`; every member gets an `edit` event. */
+    edit(room: string, offset: number, text: string, opts?: ActOptions): Promise<Ack>;
+    /** Delete your own message at `offset`: its text is removed everywhere. */
+    delete(room: string, offset: number, opts?: ActOptions): Promise<Ack>;
+    /** React to the message at `offset` (once per emoji; repeats change
+     * nothing and resolve with offset 0). */
+    react(room: string, offset: number, emoji: string, opts?: ActOptions): Promise<Ack>;
+    /** Take a reaction back. */
+    unreact(room: string, offset: number, emoji: string, opts?: ActOptions): Promise<Ack>;
+    /** The messages held for the room, as they are now (edits, deletes,
+     * reactions and reply counts folded in), oldest first: what was
+     * delivered live and what history pages loaded, the newest `keep`. */
+    messages(room: string): Message[];
+    private act;
     /** A page of history, oldest first, with `next` for the page before it. */
     history(room: string, opts?: HistoryOptions): Promise<HistoryPage>;
     /** The users connected to `room` now, on any node: `GET
@@ -310,6 +388,9 @@ export declare class ChatClient extends Emitter<ClientEvents> {
     private onReady;
     private onJoined;
     private onMessage;
+    private deliver;
+    private fold;
+    private remember;
     private later;
     private onError;
     private onExpiring;

@@ -14,7 +14,7 @@
 // mend (a refused origin, a token function that says no, a token refused
 // twice in a row) stop it, reported once.
 /** The version of this client; its major is the protocol's (v1). */
-export const VERSION = '1.0.0';
+export const VERSION = '1.1.0';
 const ROOM_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
 const EPOCH_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const TYPING_EVERY_MS = 3000;
@@ -163,6 +163,25 @@ export class Room extends Emitter {
     history(opts = {}) {
         return this.client.history(this.name, opts);
     }
+    reply(offset, text, opts = {}) {
+        return this.client.reply(this.name, offset, text, opts);
+    }
+    edit(offset, text, opts = {}) {
+        return this.client.edit(this.name, offset, text, opts);
+    }
+    delete(offset, opts = {}) {
+        return this.client.delete(this.name, offset, opts);
+    }
+    react(offset, emoji, opts = {}) {
+        return this.client.react(this.name, offset, emoji, opts);
+    }
+    unreact(offset, emoji, opts = {}) {
+        return this.client.unreact(this.name, offset, emoji, opts);
+    }
+    /** The messages held for the room, as they are now, oldest first. */
+    messages() {
+        return this.client.messages(this.name);
+    }
     /** The users connected to the room now, on any node. */
     presence() {
         return this.client.presence(this.name);
@@ -189,7 +208,8 @@ export class Room extends Emitter {
         return this.heard(type);
     }
 }
-const ROOM_EVENTS = new Set(['joined', 'reload', 'message', 'presence', 'typing', 'left', 'error']);
+const ROOM_EVENTS = new Set(['joined', 'reload', 'message', 'presence', 'typing', 'left', 'error', 'edit', 'delete', 'reaction', 'update']);
+const MESSAGE_KINDS = new Set(['user', 'system', 'summary']);
 export class ChatClient extends Emitter {
     /** The connection's state; `state` events say when it changes. */
     state = 'idle';
@@ -254,6 +274,7 @@ export class ChatClient extends Emitter {
             pongTimeout: num(options.pongTimeout, 10000, 1),
             maxTextBytes: num(options.maxTextBytes, 4096, 1),
             reloadLimit: num(options.reloadLimit, 50, 1),
+            keep: num(options.keep, 1000, 1),
         };
     }
     /** The room `name`, with its own events (`on`, `off`, `once`) and calls.
@@ -320,7 +341,7 @@ export class ChatClient extends Emitter {
         }
         const r = {
             room, pos: since, joined: null, everJoined: false, waiters: [], typingAt: 0, read: null,
-            readSent: true, readRef: null, ref: null, held: null, needReload: false, retry: null,
+            readSent: true, readRef: null, ref: null, held: null, store: new Map(), needReload: false, retry: null,
         };
         this.rooms.set(room, r);
         const p = new Promise((res, rej) => r.waiters.push({ res, rej }));
@@ -375,7 +396,73 @@ export class ChatClient extends Emitter {
             if (typeof clientId !== 'string' || clientId.length < 1 || clientId.length > 64) {
                 throw bad('clientId must be 1-64 characters');
             }
-            return this.request({ type: 'send', room, text, client_id: clientId }, this.opt.sendTimeout);
+            const frame = { type: 'send', room, text, client_id: clientId };
+            if (opts.replyTo !== undefined)
+                frame.reply_to = offsetOf(opts.replyTo, 'replyTo');
+            return this.request(frame, this.opt.sendTimeout);
+        }
+        catch (e) {
+            return Promise.reject(e);
+        }
+    }
+    /** Reply to the message at `offset`: a message naming its parent. */
+    reply(room, offset, text, opts = {}) {
+        return this.send(room, text, { ...opts, replyTo: offset });
+    }
+    /** Edit your own message at `offset`; every member gets an `edit` event. */
+    edit(room, offset, text, opts = {}) {
+        try {
+            if (typeof text !== 'string' || text.length === 0)
+                throw bad('text must be a non-empty string');
+            if (utf8Length(text) > this.opt.maxTextBytes) {
+                throw new ChatError('too_large', `text is over ${this.opt.maxTextBytes} bytes`);
+            }
+            return this.act('edit', room, offset, { text }, opts);
+        }
+        catch (e) {
+            return Promise.reject(e);
+        }
+    }
+    /** Delete your own message at `offset`: its text is removed everywhere. */
+    delete(room, offset, opts = {}) {
+        return this.act('delete', room, offset, {}, opts);
+    }
+    /** React to the message at `offset` (once per emoji; repeats change
+     * nothing and resolve with offset 0). */
+    react(room, offset, emoji, opts = {}) {
+        return this.act('react', room, offset, { emoji }, opts);
+    }
+    /** Take a reaction back. */
+    unreact(room, offset, emoji, opts = {}) {
+        return this.act('react', room, offset, { emoji, remove: true }, opts);
+    }
+    /** The messages held for the room, as they are now (edits, deletes,
+     * reactions and reply counts folded in), oldest first: what was
+     * delivered live and what history pages loaded, the newest `keep`. */
+    messages(room) {
+        const r = this.rooms.get(room);
+        if (!r)
+            return [];
+        return [...r.store.values()]
+            .sort((a, b) => a.offset - b.offset)
+            .map((m) => ({ ...m, reactions: m.reactions?.map((x) => ({ ...x })) }));
+    }
+    act(type, room, offset, extra, opts) {
+        try {
+            checkRoom(room);
+            if (!this.rooms.has(room))
+                throw new ChatError('not_joined', `join ${room} first`);
+            const clientId = opts.clientId ?? randomId();
+            if (typeof clientId !== 'string' || clientId.length < 1 || clientId.length > 64) {
+                throw bad('clientId must be 1-64 characters');
+            }
+            const frame = { type, room, offset: offsetOf(offset, 'offset'), client_id: clientId, ...extra };
+            if (opts.epoch !== undefined) {
+                if (typeof opts.epoch !== 'string' || !EPOCH_RE.test(opts.epoch))
+                    throw bad('epoch is not an epoch');
+                frame.epoch = opts.epoch;
+            }
+            return this.request(frame, this.opt.sendTimeout);
         }
         catch (e) {
             return Promise.reject(e);
@@ -401,7 +488,17 @@ export class ChatClient extends Emitter {
                     throw bad('limit must be 1-100');
                 frame.limit = opts.limit;
             }
-            return this.request(frame, this.opt.sendTimeout);
+            if (opts.thread !== undefined)
+                frame.thread = offsetOf(opts.thread, 'thread');
+            const page = this.request(frame, this.opt.sendTimeout);
+            if (opts.thread !== undefined)
+                return page;
+            return page.then((p) => {
+                const r = this.rooms.get(room);
+                if (r)
+                    this.remember(r, p.messages);
+                return p;
+            });
         }
         catch (e) {
             return Promise.reject(e);
@@ -895,9 +992,11 @@ export class ChatClient extends Emitter {
         const ev = page
             ? { room: f.room, epoch: f.epoch, offset: f.offset, messages: page.messages, next: page.next }
             : { room: f.room, epoch: f.epoch, offset: f.offset, messages: [], next: { epoch: f.epoch, before: f.offset + 1 }, failed: true };
+        r.store.clear();
+        this.remember(r, ev.messages);
         this.emit('reload', ev);
         for (const m of held)
-            this.emit('message', m);
+            this.deliver(r, m);
     }
     onMessage(f) {
         const r = this.rooms.get(f.room);
@@ -909,12 +1008,94 @@ export class ChatClient extends Emitter {
         }
         // A new epoch while joined: the room started afresh (it expired), and
         // its offsets start again.
+        if (f.epoch !== r.pos.epoch)
+            r.store.clear();
         r.pos = { epoch: f.epoch, offset: f.offset };
         const m = strip(f);
         if (r.held)
             r.held.push(m);
         else
+            this.deliver(r, m);
+    }
+    // A message is held and emitted; an event is emitted and folded into the
+    // message it acts on, if held (`update`).
+    deliver(r, m) {
+        if (MESSAGE_KINDS.has(m.kind)) {
+            this.remember(r, [m]);
             this.emit('message', m);
+            const parent = m.reply_to !== undefined ? r.store.get(m.reply_to) : undefined;
+            if (parent && !m.deleted) {
+                parent.reply_count = (parent.reply_count ?? 0) + 1;
+                this.emit('update', { room: r.room, message: { ...parent }, cause: m });
+            }
+            return;
+        }
+        this.emit(m.kind, m);
+        const t = m.target !== undefined ? r.store.get(m.target) : undefined;
+        if (!t || !this.fold(t, m))
+            return;
+        this.emit('update', { room: r.room, message: { ...t }, cause: m });
+    }
+    // Applies event `e` to message `m`; whether it changed.
+    fold(m, e) {
+        if (e.deleted)
+            return false;
+        switch (e.kind) {
+            case 'edit':
+                if (m.deleted)
+                    return false;
+                m.text = e.text;
+                m.edited_at = e.ts;
+                return true;
+            case 'delete':
+                m.deleted = true;
+                m.text = '';
+                delete m.edited_at;
+                delete m.reactions;
+                return true;
+            case 'reaction': {
+                if (typeof e.emoji !== 'string')
+                    return false;
+                const list = m.reactions ?? [];
+                const me = e.user === this.session?.user;
+                const at = list.findIndex((x) => x.emoji === e.emoji);
+                if (e.removed) {
+                    if (at < 0)
+                        return false;
+                    const x = list[at];
+                    x.count -= 1;
+                    if (me)
+                        x.me = false;
+                    if (x.count <= 0)
+                        list.splice(at, 1);
+                }
+                else if (at < 0) {
+                    list.push({ emoji: e.emoji, count: 1, me });
+                }
+                else {
+                    list[at].count += 1;
+                    if (me)
+                        list[at].me = true;
+                }
+                m.reactions = list;
+                return true;
+            }
+            default:
+                return false;
+        }
+    }
+    // Holds `ms` (as they are now) for `messages()`, the newest `keep`.
+    remember(r, ms) {
+        for (const m of ms) {
+            if (!MESSAGE_KINDS.has(m.kind) || m.epoch !== r.pos?.epoch)
+                continue;
+            r.store.set(m.offset, { ...m, reactions: m.reactions?.map((x) => ({ ...x })) });
+        }
+        if (r.store.size > this.opt.keep) {
+            const offsets = [...r.store.keys()].sort((a, b) => a - b);
+            for (const o of offsets.slice(0, offsets.length - this.opt.keep))
+                r.store.delete(o);
+        }
     }
     // A pause before repeating a refused frame on this connection.
     later(fn, code) {
@@ -993,6 +1174,11 @@ export class ChatClient extends Emitter {
             this.emit('error', e instanceof ChatError ? e : new ChatError('unauthorized', `refresh failed: ${e?.message ?? e}`));
         }
     }
+}
+function offsetOf(n, what) {
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1)
+        throw bad(`${what} must be an offset (an integer >= 1)`);
+    return n;
 }
 function strip(f) {
     const { type: _type, ref: _ref, ...rest } = f;

@@ -1,7 +1,7 @@
 //! Stream entries as Redis returns them, checked field by field: a reply that
 //! does not have the expected shape is an error, never a panic.
 
-use crate::protocol::{Kind, Message};
+use crate::protocol::{Kind, Message, Reaction};
 use redis::Value;
 
 #[derive(Debug, thiserror::Error)]
@@ -109,17 +109,69 @@ pub fn parse_room_id(id: &str) -> Option<(u64, u64)> {
 pub fn room_message(room: &str, epoch: &str, e: &Entry) -> Result<Message, ReplyError> {
     let (offset, ts) =
         parse_room_id(&e.id).ok_or_else(|| ReplyError(format!("bad room entry id {}", e.id)))?;
+    let number = |f: &str| -> Result<Option<u64>, ReplyError> {
+        e.get(f)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| ReplyError(format!("entry {} has a bad {f}", e.id)))
+            })
+            .transpose()
+    };
+    let edited = e.get("T");
+    let kind = Kind::parse(e.need("k")?).ok_or_else(|| ReplyError("bad kind".into()))?;
+    let tomb = match (kind, number("g")?, e.get("gi")) {
+        (Kind::Delete, Some(target), Some(gi)) => Some(Box::new(Message {
+            room: room.to_owned(),
+            offset: target,
+            id: gi.to_owned(),
+            epoch: epoch.to_owned(),
+            user: e.get("gu").unwrap_or_default().to_owned(),
+            ts: parse_room_id(gi).map_or(0, |(_, ts)| ts),
+            client_id: e.get("gc").unwrap_or_default().to_owned(),
+            kind: e.get("gk").and_then(Kind::parse).unwrap_or_default(),
+            reply_to: number("gp")?,
+            deleted: true,
+            ..Message::default()
+        })),
+        _ => None,
+    };
     Ok(Message {
         room: room.to_owned(),
         offset,
         id: e.id.clone(),
         epoch: epoch.to_owned(),
         user: e.need("u")?.to_owned(),
-        text: e.need("t")?.to_owned(),
+        // A history read folds the edited text in (`T`).
+        text: edited.unwrap_or(e.need("t")?).to_owned(),
         ts,
         client_id: e.need("c")?.to_owned(),
-        kind: Kind::parse(e.need("k")?).ok_or_else(|| ReplyError("bad kind".into()))?,
+        kind,
+        reply_to: number("p")?,
+        target: number("g")?,
+        emoji: e.get("j").map(str::to_owned),
+        removed: e.get("z") == Some("1"),
+        edited_at: number("E")?,
+        deleted: e.get("x") == Some("1"),
+        reactions: e.get("R").map(reactions).transpose()?.unwrap_or_default(),
+        reply_count: number("N")?.unwrap_or(0),
+        tomb,
     })
+}
+
+/// The state hash's reactions, `[[emoji, [user, ...]], ...]` (append.lua).
+fn reactions(raw: &str) -> Result<Vec<Reaction>, ReplyError> {
+    let pairs: Vec<(String, Vec<String>)> =
+        serde_json::from_str(raw).map_err(|e| ReplyError(format!("bad reactions {raw:?}: {e}")))?;
+    Ok(pairs
+        .into_iter()
+        .filter(|(_, users)| !users.is_empty())
+        .map(|(emoji, users)| Reaction {
+            emoji,
+            count: users.len() as u64,
+            me: false,
+            users,
+        })
+        .collect())
 }
 
 /// A fanout shard entry carries the whole message (room and epoch included),

@@ -79,6 +79,22 @@ impl Keys {
         format!("{}:room:{{{room}}}:log", self.prefix)
     }
 
+    /// Hash of what later events did to the room's messages, by offset
+    /// (docs/protocol.md, "Conversation events"): `t:<o>` the current text
+    /// of an edited message, `e:<o>` when it was last edited (ms), `x:<o>`
+    /// the ids of its edit entries, `r:<o>` its reactions (JSON), and
+    /// `d:<o>` the tombstone of a deleted entry (JSON: what a reader shows
+    /// in its place). Lives and dies with the room stream.
+    pub fn room_state(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:state", self.prefix)
+    }
+
+    /// Sorted set (all scores 0) of `<parent>:<reply>` offsets, 20 digits
+    /// each, so a thread is one lexicographic range.
+    pub fn room_threads(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:threads", self.prefix)
+    }
+
     /// One key per accepted `client_id`, living for the dedup window.
     /// The user's length is part of the key so `a:b`+`c` and `a`+`b:c` differ.
     pub fn room_dedup(&self, room: &str, user: &str, client_id: &str) -> String {
@@ -210,6 +226,8 @@ impl Keys {
         vec![
             self.room_meta(room),
             self.room_stream(room),
+            self.room_state(room),
+            self.room_threads(room),
             self.room_members(room),
             self.room_reads(room),
             self.room_presence(room),
@@ -298,6 +316,8 @@ mod tests {
             k.room_meta("r1"),
             k.room_stream("r1"),
             k.room_dedup("r1", "u", "c"),
+            k.room_state("r1"),
+            k.room_threads("r1"),
             k.room_members("r1"),
             k.room_reads("r1"),
             k.room_presence("r1"),

@@ -119,6 +119,7 @@ mod tests {
             ts: 1_700_000_000_123,
             client_id: "c".into(),
             kind: Kind::User,
+            ..Default::default()
         }
     }
 

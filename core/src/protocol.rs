@@ -84,14 +84,20 @@ pub mod close {
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
-/// Who wrote a message: a user, the system (HTTP publish, notices) or the summarizer.
+/// What a room entry is. Messages: a user's, the system's (HTTP publish,
+/// notices) or the summarizer's. Events (docs/protocol.md, "Conversation
+/// events"): an edit, a delete or a reaction, each naming its `target`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
+    #[default]
     User,
     System,
     Summary,
+    Edit,
+    Delete,
+    Reaction,
 }
 
 impl Kind {
@@ -100,6 +106,9 @@ impl Kind {
             Self::User => "user",
             Self::System => "system",
             Self::Summary => "summary",
+            Self::Edit => "edit",
+            Self::Delete => "delete",
+            Self::Reaction => "reaction",
         }
     }
 
@@ -108,14 +117,44 @@ impl Kind {
             "user" => Some(Self::User),
             "system" => Some(Self::System),
             "summary" => Some(Self::Summary),
+            "edit" => Some(Self::Edit),
+            "delete" => Some(Self::Delete),
+            "reaction" => Some(Self::Reaction),
             _ => None,
         }
     }
+
+    /// A message (shown as a line of the chat), not an event acting on one.
+    pub fn is_message(self) -> bool {
+        matches!(self, Self::User | Self::System | Self::Summary)
+    }
+}
+
+/// One emoji's reactions to a message, as `history` shows them.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub emoji: String,
+    pub count: u64,
+    /// Whether the user reading has reacted with it.
+    pub me: bool,
+    /// Who reacted: read from the store, never sent (a room's reactor
+    /// lists can be long; `count` and `me` are what clients render).
+    #[serde(skip)]
+    pub users: Vec<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A stored chat message, as in `message` frames and `history` arrays.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct Message {
     pub room: String,
     pub offset: u64,
@@ -126,6 +165,44 @@ pub struct Message {
     pub ts: u64,
     pub client_id: String,
     pub kind: Kind,
+    /// A reply: the offset of the message it answers (same epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// An event (`edit`, `delete`, `reaction`): the offset of its message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<u64>,
+    /// A `reaction`: the emoji.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    /// A `reaction` taken back.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub removed: bool,
+    /// (history) When the message was last edited, ms; `text` is the edited text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<u64>,
+    /// A tombstone: the entry was deleted and its text is gone.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+    /// (history) Reactions, in the order each emoji was first used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reaction>,
+    /// (history) How many replies name this message.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reply_count: u64,
+    /// A `delete` read from a stream: the tombstone of what it deleted
+    /// (for the archive, which may never see the deleted entry itself).
+    #[serde(skip)]
+    pub tomb: Option<Box<Message>>,
+}
+
+impl Message {
+    /// Marks the reactions of `viewer` (`me`) and forgets who reacted.
+    pub fn seen_by(&mut self, viewer: Option<&str>) {
+        for r in &mut self.reactions {
+            r.me = viewer.is_some_and(|v| r.users.iter().any(|u| u == v));
+            r.users = Vec::new();
+        }
+    }
 }
 
 /// A `history` page's way to the next older one: `before` (exclusive) in
@@ -161,6 +238,10 @@ pub struct RawClientFrame {
     pub epoch: Option<Value>,
     pub limit: Option<Value>,
     pub offset: Option<Value>,
+    pub reply_to: Option<Value>,
+    pub emoji: Option<Value>,
+    pub remove: Option<Value>,
+    pub thread: Option<Value>,
 }
 
 /// A validated client frame.
@@ -180,6 +261,16 @@ pub enum ClientFrame {
         room: String,
         text: String,
         client_id: String,
+        reply_to: Option<u64>,
+    },
+    /// `edit`, `delete` and `react`: an event acting on the message at
+    /// `offset` (in `epoch`, the current one when absent).
+    Act {
+        room: String,
+        offset: u64,
+        epoch: Option<String>,
+        client_id: Option<String>,
+        act: Act,
     },
     History {
         room: String,
@@ -188,6 +279,8 @@ pub enum ClientFrame {
         /// current epoch when absent.
         epoch: Option<String>,
         limit: u32,
+        /// The replies to this message instead of the room.
+        thread: Option<u64>,
     },
     Typing {
         room: String,
@@ -200,6 +293,24 @@ pub enum ClientFrame {
         token: String,
     },
     Ping,
+}
+
+/// What an `edit`, `delete` or `react` frame does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Act {
+    Edit { text: String },
+    Delete,
+    React { emoji: String, remove: bool },
+}
+
+/// An emoji (a reaction's key): 1 to 32 bytes, no whitespace, control or
+/// format characters. Not checked against Unicode's emoji list: apps also
+/// react with short codes (`:shipit:`).
+pub fn valid_emoji(e: &str) -> bool {
+    (1..=32).contains(&e.len())
+        && !e
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || (is_format(c) && c != '\u{200D}'))
 }
 
 /// Why a frame was refused, with the `ref` to echo.
@@ -274,17 +385,7 @@ impl ClientFrame {
             },
             "send" => {
                 let room = room(&raw.room)?;
-                let text = string(&raw.text, "text")?;
-                if text.is_empty() {
-                    return Err(bad(None, "text must not be empty".into()));
-                }
-                if text.len() > limits.max_text_bytes {
-                    return Err(FrameError {
-                        code: ErrorCode::TooLarge,
-                        message: format!("text is over {} bytes", limits.max_text_bytes),
-                        reference: None,
-                    });
-                }
+                let text = text_field(&raw.text, limits)?;
                 let client_id = string(&raw.client_id, "client_id")?;
                 if !valid_client_id(&client_id) {
                     return Err(bad(None, "client_id must be 1 to 64 characters".into()));
@@ -293,6 +394,54 @@ impl ClientFrame {
                     room,
                     text,
                     client_id,
+                    reply_to: positive(&raw.reply_to, "reply_to")?,
+                }
+            }
+            "edit" | "delete" | "react" => {
+                let act = match kind {
+                    "edit" => Act::Edit {
+                        text: text_field(&raw.text, limits)?,
+                    },
+                    "delete" => Act::Delete,
+                    _ => {
+                        let emoji = string(&raw.emoji, "emoji")?;
+                        if !valid_emoji(&emoji) {
+                            return Err(bad(
+                                None,
+                                "emoji must be 1 to 32 bytes without spaces or control characters"
+                                    .into(),
+                            ));
+                        }
+                        let remove = match &raw.remove {
+                            None | Some(Value::Null) => false,
+                            Some(Value::Bool(b)) => *b,
+                            Some(_) => return Err(bad(None, "remove must be a boolean".into())),
+                        };
+                        Act::React { emoji, remove }
+                    }
+                };
+                Self::Act {
+                    room: room(&raw.room)?,
+                    offset: positive(&raw.offset, "offset")?
+                        .ok_or_else(|| bad(None, "missing field: offset".into()))?,
+                    epoch: match &raw.epoch {
+                        None | Some(Value::Null) => None,
+                        Some(_) => Some(epoch(&raw.epoch)?),
+                    },
+                    client_id: match &raw.client_id {
+                        None | Some(Value::Null) => None,
+                        Some(_) => {
+                            let c = string(&raw.client_id, "client_id")?;
+                            if !valid_client_id(&c) {
+                                return Err(bad(
+                                    None,
+                                    "client_id must be 1 to 64 characters".into(),
+                                ));
+                            }
+                            Some(c)
+                        }
+                    },
+                    act,
                 }
             }
             "history" => Self::History {
@@ -307,6 +456,7 @@ impl ClientFrame {
                     Some(n @ 1..=100) => n as u32,
                     Some(_) => return Err(bad(None, "limit must be 1 to 100".into())),
                 },
+                thread: positive(&raw.thread, "thread")?,
             },
             "typing" => Self::Typing {
                 room: room(&raw.room)?,
@@ -430,6 +580,30 @@ fn epoch(v: &Option<Value>) -> Result<String, FrameError> {
     }
 }
 
+/// An offset naming a message: 1 or more.
+fn positive(v: &Option<Value>, field: &str) -> Result<Option<u64>, FrameError> {
+    match optional_u64(v, field)? {
+        Some(0) => Err(bad(None, format!("{field} must be an offset of 1 or more"))),
+        o => Ok(o),
+    }
+}
+
+/// A message's text: 1 to `max_text_bytes`.
+fn text_field(v: &Option<Value>, limits: FrameLimits) -> Result<String, FrameError> {
+    let text = string(v, "text")?;
+    if text.is_empty() {
+        return Err(bad(None, "text must not be empty".into()));
+    }
+    if text.len() > limits.max_text_bytes {
+        return Err(FrameError {
+            code: ErrorCode::TooLarge,
+            message: format!("text is over {} bytes", limits.max_text_bytes),
+            reference: None,
+        });
+    }
+    Ok(text)
+}
+
 fn optional_u64(v: &Option<Value>, field: &str) -> Result<Option<u64>, FrameError> {
     match v {
         None | Some(Value::Null) => Ok(None),
@@ -551,6 +725,51 @@ mod tests {
                     room: "r".into(),
                     text: "hi".into(),
                     client_id: "c1".into(),
+                    reply_to: None,
+                },
+            ),
+            (
+                r#"{"type":"send","room":"r","text":"hi","client_id":"c1","reply_to":3}"#,
+                ClientFrame::Send {
+                    room: "r".into(),
+                    text: "hi".into(),
+                    client_id: "c1".into(),
+                    reply_to: Some(3),
+                },
+            ),
+            (
+                r#"{"type":"edit","room":"r","offset":3,"text":"fixed","client_id":"e1"}"#,
+                ClientFrame::Act {
+                    room: "r".into(),
+                    offset: 3,
+                    epoch: None,
+                    client_id: Some("e1".into()),
+                    act: Act::Edit {
+                        text: "fixed".into(),
+                    },
+                },
+            ),
+            (
+                r#"{"type":"delete","room":"r","offset":3,"epoch":"E1"}"#,
+                ClientFrame::Act {
+                    room: "r".into(),
+                    offset: 3,
+                    epoch: Some("E1".into()),
+                    client_id: None,
+                    act: Act::Delete,
+                },
+            ),
+            (
+                r#"{"type":"react","room":"r","offset":3,"emoji":"👍🏽","remove":true}"#,
+                ClientFrame::Act {
+                    room: "r".into(),
+                    offset: 3,
+                    epoch: None,
+                    client_id: None,
+                    act: Act::React {
+                        emoji: "👍🏽".into(),
+                        remove: true,
+                    },
                 },
             ),
             (
@@ -560,6 +779,7 @@ mod tests {
                     before: None,
                     epoch: None,
                     limit: 50,
+                    thread: None,
                 },
             ),
             (
@@ -569,6 +789,7 @@ mod tests {
                     before: Some(7),
                     epoch: Some("ab-1".into()),
                     limit: 3,
+                    thread: None,
                 },
             ),
             (
@@ -602,6 +823,13 @@ mod tests {
             r#"{"type":"nope","ref":5}"#,
             r#"{"type":"history","room":"r","limit":101,"ref":5}"#,
             r#"{"type":"send","room":"r","text":"hi","client_id":"","ref":5}"#,
+            r#"{"type":"send","room":"r","text":"hi","client_id":"c","reply_to":0,"ref":5}"#,
+            r#"{"type":"edit","room":"r","offset":1,"ref":5}"#,
+            r#"{"type":"delete","room":"r","ref":5}"#,
+            r#"{"type":"react","room":"r","offset":1,"emoji":"a b","ref":5}"#,
+            r#"{"type":"react","room":"r","offset":1,"emoji":"","ref":5}"#,
+            r#"{"type":"react","room":"r","offset":1,"emoji":"x","remove":"yes","ref":5}"#,
+            r#"{"type":"history","room":"r","thread":-1,"ref":5}"#,
         ] {
             let (r, got) = ClientFrame::parse(text, L);
             let err = got.expect_err(text);

@@ -155,6 +155,11 @@ impl Publisher {
                     chat_core::live::fanout(m, read_us, chat_core::live::unix_us()),
                 );
                 published += 1;
+                // Events (edits, deletes, reactions) are not news: no push,
+                // and they do not count toward the summary trigger.
+                if !m.kind.is_message() {
+                    continue;
+                }
                 match by_room.iter_mut().find(|(r, _)| *r == m.room) {
                     Some((_, ms)) => ms.push(m),
                     None => by_room.push((&m.room, vec![m])),

@@ -1,8 +1,41 @@
-//! The append shared by the WebSocket and HTTP paths.
+//! The append shared by the WebSocket and HTTP paths: messages, replies
+//! and the events acting on messages (edit, delete, react).
 
 use crate::state::AppState;
-use chat_core::protocol::{Ack, ErrorCode, Kind, Message};
-use chat_core::scripts::AppendRequest;
+use chat_core::protocol::{Ack, ErrorCode, Kind, Message, Refusal};
+use chat_core::scripts::{AppendRequest, Op, ScriptError};
+
+/// One entry to store.
+#[derive(Clone, Copy)]
+pub struct Entry<'a> {
+    pub room: &'a str,
+    pub user: &'a str,
+    pub text: &'a str,
+    pub client_id: &'a str,
+    /// The kind of a message; an event's comes from `op`.
+    pub kind: Kind,
+    pub op: Op<'a>,
+}
+
+impl<'a> Entry<'a> {
+    /// A message.
+    pub fn message(
+        room: &'a str,
+        user: &'a str,
+        text: &'a str,
+        client_id: &'a str,
+        kind: Kind,
+    ) -> Self {
+        Self {
+            room,
+            user,
+            text,
+            client_id,
+            kind,
+            op: Op::Post,
+        }
+    }
+}
 
 pub async fn append(
     state: &AppState,
@@ -12,34 +45,53 @@ pub async fn append(
     client_id: &str,
     kind: Kind,
 ) -> Result<Ack, ErrorCode> {
+    store(state, &Entry::message(room, user, text, client_id, kind))
+        .await
+        .map_err(|r| r.code)
+}
+
+/// Stores `e`; a refusal names what was wrong (an event's target).
+pub async fn store(state: &AppState, e: &Entry<'_>) -> Result<Ack, Refusal> {
+    let (room, user) = (e.room, e.user);
     if let Some(lag) = state.backpressure.behind(chat_core::clock::now_ms()) {
         tracing::debug!(room, user, lag_ms = lag, "refused: deliveries are behind");
         metrics::counter!("chat_sends_refused_total", "reason" => "overloaded").increment(1);
-        return Err(ErrorCode::Unavailable);
+        return Err(Refusal::new(
+            ErrorCode::Unavailable,
+            "deliveries are behind; retry with the same client_id",
+        ));
     }
     let streams = &state.settings.common.streams;
     let req = AppendRequest {
         room,
         user,
-        text,
-        client_id,
-        kind,
+        text: e.text,
+        client_id: e.client_id,
+        kind: e.kind,
         retention: streams.retention(room),
         dedup_window: streams.dedup.window,
         shard_maxlen: streams.fanout.shard_maxlen,
+        op: e.op,
     };
     let mut conn = state.redis.clone();
-    let r = state.scripts.append(&mut conn, &state.keys, &req).await;
+    let r = match e.op {
+        Op::Post | Op::Reply { .. } => state.scripts.append(&mut conn, &state.keys, &req).await,
+        _ => state.scripts.act(&mut conn, &state.keys, &req).await,
+    };
     let result = match &r {
         Ok(a) if a.duplicate => "duplicate",
         Ok(_) => "stored",
+        Err(ScriptError::Refused(_)) => "refused",
         Err(_) => "error",
     };
     metrics::counter!("chat_appends_total", "result" => result).increment(1);
-    r.map_err(|e| {
-        tracing::warn!(room, user, error = %e, "append failed");
-        metrics::counter!("chat_redis_errors_total", "service" => "ingress").increment(1);
-        ErrorCode::from(&e)
+    r.map_err(|err| match err {
+        ScriptError::Refused(r) => r,
+        err => {
+            tracing::warn!(room, user, error = %err, "append failed");
+            metrics::counter!("chat_redis_errors_total", "service" => "ingress").increment(1);
+            Refusal::new(ErrorCode::from(&err), "not stored")
+        }
     })
 }
 
@@ -50,7 +102,7 @@ pub async fn append(
 /// copy later as a duplicate (any other case is left to the fanout's copy,
 /// which remains the delivery guarantee). The frame is the one the fanout
 /// worker would publish (`chat_core::live`).
-pub fn deliver_here(state: &AppState, ack: &Ack, user: &str, text: &str, kind: Kind) {
+pub fn deliver_here(state: &AppState, ack: &Ack, e: &Entry<'_>) {
     if ack.duplicate {
         return;
     }
@@ -58,16 +110,32 @@ pub fn deliver_here(state: &AppState, ack: &Ack, user: &str, text: &str, kind: K
     if !rooms.contains(&ack.room) {
         return;
     }
-    let m = Message {
+    let mut m = Message {
         room: ack.room.clone(),
         offset: ack.offset,
         id: ack.id.clone(),
         epoch: ack.epoch.clone(),
-        user: user.to_owned(),
-        text: text.to_owned(),
+        user: e.user.to_owned(),
+        text: e.text.to_owned(),
         ts: ack.ts,
         client_id: ack.client_id.clone(),
-        kind,
+        kind: e.op.kind(e.kind),
+        ..Default::default()
     };
+    match e.op {
+        Op::Post => {}
+        Op::Reply { to } => m.reply_to = Some(to),
+        Op::Edit { target, .. } | Op::Delete { target, .. } => m.target = Some(target),
+        Op::React {
+            target,
+            emoji,
+            remove,
+            ..
+        } => {
+            m.target = Some(target);
+            m.emoji = Some(emoji.to_owned());
+            m.removed = remove;
+        }
+    }
     rooms.dispatch_local(&ack.room, chat_core::live::local(&m).into());
 }

@@ -5,6 +5,7 @@
 
 use crate::state::AppState;
 use chat_archive::tiers::{HistoryError, Page, Tiers, read};
+use chat_core::protocol::ErrorCode as Code;
 use chat_core::protocol::ErrorCode;
 
 /// The `limit` messages just below `before` in `epoch` (the current epoch
@@ -15,18 +16,41 @@ pub async fn page(
     epoch: Option<&str>,
     before: Option<u64>,
     limit: u32,
+    viewer: Option<&str>,
 ) -> Result<Page, ErrorCode> {
-    let tiers = Tiers {
+    read(&tiers(state, viewer), room, epoch, before, limit)
+        .await
+        .map_err(|e| failed(room, e))
+}
+
+/// The replies to the message at `parent` (current epoch), as a page.
+pub async fn thread(
+    state: &AppState,
+    room: &str,
+    parent: u64,
+    before: Option<u64>,
+    limit: u32,
+    viewer: &str,
+) -> Result<Page, ErrorCode> {
+    chat_archive::tiers::thread(&tiers(state, Some(viewer)), room, parent, before, limit)
+        .await
+        .map_err(|e| failed(room, e))
+}
+
+fn tiers<'a>(state: &'a AppState, viewer: Option<&'a str>) -> Tiers<'a> {
+    Tiers {
         redis: &state.redis,
         scripts: &state.scripts,
         keys: &state.keys,
         archive: state.archive.as_ref(),
-    };
-    read(&tiers, room, epoch, before, limit).await.map_err(|e| {
-        tracing::warn!(room, error = ?e, "history failed");
-        match &e {
-            HistoryError::Redis(s) => ErrorCode::from(s),
-            HistoryError::Archive(_) => ErrorCode::Unavailable,
-        }
-    })
+        viewer,
+    }
+}
+
+fn failed(room: &str, e: HistoryError) -> Code {
+    tracing::warn!(room, error = ?e, "history failed");
+    match &e {
+        HistoryError::Redis(s) => ErrorCode::from(s),
+        HistoryError::Archive(_) => ErrorCode::Unavailable,
+    }
 }

@@ -160,6 +160,7 @@ impl Env {
             ts: chat_core::clock::now_ms(),
             client_id: "c1".to_owned(),
             kind: Kind::User,
+            ..Default::default()
         };
         let args = NotifyArgs {
             policy: &self.streams.notify,

@@ -321,6 +321,7 @@ async fn summarize_room(ctx: &JobCtx, job: &SummaryJob) -> Result<(), JobError> 
             retention: streams.retention(&job.room),
             dedup_window: streams.dedup.window,
             shard_maxlen: streams.fanout.shard_maxlen,
+            op: Default::default(),
         };
         let ack = ctx
             .scripts

@@ -40,7 +40,10 @@ pub async fn load(
             break;
         };
         out.extend(r.messages.into_iter().filter(|m| {
-            m.kind != Kind::Summary
+            // Messages people wrote, not events or tombstones. (Edits are
+            // not folded in: the summary reads the text as first sent.)
+            matches!(m.kind, Kind::User | Kind::System)
+                && !m.deleted
                 && since.is_none_or(|s| m.ts >= s)
                 && until.is_none_or(|u| m.ts <= u)
         }));

@@ -563,6 +563,55 @@ impl Stack {
             .expect("EXISTS")
     }
 
+    /// Every key of the chat data's Redis (each master of a cluster) whose
+    /// value holds `needle`, read by type: strings, hashes, lists, sets,
+    /// sorted sets and streams (entries' fields and values).
+    pub async fn keys_holding(&self, needle: &str) -> Vec<String> {
+        let ports: Vec<u16> = match &self.cluster {
+            Some(c) => c.nodes().iter().map(RedisServer::port).collect(),
+            None => vec![self.redis.port()],
+        };
+        let mut found = Vec::new();
+        for port in ports {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
+            let mut c = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect to a Redis node");
+            let role: Vec<redis::Value> =
+                redis::cmd("ROLE").query_async(&mut c).await.expect("ROLE");
+            if role.first() != Some(&redis::Value::BulkString(b"master".to_vec())) {
+                continue;
+            }
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("*")
+                .query_async(&mut c)
+                .await
+                .expect("KEYS");
+            for key in keys {
+                let ty: String = redis::cmd("TYPE")
+                    .arg(&key)
+                    .query_async(&mut c)
+                    .await
+                    .expect("TYPE");
+                let cmd = match ty.as_str() {
+                    "string" => redis::cmd("GET").arg(&key).clone(),
+                    "hash" => redis::cmd("HGETALL").arg(&key).clone(),
+                    "list" => redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).clone(),
+                    "set" => redis::cmd("SMEMBERS").arg(&key).clone(),
+                    "zset" => redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).clone(),
+                    "stream" => redis::cmd("XRANGE").arg(&key).arg("-").arg("+").clone(),
+                    _ => continue,
+                };
+                let v: redis::Value = cmd.query_async(&mut c).await.expect("read a key");
+                if value_holds(&v, needle) {
+                    found.push(key);
+                }
+            }
+        }
+        found
+    }
+
     /// Removes a room's meta and stream, as when it expires: its next
     /// message starts a new epoch.
     pub async fn expire_room(&self, room: &str) {
@@ -571,6 +620,8 @@ impl Stack {
         let _: () = redis::cmd("DEL")
             .arg(k.room_meta(room))
             .arg(k.room_stream(room))
+            .arg(k.room_state(room))
+            .arg(k.room_threads(room))
             .query_async(&mut r)
             .await
             .expect("DEL");
@@ -890,6 +941,7 @@ pub struct Client {
     /// waited for its ack (the contract does not order them); `recv`
     /// returns them first.
     early: std::collections::VecDeque<Value>,
+    refs: u64,
 }
 
 impl Client {
@@ -907,6 +959,7 @@ impl Client {
         Client {
             ws,
             early: Default::default(),
+            refs: 0,
         }
     }
 
@@ -1043,6 +1096,47 @@ impl Client {
         }
     }
 
+    /// Sends `frames` without waiting, then reads until each has had its
+    /// `ack` and `total` messages arrived. Returns (acks, messages).
+    pub async fn pipeline(mut self, frames: Vec<Value>, total: usize) -> (Vec<Value>, Vec<Value>) {
+        let n = frames.len();
+        for f in frames {
+            self.send_json(f).await;
+        }
+        let (mut acks, mut msgs) = (Vec::new(), Vec::new());
+        while acks.len() < n || msgs.len() < total {
+            let f = self.recv().await;
+            match f["type"].as_str() {
+                Some("ack") => acks.push(f),
+                Some("message") => msgs.push(f),
+                Some("presence") => {}
+                _ => panic!("unexpected {f}"),
+            }
+        }
+        (acks, msgs)
+    }
+
+    /// Sends `frame` with a fresh `ref` and returns the reply that echoes
+    /// it (an `ack`, an `error`, a `history`...); `message` and `joined`
+    /// frames that come first are held back for `recv`, as `send` does.
+    pub async fn request(&mut self, mut frame: Value) -> Value {
+        self.refs += 1;
+        let r = format!("req-{}", self.refs);
+        frame["ref"] = json!(r);
+        self.send_json(frame).await;
+        loop {
+            let f = self.next_frame().await;
+            if f["ref"] == json!(r) {
+                return f;
+            }
+            match f["type"].as_str() {
+                Some("message" | "joined") => self.early.push_back(f),
+                Some("presence" | "typing") => continue,
+                _ => panic!("expected the reply to {r}, got {f}"),
+            }
+        }
+    }
+
     /// Sends as a client does: while the answer is `unavailable` (Redis
     /// reconnecting, deliveries behind), retries with the same `client_id`
     /// until it is acked, for up to 30 s (a failover's length).
@@ -1113,6 +1207,20 @@ impl Client {
 
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+}
+
+/// Whether any string in `v` (nested replies included) contains `needle`.
+fn value_holds(v: &redis::Value, needle: &str) -> bool {
+    use redis::Value;
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).contains(needle),
+        Value::SimpleString(s) => s.contains(needle),
+        Value::Array(items) | Value::Set(items) => items.iter().any(|i| value_holds(i, needle)),
+        Value::Map(pairs) => pairs
+            .iter()
+            .any(|(k, v)| value_holds(k, needle) || value_holds(v, needle)),
+        _ => false,
     }
 }
 

@@ -48,6 +48,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         scripts: &scripts,
         keys: &ctx.keys,
         archive: archive.as_ref(),
+        viewer: None,
     };
     let room = args.room.as_str();
     // Pages newest first; each page is oldest first.

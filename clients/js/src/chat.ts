@@ -15,7 +15,7 @@
 // twice in a row) stop it, reported once.
 
 /** The version of this client; its major is the protocol's (v1). */
-export const VERSION = '1.0.0';
+export const VERSION = '1.1.0';
 
 const ROOM_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
 const EPOCH_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -46,7 +46,45 @@ export interface Message {
   /** Milliseconds since the Unix epoch. */
   ts: number;
   client_id: string;
-  kind: 'user' | 'system' | 'summary';
+  /** Messages are `user`, `system` and `summary`; the other kinds are
+   * events acting on the message at `target` (docs/protocol.md,
+   * "Conversation events"). */
+  kind: MessageKind | EventKind;
+  /** A reply: the offset of the message it answers. */
+  reply_to?: number;
+  /** An event: the offset of the message it acts on. */
+  target?: number;
+  /** A `reaction`: its emoji. */
+  emoji?: string;
+  /** A `reaction` taken back. */
+  removed?: boolean;
+  /** When the text was last edited (ms); `text` is the edited text. */
+  edited_at?: number;
+  /** Deleted: the text is gone. */
+  deleted?: boolean;
+  /** Reactions, in the order each emoji was first used. */
+  reactions?: Reaction[];
+  /** How many replies name this message. */
+  reply_count?: number;
+}
+
+export type MessageKind = 'user' | 'system' | 'summary';
+export type EventKind = 'edit' | 'delete' | 'reaction';
+
+export interface Reaction {
+  emoji: string;
+  count: number;
+  /** Whether this client's user reacted with it. */
+  me: boolean;
+}
+
+/** A message the client holds changed (an edit, a delete, a reaction, a
+ * new reply): render `message` in its place. */
+export interface UpdateEvent {
+  room: string;
+  message: Message;
+  /** The event that changed it. */
+  cause: Message;
 }
 
 export interface Ack {
@@ -151,10 +189,18 @@ export interface ClientEvents {
   left: LeftEvent;
   refreshed: RefreshedEvent;
   error: ChatError;
+  /** An `edit` event, as delivered. */
+  edit: Message;
+  /** A `delete` event, as delivered. */
+  delete: Message;
+  /** A `reaction` event, as delivered. */
+  reaction: Message;
+  /** A held message, changed by an event. */
+  update: UpdateEvent;
 }
 
 /** A room's events: those of the client that concern that room. */
-export type RoomEvents = Pick<ClientEvents, 'joined' | 'reload' | 'message' | 'presence' | 'typing' | 'left' | 'error'>;
+export type RoomEvents = Pick<ClientEvents, 'joined' | 'reload' | 'message' | 'presence' | 'typing' | 'left' | 'error' | 'edit' | 'delete' | 'reaction' | 'update'>;
 
 export type Listener<T> = (ev: T) => void;
 
@@ -211,6 +257,8 @@ export interface ClientOptions {
   maxTextBytes?: number;
   /** Messages loaded after `recovered: false` (default 50). */
   reloadLimit?: number;
+  /** Messages held per room for `messages()`, newest kept (default 1000). */
+  keep?: number;
 }
 
 export interface JoinOptions {
@@ -222,6 +270,15 @@ export interface SendOptions {
   /** The idempotency key; made here unless given. Pass a failed send's
    * `clientId` back to retry it: it is still stored once. */
   clientId?: string;
+  /** Send as a reply to the message at this offset. */
+  replyTo?: number;
+}
+
+export interface ActOptions {
+  /** The idempotency key; made here unless given. */
+  clientId?: string;
+  /** The epoch of the message (default: the room's current one). */
+  epoch?: string;
 }
 
 export interface HistoryOptions {
@@ -231,6 +288,8 @@ export interface HistoryOptions {
   epoch?: string;
   /** 1-100 (default 50). */
   limit?: number;
+  /** The replies to the message at this offset instead of the room. */
+  thread?: number;
 }
 
 /** An error with one of the contract's codes (`bad_request`,
@@ -307,6 +366,8 @@ interface RoomState {
   readRef: string | null;
   ref: string | null;
   held: Message[] | null;
+  /** The messages held for `messages()`, by offset (current epoch). */
+  store: Map<number, Message>;
   needReload: boolean;
   retry: ReturnType<typeof setTimeout> | null;
 }
@@ -402,6 +463,31 @@ export class Room extends Emitter<RoomEvents> {
     return this.client.history(this.name, opts);
   }
 
+  reply(offset: number, text: string, opts: SendOptions = {}): Promise<Ack> {
+    return this.client.reply(this.name, offset, text, opts);
+  }
+
+  edit(offset: number, text: string, opts: ActOptions = {}): Promise<Ack> {
+    return this.client.edit(this.name, offset, text, opts);
+  }
+
+  delete(offset: number, opts: ActOptions = {}): Promise<Ack> {
+    return this.client.delete(this.name, offset, opts);
+  }
+
+  react(offset: number, emoji: string, opts: ActOptions = {}): Promise<Ack> {
+    return this.client.react(this.name, offset, emoji, opts);
+  }
+
+  unreact(offset: number, emoji: string, opts: ActOptions = {}): Promise<Ack> {
+    return this.client.unreact(this.name, offset, emoji, opts);
+  }
+
+  /** The messages held for the room, as they are now, oldest first. */
+  messages(): Message[] {
+    return this.client.messages(this.name);
+  }
+
   /** The users connected to the room now, on any node. */
   presence(): Promise<string[]> {
     return this.client.presence(this.name);
@@ -435,7 +521,8 @@ export class Room extends Emitter<RoomEvents> {
   }
 }
 
-const ROOM_EVENTS = new Set<string>(['joined', 'reload', 'message', 'presence', 'typing', 'left', 'error']);
+const ROOM_EVENTS = new Set<string>(['joined', 'reload', 'message', 'presence', 'typing', 'left', 'error', 'edit', 'delete', 'reaction', 'update']);
+const MESSAGE_KINDS = new Set<string>(['user', 'system', 'summary']);
 
 interface Opts {
   urls: string[];
@@ -450,6 +537,7 @@ interface Opts {
   pongTimeout: number;
   maxTextBytes: number;
   reloadLimit: number;
+  keep: number;
 }
 
 export class ChatClient extends Emitter<ClientEvents> {
@@ -514,6 +602,7 @@ export class ChatClient extends Emitter<ClientEvents> {
       pongTimeout: num(options.pongTimeout, 10000, 1),
       maxTextBytes: num(options.maxTextBytes, 4096, 1),
       reloadLimit: num(options.reloadLimit, 50, 1),
+      keep: num(options.keep, 1000, 1),
     };
   }
 
@@ -574,7 +663,7 @@ export class ChatClient extends Emitter<ClientEvents> {
     }
     const r: RoomState = {
       room, pos: since, joined: null, everJoined: false, waiters: [], typingAt: 0, read: null,
-      readSent: true, readRef: null, ref: null, held: null, needReload: false, retry: null,
+      readSent: true, readRef: null, ref: null, held: null, store: new Map(), needReload: false, retry: null,
     };
     this.rooms.set(room, r);
     const p = new Promise<Joined>((res, rej) => r.waiters.push({ res, rej }));
@@ -625,7 +714,73 @@ export class ChatClient extends Emitter<ClientEvents> {
       if (typeof clientId !== 'string' || clientId.length < 1 || clientId.length > 64) {
         throw bad('clientId must be 1-64 characters');
       }
-      return this.request<Ack>({ type: 'send', room, text, client_id: clientId }, this.opt.sendTimeout);
+      const frame: Record<string, unknown> & { type: string } = { type: 'send', room, text, client_id: clientId };
+      if (opts.replyTo !== undefined) frame.reply_to = offsetOf(opts.replyTo, 'replyTo');
+      return this.request<Ack>(frame, this.opt.sendTimeout);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Reply to the message at `offset`: a message naming its parent. */
+  reply(room: string, offset: number, text: string, opts: SendOptions = {}): Promise<Ack> {
+    return this.send(room, text, { ...opts, replyTo: offset });
+  }
+
+  /** Edit your own message at `offset`; every member gets an `edit` event. */
+  edit(room: string, offset: number, text: string, opts: ActOptions = {}): Promise<Ack> {
+    try {
+      if (typeof text !== 'string' || text.length === 0) throw bad('text must be a non-empty string');
+      if (utf8Length(text) > this.opt.maxTextBytes) {
+        throw new ChatError('too_large', `text is over ${this.opt.maxTextBytes} bytes`);
+      }
+      return this.act('edit', room, offset, { text }, opts);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Delete your own message at `offset`: its text is removed everywhere. */
+  delete(room: string, offset: number, opts: ActOptions = {}): Promise<Ack> {
+    return this.act('delete', room, offset, {}, opts);
+  }
+
+  /** React to the message at `offset` (once per emoji; repeats change
+   * nothing and resolve with offset 0). */
+  react(room: string, offset: number, emoji: string, opts: ActOptions = {}): Promise<Ack> {
+    return this.act('react', room, offset, { emoji }, opts);
+  }
+
+  /** Take a reaction back. */
+  unreact(room: string, offset: number, emoji: string, opts: ActOptions = {}): Promise<Ack> {
+    return this.act('react', room, offset, { emoji, remove: true }, opts);
+  }
+
+  /** The messages held for the room, as they are now (edits, deletes,
+   * reactions and reply counts folded in), oldest first: what was
+   * delivered live and what history pages loaded, the newest `keep`. */
+  messages(room: string): Message[] {
+    const r = this.rooms.get(room);
+    if (!r) return [];
+    return [...r.store.values()]
+      .sort((a, b) => a.offset - b.offset)
+      .map((m) => ({ ...m, reactions: m.reactions?.map((x) => ({ ...x })) }));
+  }
+
+  private act(type: string, room: string, offset: number, extra: Record<string, unknown>, opts: ActOptions): Promise<Ack> {
+    try {
+      checkRoom(room);
+      if (!this.rooms.has(room)) throw new ChatError('not_joined', `join ${room} first`);
+      const clientId = opts.clientId ?? randomId();
+      if (typeof clientId !== 'string' || clientId.length < 1 || clientId.length > 64) {
+        throw bad('clientId must be 1-64 characters');
+      }
+      const frame: Record<string, unknown> & { type: string } = { type, room, offset: offsetOf(offset, 'offset'), client_id: clientId, ...extra };
+      if (opts.epoch !== undefined) {
+        if (typeof opts.epoch !== 'string' || !EPOCH_RE.test(opts.epoch)) throw bad('epoch is not an epoch');
+        frame.epoch = opts.epoch;
+      }
+      return this.request<Ack>(frame, this.opt.sendTimeout);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -648,7 +803,14 @@ export class ChatClient extends Emitter<ClientEvents> {
         if (!Number.isSafeInteger(opts.limit) || opts.limit < 1 || opts.limit > 100) throw bad('limit must be 1-100');
         frame.limit = opts.limit;
       }
-      return this.request<HistoryPage>(frame, this.opt.sendTimeout);
+      if (opts.thread !== undefined) frame.thread = offsetOf(opts.thread, 'thread');
+      const page = this.request<HistoryPage>(frame, this.opt.sendTimeout);
+      if (opts.thread !== undefined) return page;
+      return page.then((p) => {
+        const r = this.rooms.get(room);
+        if (r) this.remember(r, p.messages);
+        return p;
+      });
     } catch (e) {
       return Promise.reject(e);
     }
@@ -1070,8 +1232,10 @@ export class ChatClient extends Emitter<ClientEvents> {
     const ev: ReloadEvent = page
       ? { room: f.room, epoch: f.epoch, offset: f.offset, messages: page.messages, next: page.next }
       : { room: f.room, epoch: f.epoch, offset: f.offset, messages: [], next: { epoch: f.epoch, before: f.offset + 1 }, failed: true };
+    r.store.clear();
+    this.remember(r, ev.messages);
     this.emit('reload', ev);
-    for (const m of held) this.emit('message', m);
+    for (const m of held) this.deliver(r, m);
   }
 
   private onMessage(f: any): void {
@@ -1082,9 +1246,81 @@ export class ChatClient extends Emitter<ClientEvents> {
     }
     // A new epoch while joined: the room started afresh (it expired), and
     // its offsets start again.
+    if (f.epoch !== r.pos.epoch) r.store.clear();
     r.pos = { epoch: f.epoch, offset: f.offset };
     const m = strip(f) as Message;
-    if (r.held) r.held.push(m); else this.emit('message', m);
+    if (r.held) r.held.push(m); else this.deliver(r, m);
+  }
+
+  // A message is held and emitted; an event is emitted and folded into the
+  // message it acts on, if held (`update`).
+  private deliver(r: RoomState, m: Message): void {
+    if (MESSAGE_KINDS.has(m.kind)) {
+      this.remember(r, [m]);
+      this.emit('message', m);
+      const parent = m.reply_to !== undefined ? r.store.get(m.reply_to) : undefined;
+      if (parent && !m.deleted) {
+        parent.reply_count = (parent.reply_count ?? 0) + 1;
+        this.emit('update', { room: r.room, message: { ...parent }, cause: m });
+      }
+      return;
+    }
+    this.emit(m.kind as EventKind, m);
+    const t = m.target !== undefined ? r.store.get(m.target) : undefined;
+    if (!t || !this.fold(t, m)) return;
+    this.emit('update', { room: r.room, message: { ...t }, cause: m });
+  }
+
+  // Applies event `e` to message `m`; whether it changed.
+  private fold(m: Message, e: Message): boolean {
+    if (e.deleted) return false;
+    switch (e.kind) {
+      case 'edit':
+        if (m.deleted) return false;
+        m.text = e.text;
+        m.edited_at = e.ts;
+        return true;
+      case 'delete':
+        m.deleted = true;
+        m.text = '';
+        delete m.edited_at;
+        delete m.reactions;
+        return true;
+      case 'reaction': {
+        if (typeof e.emoji !== 'string') return false;
+        const list = m.reactions ?? [];
+        const me = e.user === this.session?.user;
+        const at = list.findIndex((x) => x.emoji === e.emoji);
+        if (e.removed) {
+          if (at < 0) return false;
+          const x = list[at];
+          x.count -= 1;
+          if (me) x.me = false;
+          if (x.count <= 0) list.splice(at, 1);
+        } else if (at < 0) {
+          list.push({ emoji: e.emoji, count: 1, me });
+        } else {
+          list[at].count += 1;
+          if (me) list[at].me = true;
+        }
+        m.reactions = list;
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  // Holds `ms` (as they are now) for `messages()`, the newest `keep`.
+  private remember(r: RoomState, ms: Message[]): void {
+    for (const m of ms) {
+      if (!MESSAGE_KINDS.has(m.kind) || m.epoch !== r.pos?.epoch) continue;
+      r.store.set(m.offset, { ...m, reactions: m.reactions?.map((x) => ({ ...x })) });
+    }
+    if (r.store.size > this.opt.keep) {
+      const offsets = [...r.store.keys()].sort((a, b) => a - b);
+      for (const o of offsets.slice(0, offsets.length - this.opt.keep)) r.store.delete(o);
+    }
   }
 
   // A pause before repeating a refused frame on this connection.
@@ -1158,6 +1394,11 @@ export class ChatClient extends Emitter<ClientEvents> {
       this.emit('error', e instanceof ChatError ? e : new ChatError('unauthorized', `refresh failed: ${(e as Error)?.message ?? e}`));
     }
   }
+}
+
+function offsetOf(n: unknown, what: string): number {
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) throw bad(`${what} must be an offset (an integer >= 1)`);
+  return n;
 }
 
 function strip(f: Record<string, unknown>): any {

@@ -177,3 +177,56 @@ test('a token function whose tokens are refused again and again stops after the 
   assert.equal(a.errors[0].code, 'unauthorized');
   assert.equal(a.states.at(-1).code, 4001);
 });
+
+test('edits, deletes, reactions and replies: events for each, folded into the messages the client holds', async (t) => {
+  const stack = await Stack.start({ nodes: 2 });
+  t.after(() => stack.stop());
+  const a = client({ url: stack.nodes[0].ws, token: () => stack.token('alice') });
+  const b = client({ url: stack.nodes[1].ws, token: () => stack.token('bob') });
+  t.after(() => { a.close(); b.close(); });
+  a.connect(); b.connect();
+  const room = b.room('conv');
+  const seen = [];
+  for (const ev of ['message', 'edit', 'delete', 'reaction']) room.on(ev, (m) => seen.push(`${ev} ${m.offset}`));
+  const updates = [];
+  room.on('update', (u) => updates.push(`${u.cause.kind} ${u.message.offset}`));
+  await a.join('conv');
+  await room.join();
+
+  const first = await a.send('conv', 'helo');
+  await room.reply(first.offset, 'hi alice');
+  await a.edit('conv', first.offset, 'hello');
+  await room.react(first.offset, '🎉');
+  const again = await room.react(first.offset, '🎉');
+  assert.deepEqual([again.offset, again.duplicate], [0, true], 'a repeat changes nothing');
+  await a.react('conv', first.offset, '🎉');
+  const secret = await a.send('conv', 'my pin is 1234');
+  await a.delete('conv', secret.offset);
+  await assert.rejects(room.edit(first.offset, 'not mine'), (e) => e.code === 'forbidden');
+  await assert.rejects(room.delete(first.offset), (e) => e.code === 'forbidden');
+
+  await until('every event delivered', () => seen.length === 7);
+  assert.deepEqual(seen, ['message 1', 'message 2', 'edit 3', 'reaction 4', 'reaction 5', 'message 6', 'delete 7']);
+  assert.deepEqual(updates, ['user 1', 'edit 1', 'reaction 1', 'reaction 1', 'delete 6']);
+  const held = room.messages();
+  assert.deepEqual(held.map((m) => m.offset), [1, 2, 6], 'messages only, no events');
+  assert.equal(held[0].text, 'hello');
+  assert.ok(held[0].edited_at > 0);
+  assert.deepEqual(held[0].reactions, [{ emoji: '🎉', count: 2, me: true }]);
+  assert.equal(held[0].reply_count, 1);
+  assert.deepEqual([held[2].deleted, held[2].text], [true, '']);
+
+  // A fresh client loads the same state from history, and a thread on its own.
+  const c = client({ url: stack.nodes[0].ws, token: () => stack.token('carol') });
+  t.after(() => c.close());
+  c.connect();
+  await c.join('conv');
+  const page = await c.history('conv');
+  assert.deepEqual(page.messages.map((m) => m.offset), [1, 2, 3, 4, 5, 6, 7]);
+  const now = c.messages('conv');
+  assert.deepEqual(now.map((m) => [m.offset, m.text, m.deleted ?? false]), [[1, 'hello', false], [2, 'hi alice', false], [6, '', true]]);
+  assert.deepEqual(now[0].reactions, [{ emoji: '🎉', count: 2, me: false }]);
+  const thread = await c.history('conv', { thread: 1 });
+  assert.deepEqual(thread.messages.map((m) => [m.offset, m.reply_to, m.text]), [[2, 1, 'hi alice']]);
+  assert.deepEqual([...a.errors, ...b.errors, ...c.errors], []);
+});

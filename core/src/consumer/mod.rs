@@ -76,6 +76,9 @@ impl From<crate::scripts::ScriptError> for GroupError {
             crate::scripts::ScriptError::Redis(r) => Self::Redis(r),
             crate::scripts::ScriptError::Reply(r) => Self::Reply(r),
             crate::scripts::ScriptError::Replicas(r) => Self::Replicas(r),
+            crate::scripts::ScriptError::Refused(r) => {
+                Self::Reply(crate::entry::ReplyError(r.to_string()))
+            }
         }
     }
 }

@@ -11,12 +11,23 @@
 -- intact to another process too. ARGV 12 says what to do: '0' nothing (the
 -- store is declared durable), '1' ask the caller (which knows the live
 -- processes), 'renew' go on in a new epoch, 'adopt' keep the epoch.
--- KEYS: 1 meta, 2 room stream, 3 dedup key, 4 shard stream (absent in a cluster)
+-- The same call stores conversation events (docs/protocol.md,
+-- "Conversation events"): an edit, a delete or a reaction takes the next
+-- offset like a message, after its target is checked, and records what it
+-- did in the room's state hash; a reply is a message that names its parent.
+-- KEYS: 1 meta, 2 room stream, 3 dedup key, 4 state hash, 5 thread index,
+--       6 shard stream (absent in a cluster)
 -- ARGV: 1 room, 2 user, 3 text, 4 client_id, 5 kind, 6 epoch candidate,
 --       7 maxlen, 8 max age ms (0 = none), 9 ttl secs, 10 dedup secs, 11 shard maxlen,
---       12 the writer check: '0', '1', 'renew' or 'adopt' (above)
--- Returns {1, "epoch|offset|id"} for a duplicate, {0, epoch, offset, id} when
--- stored, {2, last writer, this process} when asking (nothing written).
+--       12 the writer check: '0', '1', 'renew' or 'adopt' (above),
+--       13 op: 'post', 'edit', 'delete', 'react' or 'unreact',
+--       14 target offset (for 'post': the message replied to, 0 for none),
+--       15 the target's epoch ('' = the current one), 16 emoji,
+--       17 '1' when the caller may delete anyone's message
+-- Returns {1, "epoch|offset|id"} for a duplicate, {0, epoch, offset, id, gone}
+-- when stored (gone: ids a delete removed from the room stream), {2, last
+-- writer, this process} when asking (nothing written), {3, code, message}
+-- when refused and {4} when a reaction is already as asked (nothing written).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- One read of the meta for the epoch, the last age and TTL checks and the writer.
@@ -38,6 +49,12 @@ if epoch and rid and meta[4] and meta[4] ~= rid then
     epoch = nil
   end
 end
+local OP = ARGV[13]
+local target = tonumber(ARGV[14])
+local acts = OP ~= 'post' or target > 0
+if acts and not epoch then
+  return {3, 'not_found', 'no such message in this room'}
+end
 if epoch then
   local dup = redis.call('GET', KEYS[3])
   -- Only a duplicate within the room's current epoch: a room recreated
@@ -53,8 +70,78 @@ else
   -- A fresh room (one that expired, or renewed above): nothing of the old
   -- epoch leaks into the new one.
   epoch = ARGV[6]
-  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+end
+-- The target: an entry of this epoch that is a message (not an event).
+local T = nil
+local tid = nil
+local reactions = nil
+if acts then
+  if epoch ~= meta[1] or (ARGV[15] ~= '' and ARGV[15] ~= epoch) then
+    return {3, 'not_found', 'that message is not in the room\'s current epoch'}
+  end
+  local last = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+  if target < 1 or target > last then
+    return {3, 'not_found', 'no such message in this room'}
+  end
+  local e = redis.call('XRANGE', KEYS[2], string.format('%d-0', target),
+    string.format('%d-18446744073709551615', target), 'COUNT', 1)[1]
+  if e then
+    tid = e[1]
+    T = {}
+    for i = 1, #e[2], 2 do T[e[2][i]] = e[2][i + 1] end
+    local k = T['k']
+    if k ~= 'user' and k ~= 'system' and k ~= 'summary' then
+      return {3, 'bad_request', 'that offset is an event, not a message'}
+    end
+    if OP == 'edit' and (k ~= 'user' or T['u'] ~= ARGV[2]) then
+      return {3, 'forbidden', 'only its author may edit a message'}
+    end
+    if OP == 'delete' and ARGV[17] ~= '1' and (k ~= 'user' or T['u'] ~= ARGV[2]) then
+      return {3, 'forbidden', 'only its author or a moderator may delete a message'}
+    end
+  elseif redis.call('HEXISTS', KEYS[4], 'd:' .. target) == 1 then
+    return {3, 'not_found', 'that message was deleted'}
+  elseif not (OP == 'delete' and ARGV[17] == '1') then
+    -- Trimmed from Redis: only the archive has it, and its author is not
+    -- known here. A moderator's delete still goes through (the archive
+    -- applies it).
+    return {3, 'not_found', 'that message is older than what the room keeps in Redis'}
+  end
+  if OP == 'react' or OP == 'unreact' then
+    -- [[emoji, [user, ...]], ...] in the order each emoji was first used.
+    local raw = redis.call('HGET', KEYS[4], 'r:' .. target)
+    reactions = {}
+    if raw then
+      local ok, v = pcall(cjson.decode, raw)
+      if ok and type(v) == 'table' then reactions = v end
+    end
+    local at = nil
+    for i, p in ipairs(reactions) do
+      if p[1] == ARGV[16] then at = i end
+    end
+    local users = at and reactions[at][2] or {}
+    local mine = nil
+    for i, u in ipairs(users) do
+      if u == ARGV[2] then mine = i end
+    end
+    if OP == 'react' then
+      if mine then return {4} end
+      if not at then
+        if #reactions >= 20 then
+          return {3, 'bad_request', 'a message takes at most 20 different reactions'}
+        end
+        reactions[#reactions + 1] = {ARGV[16], {ARGV[2]}}
+      else
+        users[#users + 1] = ARGV[2]
+      end
+    else
+      if not mine then return {4} end
+      table.remove(users, mine)
+      if #users == 0 then table.remove(reactions, at) end
+    end
+  end
 end
 if rid and meta[4] ~= rid then
   redis.call('HSET', KEYS[1], 'rid', rid)
@@ -62,8 +149,79 @@ end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 -- Ids are <offset>-<ms> so that every read by offset is a direct range.
 local id = string.format('%d-%d', offset, now)
+-- What an event or a reply adds to the entry: its target (g), the
+-- message replied to (p), the emoji (j) and whether it is taken back (z);
+-- a delete also carries what the archive needs for the tombstone.
+local extra = {}
+if OP == 'post' then
+  if target > 0 then extra = {'p', target} end
+elseif OP == 'edit' then
+  extra = {'g', target}
+elseif OP == 'delete' then
+  extra = {'g', target}
+  if T then
+    for _, k in ipairs({'u', 'c', 'k', 'p'}) do
+      if T[k] then
+        extra[#extra + 1] = 'g' .. k
+        extra[#extra + 1] = T[k]
+      end
+    end
+    extra[#extra + 1] = 'gi'
+    extra[#extra + 1] = tid
+  end
+else
+  extra = {'g', target, 'j', ARGV[16]}
+  if OP == 'unreact' then
+    extra[#extra + 1] = 'z'
+    extra[#extra + 1] = '1'
+  end
+end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], id,
-  'u', ARGV[2], 't', ARGV[3], 'c', ARGV[4], 'k', ARGV[5])
+  'u', ARGV[2], 't', ARGV[3], 'c', ARGV[4], 'k', ARGV[5], unpack(extra))
+-- What the event did, for readers (events.lua). These keys may be new, so
+-- they get the room's TTL here rather than at the next refresh.
+local gone = {}
+if acts then
+  if OP == 'post' then
+    redis.call('ZADD', KEYS[5], 0, string.format('%020d:%020d', target, offset))
+    redis.call('EXPIRE', KEYS[5], ARGV[9])
+  elseif OP == 'edit' then
+    local x = redis.call('HGET', KEYS[4], 'x:' .. target)
+    redis.call('HSET', KEYS[4], 't:' .. target, ARGV[3], 'e:' .. target, now,
+      'x:' .. target, x and (x .. ',' .. id) or id)
+  elseif OP == 'delete' then
+    if tid then
+      -- The message and every edit of it leave the stream; tombstones
+      -- without text stand in their places.
+      redis.call('XDEL', KEYS[2], tid)
+      gone[1] = tid
+      redis.call('HSET', KEYS[4], 'd:' .. target, cjson.encode({i = tid, u = T['u'], c = T['c'],
+        k = T['k'], p = T['p'], by = ARGV[2], at = now}))
+      local x = redis.call('HGET', KEYS[4], 'x:' .. target)
+      if x then
+        for eid in string.gmatch(x, '[^,]+') do
+          local ee = redis.call('XRANGE', KEYS[2], eid, eid)[1]
+          if ee then
+            local ef = {}
+            for i = 1, #ee[2], 2 do ef[ee[2][i]] = ee[2][i + 1] end
+            redis.call('XDEL', KEYS[2], eid)
+            gone[#gone + 1] = eid
+            redis.call('HSET', KEYS[4], 'd:' .. string.sub(eid, 1, string.find(eid, '-', 1, true) - 1),
+              cjson.encode({i = eid, u = ef['u'], c = ef['c'], k = 'edit', g = target, by = ARGV[2], at = now}))
+          end
+        end
+      end
+      redis.call('HDEL', KEYS[4], 't:' .. target, 'e:' .. target, 'x:' .. target, 'r:' .. target)
+    end
+  elseif #reactions > 0 then
+    redis.call('HSET', KEYS[4], 'r:' .. target, cjson.encode(reactions))
+  else
+    redis.call('HDEL', KEYS[4], 'r:' .. target)
+  end
+  if OP ~= 'post' then
+    redis.call('EXPIRE', KEYS[4], ARGV[9])
+  end
+end
 
 local max_age = tonumber(ARGV[8])
 if max_age > 0 then
@@ -101,13 +259,15 @@ if now - tonumber(meta[3] or '0') >= math.min(1000, ttl * 10) then
   redis.call('HSET', KEYS[1], 'ttlchk', now)
   redis.call('EXPIRE', KEYS[2], ttl)
   redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[4], ttl)
+  redis.call('EXPIRE', KEYS[5], ttl)
 end
 -- In Redis Cluster the shard stream lives in another slot: the caller adds
--- the copy right after this script (KEYS has 3 entries then).
-if KEYS[4] then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*',
+-- the copy right after this script (KEYS has 5 entries then).
+if KEYS[6] then
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[11], '*',
     'r', ARGV[1], 'e', epoch, 'o', offset, 'i', id,
-    'u', ARGV[2], 't', ARGV[3], 'c', ARGV[4], 'k', ARGV[5])
+    'u', ARGV[2], 't', ARGV[3], 'c', ARGV[4], 'k', ARGV[5], unpack(extra))
 end
 redis.call('SET', KEYS[3], epoch .. '|' .. string.format('%d', offset) .. '|' .. id, 'EX', ARGV[10])
-return {0, epoch, offset, id}
+return {0, epoch, offset, id, gone}

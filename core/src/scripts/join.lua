@@ -2,7 +2,7 @@
 -- and, with `since`, whether every message after it is still retained.
 -- A room last written by another Redis process is checked as in append.lua
 -- (its `rid`; ARGV 6 '0', '1', 'renew' or 'adopt').
--- KEYS: 1 meta, 2 room stream
+-- KEYS: 1 meta, 2 room stream, 3 state, 4 threads (removed with a fresh epoch)
 -- ARGV: 1 epoch candidate, 2 ttl secs, 3 since epoch ('' = no since), 4 since offset, 5 max recover,
 --       6 the writer check, 7 the mark, as in range.lua
 -- Returns {epoch, last, recovered (-1 no since, 0 false, 1 true)}, or
@@ -26,7 +26,7 @@ if epoch and rid and meta[2] and meta[2] ~= rid then
 end
 if not epoch then
   epoch = ARGV[1]
-  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
   redis.call('EXPIRE', KEYS[1], ARGV[2])
   meta[2] = nil
@@ -52,10 +52,16 @@ if last - since > tonumber(ARGV[5]) then
   return {epoch, last, 0}
 end
 -- Trimming only removes the oldest entries and offsets are contiguous, so
--- the range is whole when its first entry is still there.
-local first = redis.call('XRANGE', KEYS[2], string.format('%d-0', since + 1),
-  string.format('%d-18446744073709551615', since + 1), 'COUNT', 1)[1]
-if not first then
-  return {epoch, last, 0}
+-- the range is whole when its first entry is still there, or every entry
+-- before the first one left was deleted (and has a tombstone).
+local first = redis.call('XRANGE', KEYS[2], string.format('%d-0', since + 1), '+', 'COUNT', 1)[1]
+local upto = last
+if first then
+  upto = tonumber(string.sub(first[1], 1, string.find(first[1], '-', 1, true) - 1)) - 1
+end
+for o = since + 1, upto do
+  if redis.call('HEXISTS', KEYS[3], 'd:' .. o) == 0 then
+    return {epoch, last, 0}
+  end
 end
 return {epoch, last, 1}

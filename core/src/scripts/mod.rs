@@ -23,6 +23,9 @@ pub enum ScriptError {
     /// they have it).
     #[error(transparent)]
     Replicas(#[from] crate::replicas::WaitError),
+    /// An event refused for what it asks (no such message, not its author...).
+    #[error(transparent)]
+    Refused(#[from] crate::protocol::Refusal),
 }
 
 /// What a client is told when a script fails.
@@ -35,6 +38,7 @@ impl From<&ScriptError> for crate::protocol::ErrorCode {
             // few in time, or the node was demoted while asked): not acked;
             // a retry with the same id is answered from the dedup record.
             ScriptError::Replicas(_) => ErrorCode::Unavailable,
+            ScriptError::Refused(r) => r.code,
             ScriptError::Redis(_) | ScriptError::Reply(_) => ErrorCode::Internal,
         }
     }
@@ -46,6 +50,7 @@ pub struct Scripts {
     join: Script,
     range: Script,
     history: Script,
+    thread: Script,
     /// Run by fanout inside its batch pipeline (so loaded up front).
     pub notify: Script,
     /// Run by the notifier for collapsed pushes whose window ended.
@@ -65,8 +70,18 @@ impl Default for Scripts {
             acks: crate::replicas::AckReplicas::default(),
             append: Script::new(include_str!("append.lua")),
             join: Script::new(include_str!("join.lua")),
-            range: Script::new(include_str!("range.lua")),
-            history: Script::new(include_str!("history.lua")),
+            range: Script::new(concat!(
+                include_str!("events.lua"),
+                include_str!("range.lua")
+            )),
+            history: Script::new(concat!(
+                include_str!("events.lua"),
+                include_str!("history.lua")
+            )),
+            thread: Script::new(concat!(
+                include_str!("events.lua"),
+                include_str!("thread.lua")
+            )),
             notify: Script::new(include_str!("notify.lua")),
             due: Script::new(include_str!("due.lua")),
         }
@@ -122,10 +137,84 @@ pub struct AppendRequest<'a> {
     pub user: &'a str,
     pub text: &'a str,
     pub client_id: &'a str,
+    /// The kind of a message (`Op::Post`); an event's comes from its op.
     pub kind: Kind,
     pub retention: &'a RetentionPolicy,
     pub dedup_window: Duration,
     pub shard_maxlen: u64,
+    pub op: Op<'a>,
+}
+
+/// What an append stores (docs/protocol.md, "Conversation events").
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Op<'a> {
+    /// A message; `reply_to` names the message it answers.
+    #[default]
+    Post,
+    Reply {
+        to: u64,
+    },
+    /// Events acting on the message at `target` of `epoch` (the current
+    /// one when `None`).
+    Edit {
+        target: u64,
+        epoch: Option<&'a str>,
+    },
+    /// `staff`: the caller may delete anyone's message (a moderator, the admin API).
+    Delete {
+        target: u64,
+        epoch: Option<&'a str>,
+        staff: bool,
+    },
+    React {
+        target: u64,
+        epoch: Option<&'a str>,
+        emoji: &'a str,
+        remove: bool,
+    },
+}
+
+impl Op<'_> {
+    fn args(&self) -> (&'static str, u64, &str, &str, &'static str) {
+        match *self {
+            Op::Post => ("post", 0, "", "", "0"),
+            Op::Reply { to } => ("post", to, "", "", "0"),
+            Op::Edit { target, epoch } => ("edit", target, epoch.unwrap_or(""), "", "0"),
+            Op::Delete {
+                target,
+                epoch,
+                staff,
+            } => (
+                "delete",
+                target,
+                epoch.unwrap_or(""),
+                "",
+                if staff { "1" } else { "0" },
+            ),
+            Op::React {
+                target,
+                epoch,
+                emoji,
+                remove,
+            } => (
+                if remove { "unreact" } else { "react" },
+                target,
+                epoch.unwrap_or(""),
+                emoji,
+                "0",
+            ),
+        }
+    }
+
+    /// The kind of the entry stored.
+    pub fn kind(&self, message: Kind) -> Kind {
+        match self {
+            Op::Post | Op::Reply { .. } => message,
+            Op::Edit { .. } => Kind::Edit,
+            Op::Delete { .. } => Kind::Delete,
+            Op::React { .. } => Kind::Reaction,
+        }
+    }
 }
 
 /// What `join` found.
@@ -184,6 +273,77 @@ fn messages(room: &str, epoch: &str, es: &[entry::Entry]) -> Vec<Message> {
         .collect()
 }
 
+/// Removes the fanout shard stream's copies of room entries `ids` (of
+/// `room` and `epoch`), so that a deleted message's text does not outlive
+/// it there. The copy was added right after the entry (same script on a
+/// standalone Redis, the next command in a cluster), so it is looked for
+/// among the shard's entries of the seconds around the entry's time, at
+/// most `SCAN_MAX` of them.
+async fn scrub_shard(
+    conn: &mut Conn,
+    keys: &Keys,
+    room: &str,
+    epoch: &str,
+    ids: &[String],
+) -> Result<(), ScriptError> {
+    const SCAN_MAX: usize = 50_000;
+    const CHUNK: usize = 1_000;
+    let shard = keys.room_shard_stream(room);
+    for id in ids {
+        let Some((_, ms)) = entry::parse_room_id(id) else {
+            continue;
+        };
+        let mut from = format!("{}-0", ms.saturating_sub(2_000));
+        let to = format!("{}-0", ms + 10_000);
+        let mut scanned = 0;
+        'scan: while scanned < SCAN_MAX {
+            let reply: redis::Value = redis::cmd("XRANGE")
+                .arg(&shard)
+                .arg(&from)
+                .arg(&to)
+                .arg("COUNT")
+                .arg(CHUNK)
+                .query_async(conn)
+                .await?;
+            let es = entry::entries(&reply)?;
+            scanned += es.len();
+            for e in &es {
+                if e.get("i") == Some(id) && e.get("r") == Some(room) && e.get("e") == Some(epoch) {
+                    redis::cmd("XDEL")
+                        .arg(&shard)
+                        .arg(&e.id)
+                        .query_async::<redis::Value>(conn)
+                        .await?;
+                    break 'scan;
+                }
+            }
+            match es.last() {
+                Some(last) if es.len() == CHUNK => from = format!("({}", last.id),
+                _ => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A reply's epoch and entries (newest first) as messages, oldest first,
+/// with `viewer`'s reactions marked; the entries too.
+fn newest_first(
+    room: &str,
+    epoch: &redis::Value,
+    entries: &redis::Value,
+    viewer: Option<&str>,
+) -> Result<(String, Vec<Message>, Vec<entry::Entry>), ScriptError> {
+    let epoch = entry::string(epoch)?;
+    let entries = entry::entries(entries)?;
+    let mut messages = messages(room, &epoch, &entries);
+    messages.reverse();
+    for m in &mut messages {
+        m.seen_by(viewer);
+    }
+    Ok((epoch, messages, entries))
+}
+
 /// A fresh epoch: random, so a recreated room never reuses an old one.
 pub fn new_epoch() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -230,13 +390,44 @@ impl Scripts {
         keys: &Keys,
         req: &AppendRequest<'_>,
     ) -> Result<Ack, ScriptError> {
+        Ok(self.store(conn, keys, req).await?.0)
+    }
+
+    /// An event (`req.op`): stored like a message, after its target is
+    /// checked. A delete then removes the copies of what it deleted from
+    /// the fanout shard stream too (best effort: they also age out with
+    /// `shard_maxlen`). A reaction already as asked stores nothing and
+    /// answers an ack with offset 0 and `duplicate`.
+    pub async fn act(
+        &self,
+        conn: &mut Conn,
+        keys: &Keys,
+        req: &AppendRequest<'_>,
+    ) -> Result<Ack, ScriptError> {
+        let (ack, gone) = self.store(conn, keys, req).await?;
+        if !gone.is_empty() {
+            scrub_shard(conn, keys, req.room, &ack.epoch, &gone).await?;
+        }
+        Ok(ack)
+    }
+
+    async fn store(
+        &self,
+        conn: &mut Conn,
+        keys: &Keys,
+        req: &AppendRequest<'_>,
+    ) -> Result<(Ack, Vec<String>), ScriptError> {
         let cluster = conn.is_cluster();
         let mut check = self.check_arg();
+        let (op, target, target_epoch, emoji, staff) = req.op.args();
+        let kind = req.op.kind(req.kind);
         let reply = loop {
             let mut call = self.append.prepare_invoke();
             call.key(keys.room_meta(req.room))
                 .key(keys.room_stream(req.room))
-                .key(keys.room_dedup(req.room, req.user, req.client_id));
+                .key(keys.room_dedup(req.room, req.user, req.client_id))
+                .key(keys.room_state(req.room))
+                .key(keys.room_threads(req.room));
             if !cluster {
                 call.key(keys.room_shard_stream(req.room));
             }
@@ -245,7 +436,7 @@ impl Scripts {
                 .arg(req.user)
                 .arg(req.text)
                 .arg(req.client_id)
-                .arg(req.kind.as_str())
+                .arg(kind.as_str())
                 .arg(new_epoch())
                 .arg(req.retention.maxlen)
                 .arg(req.retention.max_age.map_or(0, crate::clock::millis))
@@ -253,6 +444,11 @@ impl Scripts {
                 .arg(secs(req.dedup_window))
                 .arg(req.shard_maxlen)
                 .arg(check)
+                .arg(op)
+                .arg(target)
+                .arg(target_epoch)
+                .arg(emoji)
+                .arg(staff)
                 .invoke_async(conn)
                 .await?;
             match entry::array(&reply)? {
@@ -264,6 +460,7 @@ impl Scripts {
         };
         let parts = entry::array(&reply)?;
         let flag = parts.first().map(entry::int).transpose()?;
+        let mut gone = Vec::new();
         let (duplicate, epoch, offset, id) = match (flag, parts) {
             (Some(1), [_, stored]) => {
                 let s = entry::string(stored)?;
@@ -276,12 +473,37 @@ impl Scripts {
                     .map_err(|_| ReplyError("bad dedup offset".into()))?;
                 (true, e.to_owned(), o, i.to_owned())
             }
-            (Some(0), [_, e, o, i]) => (
-                false,
-                entry::string(e)?,
-                entry::int(o)? as u64,
-                entry::string(i)?,
-            ),
+            (Some(0), [_, e, o, i, g]) => {
+                gone = entry::array(g)?
+                    .iter()
+                    .map(entry::string)
+                    .collect::<Result<_, _>>()?;
+                (
+                    false,
+                    entry::string(e)?,
+                    entry::int(o)? as u64,
+                    entry::string(i)?,
+                )
+            }
+            (Some(3), [_, code, message]) => {
+                let code: crate::protocol::ErrorCode =
+                    serde_json::from_value(serde_json::Value::String(entry::string(code)?))
+                        .map_err(|_| ReplyError(format!("append refused with {reply:?}")))?;
+                return Err(crate::protocol::Refusal::new(code, entry::string(message)?).into());
+            }
+            (Some(4), [_]) => {
+                // Nothing to change, so nothing to wait for or fan out.
+                let ack = Ack {
+                    room: req.room.to_owned(),
+                    client_id: req.client_id.to_owned(),
+                    offset: 0,
+                    epoch: String::new(),
+                    id: String::new(),
+                    ts: 0,
+                    duplicate: true,
+                };
+                return Ok((ack, gone));
+            }
             _ => return Err(ReplyError(format!("append returned {reply:?}")).into()),
         };
         let ts = entry::parse_room_id(&id).map_or(0, |(_, ts)| ts);
@@ -289,61 +511,10 @@ impl Scripts {
         // attempt's write too, whichever connection made it.
         self.acks.wait(conn, &keys.room_meta(req.room)).await?;
         if cluster {
-            // A duplicate's copy is made from what was stored, not from the
-            // retry (whose text could differ); a stored entry already trimmed
-            // is too old to fan out.
-            let stored;
-            let (user, text, client_id, kind) = if duplicate {
-                let reply: redis::Value = redis::cmd("XRANGE")
-                    .arg(keys.room_stream(req.room))
-                    .arg(&id)
-                    .arg(&id)
-                    .query_async(conn)
-                    .await?;
-                stored = entry::entries(&reply)?;
-                match stored.first() {
-                    Some(e) => (
-                        e.get("u").unwrap_or_default(),
-                        e.get("t").unwrap_or_default(),
-                        e.get("c").unwrap_or_default(),
-                        e.get("k").unwrap_or_default(),
-                    ),
-                    None => ("", "", "", ""),
-                }
-            } else {
-                (req.user, req.text, req.client_id, req.kind.as_str())
-            };
-            if !kind.is_empty() {
-                redis::cmd("XADD")
-                    .arg(keys.room_shard_stream(req.room))
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(req.shard_maxlen)
-                    .arg("*")
-                    .arg("r")
-                    .arg(req.room)
-                    .arg("e")
-                    .arg(&epoch)
-                    .arg("o")
-                    .arg(offset)
-                    .arg("i")
-                    .arg(&id)
-                    .arg("u")
-                    .arg(user)
-                    .arg("t")
-                    .arg(text)
-                    .arg("c")
-                    .arg(client_id)
-                    .arg("k")
-                    .arg(kind)
-                    .query_async::<redis::Value>(conn)
-                    .await?;
-                self.acks
-                    .wait(conn, &keys.room_shard_stream(req.room))
-                    .await?;
-            }
+            self.copy_to_shard(conn, keys, req, kind, duplicate, &epoch, offset, &id)
+                .await?;
         }
-        Ok(Ack {
+        let ack = Ack {
             room: req.room.to_owned(),
             client_id: req.client_id.to_owned(),
             offset,
@@ -351,7 +522,72 @@ impl Scripts {
             id,
             ts,
             duplicate,
-        })
+        };
+        Ok((ack, gone))
+    }
+
+    /// The shard copy in a cluster (see `append`). A duplicate's copy is
+    /// made from what was stored, not from the retry (whose text could
+    /// differ), and so is an event's (the script added what the archive
+    /// needs of its target); a stored entry already trimmed is too old to
+    /// fan out.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_to_shard(
+        &self,
+        conn: &mut Conn,
+        keys: &Keys,
+        req: &AppendRequest<'_>,
+        kind: Kind,
+        duplicate: bool,
+        epoch: &str,
+        offset: u64,
+        id: &str,
+    ) -> Result<(), ScriptError> {
+        let fields: Vec<(String, String)> = if duplicate || !kind.is_message() {
+            let reply: redis::Value = redis::cmd("XRANGE")
+                .arg(keys.room_stream(req.room))
+                .arg(id)
+                .arg(id)
+                .query_async(conn)
+                .await?;
+            match entry::entries(&reply)?.into_iter().next() {
+                Some(e) => e.fields,
+                None => return Ok(()),
+            }
+        } else {
+            let mut f = vec![
+                ("u".to_owned(), req.user.to_owned()),
+                ("t".to_owned(), req.text.to_owned()),
+                ("c".to_owned(), req.client_id.to_owned()),
+                ("k".to_owned(), kind.as_str().to_owned()),
+            ];
+            if let Op::Reply { to } = req.op {
+                f.push(("p".to_owned(), to.to_string()));
+            }
+            f
+        };
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(keys.room_shard_stream(req.room))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(req.shard_maxlen)
+            .arg("*")
+            .arg("r")
+            .arg(req.room)
+            .arg("e")
+            .arg(epoch)
+            .arg("o")
+            .arg(offset)
+            .arg("i")
+            .arg(id);
+        for (k, v) in &fields {
+            cmd.arg(k).arg(v);
+        }
+        cmd.query_async::<redis::Value>(conn).await?;
+        self.acks
+            .wait(conn, &keys.room_shard_stream(req.room))
+            .await?;
+        Ok(())
     }
 
     /// The room's epoch and last offset (creating the epoch for a new room),
@@ -371,6 +607,8 @@ impl Scripts {
                 .join
                 .key(keys.room_meta(room))
                 .key(keys.room_stream(room))
+                .key(keys.room_state(room))
+                .key(keys.room_threads(room))
                 .arg(new_epoch())
                 .arg(secs(ttl))
                 .arg(since.map_or("", |s| s.epoch.as_str()))
@@ -418,6 +656,7 @@ impl Scripts {
             .range
             .key(keys.room_meta(room))
             .key(keys.room_stream(room))
+            .key(keys.room_state(room))
             .arg(after)
             .arg(max.max(1))
             .arg(self.mark_arg())
@@ -442,8 +681,10 @@ impl Scripts {
         })
     }
 
-    /// The `limit` messages just below `before` (or the newest), oldest first.
-    /// The epoch is empty when the room does not exist.
+    /// The `limit` messages just below `before` (or the newest), oldest
+    /// first, as they are now (edited text, tombstones, reactions with
+    /// `viewer`'s marked, reply counts). The epoch is empty when the room
+    /// does not exist.
     pub async fn history(
         &self,
         conn: &mut Conn,
@@ -451,6 +692,7 @@ impl Scripts {
         room: &str,
         before: Option<u64>,
         limit: u32,
+        viewer: Option<&str>,
     ) -> Result<HistoryRead, ScriptError> {
         let before_arg = match before {
             Some(b) => b.to_string(),
@@ -460,6 +702,8 @@ impl Scripts {
             .history
             .key(keys.room_meta(room))
             .key(keys.room_stream(room))
+            .key(keys.room_state(room))
+            .key(keys.room_threads(room))
             .arg(before_arg)
             .arg(limit.max(1))
             .arg(self.mark_arg())
@@ -469,10 +713,7 @@ impl Scripts {
         let [e, es] = entry::array(&reply)? else {
             return Err(ReplyError(format!("history returned {reply:?}")).into());
         };
-        let epoch = entry::string(e)?;
-        let entries = entry::entries(es)?;
-        let mut messages = messages(room, &epoch, &entries);
-        messages.reverse();
+        let (epoch, messages, entries) = newest_first(room, e, es, viewer)?;
         Ok(HistoryRead {
             messages,
             epoch,
@@ -481,6 +722,43 @@ impl Scripts {
                 .last()
                 .and_then(|e| entry::parse_room_id(&e.id))
                 .map(|(offset, _)| offset),
+        })
+    }
+
+    /// The `limit` newest replies to `parent` below `before` (or the
+    /// newest), oldest first, as `history` shows them. `read` counts the
+    /// replies listed, so a page is full when it is `limit`.
+    pub async fn thread(
+        &self,
+        conn: &mut Conn,
+        keys: &Keys,
+        room: &str,
+        parent: u64,
+        (before, limit): (Option<u64>, u32),
+        viewer: Option<&str>,
+    ) -> Result<HistoryRead, ScriptError> {
+        let reply: redis::Value = self
+            .thread
+            .key(keys.room_meta(room))
+            .key(keys.room_stream(room))
+            .key(keys.room_state(room))
+            .key(keys.room_threads(room))
+            .arg(parent)
+            .arg(before.map(|b| b.to_string()).unwrap_or_default())
+            .arg(limit.max(1))
+            .arg(self.mark_arg())
+            .invoke_async(conn)
+            .await?;
+        self.acks.wait(conn, &keys.room_meta(room)).await?;
+        let [e, es, listed] = entry::array(&reply)? else {
+            return Err(ReplyError(format!("thread returned {reply:?}")).into());
+        };
+        let (epoch, messages, _) = newest_first(room, e, es, viewer)?;
+        Ok(HistoryRead {
+            oldest: messages.first().map(|m| m.offset),
+            messages,
+            epoch,
+            read: entry::int(listed)? as u64,
         })
     }
 }

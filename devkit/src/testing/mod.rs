@@ -43,6 +43,7 @@ pub async fn append(
         retention: streams.retention(room),
         dedup_window: streams.dedup.window,
         shard_maxlen: streams.fanout.shard_maxlen,
+        op: Default::default(),
     };
     chat_core::scripts::Scripts::default()
         .append(conn, keys, &req)

@@ -57,17 +57,21 @@ pub async fn admin_or_user(state: &AppState, headers: &HeaderMap) -> ApiResult<C
         .map_err(ApiError::from)
 }
 
-/// An admin, or a user allowed into `room`.
-pub async fn admin_or_member(state: &AppState, headers: &HeaderMap, room: &str) -> ApiResult<()> {
+/// An admin (`None`), or a user allowed into `room` (`Some(user)`).
+pub async fn admin_or_member(
+    state: &AppState,
+    headers: &HeaderMap,
+    room: &str,
+) -> ApiResult<Option<String>> {
     match admin_or_user(state, headers).await? {
-        Caller::Admin => Ok(()),
+        Caller::Admin => Ok(None),
         Caller::User(claims) => {
             match authorize(state, claims.rooms.as_deref(), &claims.sub, room).await? {
                 Access::Denied => Err(ApiError::new(
                     ErrorCode::Forbidden,
                     "not a member of this room",
                 )),
-                _ => Ok(()),
+                _ => Ok(Some(claims.sub)),
             }
         }
     }

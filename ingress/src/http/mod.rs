@@ -29,6 +29,8 @@ pub fn router(state: Shared) -> Router {
         .routes(routes!(demo::dev_token))
         .routes(routes!(crate::ws::upgrade))
         .routes(routes!(rooms::publish, rooms::get_history))
+        .routes(routes!(rooms::edit_message, rooms::delete_message))
+        .routes(routes!(rooms::react))
         .routes(routes!(rooms::put_member, rooms::delete_member))
         .routes(routes!(rooms::presence))
         .routes(routes!(export::export))

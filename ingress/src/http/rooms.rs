@@ -2,7 +2,7 @@
 
 use super::caller::{admin, admin_or_member};
 use super::error::{ApiError, ApiResult, ErrorBody, ServerErrors};
-use crate::append::append;
+use crate::append::{Entry, append, deliver_here, store};
 use crate::state::Shared;
 use axum::Json;
 use axum::body::Body;
@@ -11,8 +11,9 @@ use axum::http::{HeaderMap, StatusCode};
 use chat_core::control::Control;
 use chat_core::pattern::valid_room;
 use chat_core::protocol::{
-    Ack, HistoryCursor, Kind, Message, valid_client_id, valid_epoch, valid_user_id,
+    Ack, HistoryCursor, Kind, Message, valid_client_id, valid_emoji, valid_epoch, valid_user_id,
 };
+use chat_core::scripts::Op;
 use chat_core::tombstone::RoomTombstone;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,9 @@ struct PublishBody {
     kind: Option<Kind>,
     /// Idempotency key, 1-64 characters; default a generated one.
     client_id: Option<String>,
+    /// A reply: the offset of the message it answers (current epoch).
+    #[schema(minimum = 1)]
+    reply_to: Option<u64>,
 }
 
 /// Publish into a room as if sent; answers the `ack` fields.
@@ -64,6 +68,7 @@ struct PublishBody {
         (status = 400, description = "Bad room, body, user or client_id", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 408, description = "The body took longer than `CHAT_BODY_TIMEOUT`", body = ErrorBody),
+        (status = 404, description = "`reply_to` names no message of the room's current epoch", body = ErrorBody),
         (status = 413, description = "`too_large`: text over `max_text_bytes`, or a body over 64 KiB", body = ErrorBody),
         ServerErrors,
     )
@@ -77,16 +82,7 @@ pub async fn publish(
     admin(&state, &headers)?;
     room_name(&room)?;
     let body: PublishBody = super::body::json(&state, body).await?;
-    let max = state.settings.limits.max_text_bytes;
-    if body.text.is_empty() {
-        return Err(ApiError::bad("text must not be empty"));
-    }
-    if body.text.len() > max {
-        return Err(ApiError::new(
-            chat_core::protocol::ErrorCode::TooLarge,
-            format!("text is over {max} bytes"),
-        ));
-    }
+    text(&state, &body.text)?;
     // A message with an author is that author's; one without is a notice.
     let default_kind = if body.user.is_some() {
         Kind::User
@@ -96,13 +92,242 @@ pub async fn publish(
     let kind = body.kind.unwrap_or(default_kind);
     let user = body.user.unwrap_or_else(|| "system".to_owned());
     user_id(&user)?;
-    let client_id = match body.client_id {
-        Some(c) if valid_client_id(&c) => c,
-        Some(_) => return Err(ApiError::bad("client_id must be 1 to 64 characters")),
-        None => format!("http-{:016x}", rand::random::<u64>()),
+    let client_id = client_id(body.client_id)?;
+    let op = match body.reply_to {
+        Some(0) => return Err(ApiError::bad("reply_to must be an offset of 1 or more")),
+        Some(to) => Op::Reply { to },
+        None => Op::Post,
     };
-    let ack = append(&state, &room, &user, &body.text, &client_id, kind).await?;
-    crate::append::deliver_here(&state, &ack, &user, &body.text, kind);
+    let e = Entry {
+        op,
+        ..Entry::message(&room, &user, &body.text, &client_id, kind)
+    };
+    let ack = store(&state, &e).await?;
+    deliver_here(&state, &ack, &e);
+    Ok(Json(ack))
+}
+
+fn text(state: &crate::state::AppState, text: &str) -> ApiResult<()> {
+    let max = state.settings.limits.max_text_bytes;
+    if text.is_empty() {
+        return Err(ApiError::bad("text must not be empty"));
+    }
+    if text.len() > max {
+        return Err(ApiError::new(
+            chat_core::protocol::ErrorCode::TooLarge,
+            format!("text is over {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn client_id(given: Option<String>) -> ApiResult<String> {
+    match given {
+        Some(c) if valid_client_id(&c) => Ok(c),
+        Some(_) => Err(ApiError::bad("client_id must be 1 to 64 characters")),
+        None => Ok(format!("http-{:016x}", rand::random::<u64>())),
+    }
+}
+
+fn target_epoch(epoch: Option<&str>) -> ApiResult<()> {
+    if epoch.is_some_and(|e| !valid_epoch(e)) {
+        return Err(ApiError::bad("epoch must match ^[A-Za-z0-9_-]{1,64}$"));
+    }
+    Ok(())
+}
+
+fn offset(offset: u64) -> ApiResult<u64> {
+    if offset == 0 {
+        return Err(ApiError::bad("offsets start at 1"));
+    }
+    Ok(offset)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct EditBody {
+    /// The message's author: only they may edit it.
+    user: String,
+    /// The new text, 1 to `max_text_bytes` bytes.
+    text: String,
+    /// Idempotency key, 1-64 characters; default a generated one.
+    client_id: Option<String>,
+    /// The epoch of the message; the room's current one when absent.
+    epoch: Option<String>,
+}
+
+/// Edit a message as its author (a bot's own message, say): stores an
+/// `edit` event at the next offset; answers its `ack` fields.
+#[utoipa::path(
+    patch,
+    path = "/v1/rooms/{room}/messages/{offset}",
+    tag = "rooms",
+    params(
+        ("room" = String, Path, description = "Room name"),
+        ("offset" = u64, Path, description = "The message's offset"),
+    ),
+    request_body = EditBody,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Stored, or a duplicate `client_id` (`duplicate: true`)", body = Ack),
+        (status = 400, description = "Bad room, offset, body or user; or the offset is an event", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 403, description = "`user` is not the message's author", body = ErrorBody),
+        (status = 404, description = "No such message in the epoch, deleted, or no longer in Redis", body = ErrorBody),
+        (status = 408, description = "The body took longer than `CHAT_BODY_TIMEOUT`", body = ErrorBody),
+        (status = 413, description = "`too_large`: text over `max_text_bytes`, or a body over 64 KiB", body = ErrorBody),
+        ServerErrors,
+    )
+)]
+pub async fn edit_message(
+    State(state): State<Shared>,
+    Path((room, target)): Path<(String, u64)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Ack>> {
+    admin(&state, &headers)?;
+    room_name(&room)?;
+    let target = offset(target)?;
+    let body: EditBody = super::body::json(&state, body).await?;
+    text(&state, &body.text)?;
+    user_id(&body.user)?;
+    target_epoch(body.epoch.as_deref())?;
+    let client_id = client_id(body.client_id)?;
+    let e = Entry {
+        op: Op::Edit {
+            target,
+            epoch: body.epoch.as_deref(),
+        },
+        ..Entry::message(&room, &body.user, &body.text, &client_id, Kind::User)
+    };
+    let ack = store(&state, &e).await?;
+    deliver_here(&state, &ack, &e);
+    Ok(Json(ack))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// The epoch of the message; the room's current one when absent.
+    epoch: Option<String>,
+    /// Idempotency key, 1-64 characters; default a generated one.
+    client_id: Option<String>,
+}
+
+/// Delete any message, as a moderator would: stores a `delete` event by
+/// `system` at the next offset, and removes the message's text (and its
+/// edits') from Redis and the archive.
+#[utoipa::path(
+    delete,
+    path = "/v1/rooms/{room}/messages/{offset}",
+    tag = "rooms",
+    params(
+        ("room" = String, Path, description = "Room name"),
+        ("offset" = u64, Path, description = "The message's offset"),
+        DeleteQuery,
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Deleted, or a duplicate `client_id` (`duplicate: true`)", body = Ack),
+        (status = 400, description = "Bad room, offset or query; or the offset is an event", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "No such message in the epoch, or already deleted", body = ErrorBody),
+        ServerErrors,
+    )
+)]
+pub async fn delete_message(
+    State(state): State<Shared>,
+    Path((room, target)): Path<(String, u64)>,
+    headers: HeaderMap,
+    query: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Ack>> {
+    admin(&state, &headers)?;
+    room_name(&room)?;
+    let target = offset(target)?;
+    let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
+    target_epoch(q.epoch.as_deref())?;
+    let client_id = client_id(q.client_id)?;
+    let e = Entry {
+        op: Op::Delete {
+            target,
+            epoch: q.epoch.as_deref(),
+            staff: true,
+        },
+        ..Entry::message(&room, "system", "", &client_id, Kind::User)
+    };
+    let ack = store(&state, &e).await?;
+    deliver_here(&state, &ack, &e);
+    Ok(Json(ack))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ReactBody {
+    /// Who reacts.
+    user: String,
+    /// 1 to 32 bytes, no spaces, control or format characters.
+    emoji: String,
+    /// Take the reaction back.
+    #[serde(default)]
+    remove: bool,
+    /// Idempotency key, 1-64 characters; default a generated one.
+    client_id: Option<String>,
+    /// The epoch of the message; the room's current one when absent.
+    epoch: Option<String>,
+}
+
+/// React to a message as `user` (or take the reaction back): stores a
+/// `reaction` event at the next offset. A reaction already as asked
+/// stores nothing and answers `duplicate: true` with offset 0.
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{room}/messages/{offset}/reactions",
+    tag = "rooms",
+    params(
+        ("room" = String, Path, description = "Room name"),
+        ("offset" = u64, Path, description = "The message's offset"),
+    ),
+    request_body = ReactBody,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Stored, unchanged (offset 0) or a duplicate `client_id`", body = Ack),
+        (status = 400, description = "Bad room, offset, body, user or emoji; the offset is an event; or the message has 20 different reactions", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "No such message in the epoch, deleted, or no longer in Redis", body = ErrorBody),
+        (status = 408, description = "The body took longer than `CHAT_BODY_TIMEOUT`", body = ErrorBody),
+        (status = 413, description = "A body over 64 KiB", body = ErrorBody),
+        ServerErrors,
+    )
+)]
+pub async fn react(
+    State(state): State<Shared>,
+    Path((room, target)): Path<(String, u64)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Ack>> {
+    admin(&state, &headers)?;
+    room_name(&room)?;
+    let target = offset(target)?;
+    let body: ReactBody = super::body::json(&state, body).await?;
+    user_id(&body.user)?;
+    if !valid_emoji(&body.emoji) {
+        return Err(ApiError::bad(
+            "emoji must be 1 to 32 bytes without spaces or control characters",
+        ));
+    }
+    target_epoch(body.epoch.as_deref())?;
+    let client_id = client_id(body.client_id)?;
+    let e = Entry {
+        op: Op::React {
+            target,
+            epoch: body.epoch.as_deref(),
+            emoji: &body.emoji,
+            remove: body.remove,
+        },
+        ..Entry::message(&room, &body.user, "", &client_id, Kind::User)
+    };
+    let ack = store(&state, &e).await?;
+    deliver_here(&state, &ack, &e);
     Ok(Json(ack))
 }
 
@@ -116,6 +341,10 @@ pub struct HistoryQuery {
     /// Default 50.
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
+    /// The replies to the message at this offset (current epoch) instead
+    /// of the room; `before` then counts among the replies.
+    #[param(minimum = 1)]
+    thread: Option<u64>,
 }
 
 /// A history page, as the `history` frame.
@@ -159,11 +388,26 @@ pub async fn get_history(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::bad("limit must be 1 to 100"));
     }
-    admin_or_member(&state, &headers, &room).await?;
-    if q.epoch.as_deref().is_some_and(|e| !valid_epoch(e)) {
-        return Err(ApiError::bad("epoch must match ^[A-Za-z0-9_-]{1,64}$"));
-    }
-    let page = crate::history::page(&state, &room, q.epoch.as_deref(), q.before, limit).await?;
+    let viewer = admin_or_member(&state, &headers, &room).await?;
+    target_epoch(q.epoch.as_deref())?;
+    let page = match q.thread {
+        Some(0) => return Err(ApiError::bad("thread must be an offset of 1 or more")),
+        Some(parent) => {
+            let viewer = viewer.as_deref().unwrap_or("");
+            crate::history::thread(&state, &room, parent, q.before, limit, viewer).await?
+        }
+        None => {
+            crate::history::page(
+                &state,
+                &room,
+                q.epoch.as_deref(),
+                q.before,
+                limit,
+                viewer.as_deref(),
+            )
+            .await?
+        }
+    };
     Ok(Json(HistoryBody {
         room,
         epoch: page.epoch,

@@ -17,30 +17,19 @@ fn assert_exact(who: &str, msgs: &[Value], n: u64) {
     );
 }
 
-/// Sends `n` frames without waiting, then reads until every ack and every
-/// one of `total` messages arrived. Returns (acks, messages).
+/// Sends `n` messages without waiting, then reads until every ack and
+/// every one of `total` messages arrived. Returns (acks, messages).
 async fn pipelined_sender(
-    mut c: Client,
+    c: Client,
     room: &str,
     user: String,
     n: usize,
     total: usize,
 ) -> (Vec<Value>, Vec<Value>) {
-    for i in 0..n {
-        c.send_json(json!({"type": "send", "room": room, "text": format!("{user} {i}"), "client_id": format!("{user}-{i}")}))
-            .await;
-    }
-    let (mut acks, mut msgs) = (Vec::new(), Vec::new());
-    while acks.len() < n || msgs.len() < total {
-        let f = c.recv().await;
-        match f["type"].as_str() {
-            Some("ack") => acks.push(f),
-            Some("message") => msgs.push(f),
-            Some("presence") => {}
-            _ => panic!("{user}: unexpected {f}"),
-        }
-    }
-    (acks, msgs)
+    let frames = (0..n)
+        .map(|i| json!({"type": "send", "room": room, "text": format!("{user} {i}"), "client_id": format!("{user}-{i}")}))
+        .collect();
+    c.pipeline(frames, total).await
 }
 
 #[tokio::test]

@@ -129,6 +129,7 @@ async fn a_late_message_of_a_retired_epoch_causes_no_duplicates() {
         ts: chat_core::clock::now_ms(),
         client_id: "c".into(),
         kind: chat_core::protocol::Kind::User,
+        ..Default::default()
     };
     let mut r = stack.redis().await;
     let _: () = r

@@ -4,6 +4,7 @@
 mod archive;
 mod auth;
 mod cluster;
+mod conversation;
 mod delivery;
 mod failover;
 mod faults;

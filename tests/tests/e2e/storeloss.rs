@@ -575,6 +575,7 @@ async fn with_acks_that_wait_for_replicas_no_read_shows_what_the_replica_lacks()
             retention: &retention,
             dedup_window: Duration::from_secs(60),
             shard_maxlen: 100,
+            op: Default::default(),
         };
         scripts.append(&mut writer, &keys, &req).await
     };
@@ -604,7 +605,9 @@ async fn with_acks_that_wait_for_replicas_no_read_shows_what_the_replica_lacks()
         offset: 0,
     };
     let range = scripts.range(&mut reader, &keys, "snap", 0, 10).await;
-    let history = scripts.history(&mut reader, &keys, "snap", None, 10).await;
+    let history = scripts
+        .history(&mut reader, &keys, "snap", None, 10, None)
+        .await;
     let joined = scripts
         .join(&mut reader, &keys, "snap", Some(&since), 100, retention.ttl)
         .await;

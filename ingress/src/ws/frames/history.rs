@@ -12,6 +12,7 @@ pub async fn handle(
     before: Option<u64>,
     epoch: Option<&str>,
     limit: u32,
+    thread: Option<u64>,
     r: Option<&Value>,
 ) {
     // A page can be a few MB: while earlier output sits unread, more would
@@ -33,7 +34,14 @@ pub async fn handle(
             Err(code) => return conn.error(code, "could not check membership", r),
         }
     }
-    match crate::history::page(&conn.state, room, epoch, before, limit).await {
+    let user = conn.user().to_owned();
+    let read = match thread {
+        Some(parent) => {
+            crate::history::thread(&conn.state, room, parent, before, limit, &user).await
+        }
+        None => crate::history::page(&conn.state, room, epoch, before, limit, Some(&user)).await,
+    };
+    match read {
         Ok(page) => conn.reply(
             &ServerFrame::History {
                 room,

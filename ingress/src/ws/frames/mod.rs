@@ -1,5 +1,6 @@
 //! One module per client frame type; `handle` only dispatches.
 
+mod act;
 mod history;
 mod join;
 mod leave;
@@ -19,6 +20,11 @@ fn kind(frame: &ClientFrame) -> &'static str {
         ClientFrame::Join { .. } => "join",
         ClientFrame::Leave { .. } => "leave",
         ClientFrame::Send { .. } => "send",
+        ClientFrame::Act { act, .. } => match act {
+            chat_core::protocol::Act::Edit { .. } => "edit",
+            chat_core::protocol::Act::Delete => "delete",
+            chat_core::protocol::Act::React { .. } => "react",
+        },
         ClientFrame::History { .. } => "history",
         ClientFrame::Typing { .. } => "typing",
         ClientFrame::Read { .. } => "read",
@@ -41,13 +47,22 @@ pub async fn handle(conn: &mut Session, frame: ClientFrame, reference: Option<Va
             room,
             text,
             client_id,
-        } => send::handle(conn, &room, &text, &client_id, r).await,
+            reply_to,
+        } => send::handle(conn, &room, &text, &client_id, reply_to, r).await,
+        ClientFrame::Act {
+            room,
+            offset,
+            epoch,
+            client_id,
+            act,
+        } => act::handle(conn, &room, offset, epoch.as_deref(), client_id, &act, r).await,
         ClientFrame::History {
             room,
             before,
             epoch,
             limit,
-        } => history::handle(conn, &room, before, epoch.as_deref(), limit, r).await,
+            thread,
+        } => history::handle(conn, &room, before, epoch.as_deref(), limit, thread, r).await,
         ClientFrame::Typing { room } => typing::handle(conn, &room, r).await,
         ClientFrame::Read { room, offset } => read::handle(conn, &room, offset, r).await,
         ClientFrame::Refresh { token } => refresh::handle(conn, &token, r).await,
