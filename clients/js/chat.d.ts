@@ -85,6 +85,27 @@ export interface Joined {
     offset: number;
     /** Present when the join named `since`: whether every missed message follows. */
     recovered?: boolean;
+    /** Your unread messages in the room (others' messages after your read
+     * marker), up to 100 ("100 or more"). */
+    unread?: number;
+}
+export interface UnreadCounts {
+    rooms: {
+        room: string;
+        epoch: string;
+        unread: number;
+        read: number;
+        last: number;
+    }[];
+    /** The sum: the app badge. */
+    total: number;
+}
+/** A member read up to `offset` (rooms with read receipts on). */
+export interface ReceiptEvent {
+    room: string;
+    user: string;
+    epoch: string;
+    offset: number;
 }
 export interface Session {
     user: string;
@@ -150,9 +171,11 @@ export interface ClientEvents {
     reaction: Message;
     /** A held message, changed by an event. */
     update: UpdateEvent;
+    /** Another member's read marker (rooms with read receipts on). */
+    receipt: ReceiptEvent;
 }
 /** A room's events: those of the client that concern that room. */
-export type RoomEvents = Pick<ClientEvents, 'joined' | 'reload' | 'message' | 'presence' | 'typing' | 'left' | 'error' | 'edit' | 'delete' | 'reaction' | 'update'>;
+export type RoomEvents = Pick<ClientEvents, 'joined' | 'reload' | 'message' | 'presence' | 'typing' | 'left' | 'error' | 'edit' | 'delete' | 'reaction' | 'update' | 'receipt'>;
 export type Listener<T> = (ev: T) => void;
 export interface BackoffOptions {
     /** First reconnect delay ceiling in ms (default 500). */
@@ -360,6 +383,11 @@ export declare class ChatClient extends Emitter<ClientEvents> {
      * /v1/rooms/{room}/presence` on the current node, with the current token
      * (the user must be a member). */
     presence(room: string): Promise<string[]>;
+    /** The user's unread counts in all their rooms (the rooms they joined or
+     * were made a member of): `GET /v1/unread` with the current token. Each
+     * count stops at 100 ("100 or more"); `total` is the app badge. */
+    unread(): Promise<UnreadCounts>;
+    private getJson;
     /** Tell the room you are typing; sent at most every 3 s per room, and
      * only while connected (it is not worth queueing). */
     typing(room: string): void;

@@ -208,7 +208,7 @@ export class Room extends Emitter {
         return this.heard(type);
     }
 }
-const ROOM_EVENTS = new Set(['joined', 'reload', 'message', 'presence', 'typing', 'left', 'error', 'edit', 'delete', 'reaction', 'update']);
+const ROOM_EVENTS = new Set(['joined', 'reload', 'message', 'presence', 'typing', 'left', 'error', 'edit', 'delete', 'reaction', 'update', 'receipt']);
 const MESSAGE_KINDS = new Set(['user', 'system', 'summary']);
 export class ChatClient extends Emitter {
     /** The connection's state; `state` events say when it changes. */
@@ -509,22 +509,36 @@ export class ChatClient extends Emitter {
      * (the user must be a member). */
     async presence(room) {
         checkRoom(room);
-        const token = this.lastToken ?? (await this.token());
-        const url = `${httpBase(this.currentUrl())}/v1/rooms/${encodeURIComponent(room)}/presence`;
-        let res;
-        try {
-            res = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
-        }
-        catch (e) {
-            throw new ChatError('unavailable', `presence: ${e?.message ?? e}`);
-        }
-        const body = (await res.json().catch(() => null));
-        if (!res.ok) {
-            throw new ChatError(String(body?.code ?? 'internal'), String(body?.message ?? `presence: HTTP ${res.status}`));
-        }
+        const body = await this.getJson(`/v1/rooms/${encodeURIComponent(room)}/presence`, 'presence');
         if (!Array.isArray(body?.users))
             throw new ChatError('internal', 'presence: no users in the answer');
         return body.users.map(String);
+    }
+    /** The user's unread counts in all their rooms (the rooms they joined or
+     * were made a member of): `GET /v1/unread` with the current token. Each
+     * count stops at 100 ("100 or more"); `total` is the app badge. */
+    async unread() {
+        const body = await this.getJson('/v1/unread', 'unread');
+        if (!Array.isArray(body?.rooms))
+            throw new ChatError('internal', 'unread: no rooms in the answer');
+        return body;
+    }
+    // GET `path` on the current node with the user's token; the JSON body.
+    async getJson(path, what) {
+        const token = this.lastToken ?? (await this.token());
+        let res;
+        try {
+            res = await fetch(`${httpBase(this.currentUrl())}${path}`, { headers: { authorization: `Bearer ${token}` } });
+        }
+        catch (e) {
+            throw new ChatError('unavailable', `${what}: ${e?.message ?? e}`);
+        }
+        const body = (await res.json().catch(() => null));
+        if (!res.ok) {
+            const err = body?.error ?? body;
+            throw new ChatError(String(err?.code ?? 'internal'), String(err?.message ?? `${what}: HTTP ${res.status}`));
+        }
+        return body;
     }
     /** Tell the room you are typing; sent at most every 3 s per room, and
      * only while connected (it is not worth queueing). */
@@ -894,6 +908,7 @@ export class ChatClient extends Emitter {
             }
             case 'presence':
             case 'typing':
+            case 'receipt':
                 if (this.rooms.has(f.room))
                     this.emit(f.type, strip(f));
                 return;
@@ -934,6 +949,8 @@ export class ChatClient extends Emitter {
         const info = { room: f.room, epoch: f.epoch, offset: f.offset };
         if (f.recovered !== undefined)
             info.recovered = f.recovered;
+        if (typeof f.unread === 'number')
+            info.unread = f.unread;
         // A reload cut short by this reconnect is done again on this join.
         if (r.held) {
             r.held = null;

@@ -150,6 +150,13 @@ impl Keys {
         format!("{}:room:{{{room}}}:pushout", self.prefix)
     }
 
+    /// Set of the rooms a user joined or was made a member of (until the
+    /// membership is withdrawn): `GET /v1/unread` and push badges count
+    /// over it. Rooms that no longer exist are dropped as they are found.
+    pub fn user_rooms(&self, user: &str) -> String {
+        format!("{}:user:{{{}}}:rooms", self.prefix, tag(user))
+    }
+
     /// Sorted set of a user's device tokens scored by last-seen time (ms).
     /// Tagged by the escaped user, like `user_device_platforms`.
     pub fn user_devices(&self, user: &str) -> String {

@@ -630,6 +630,9 @@ pub enum ServerFrame<'a> {
         offset: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
+        /// The user's unread messages in the room (up to 100: "100 or more").
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unread: Option<u64>,
     },
     Left {
         room: &'a str,
@@ -651,6 +654,13 @@ pub enum ServerFrame<'a> {
         room: &'a str,
         user: &'a str,
         state: &'a str,
+    },
+    /// A member read up to `offset` (rooms with read receipts on).
+    Receipt {
+        room: &'a str,
+        user: &'a str,
+        epoch: &'a str,
+        offset: u64,
     },
     Refreshed {
         exp: u64,
@@ -870,6 +880,7 @@ mod tests {
             epoch: "e",
             offset: 0,
             recovered: None,
+            unread: None,
         }
         .to_json(None);
         assert!(!s.contains("recovered"));

@@ -66,6 +66,8 @@ impl Presence {
             .ignore()
             .expire(&joined, room_ttl.as_secs().max(1) as i64)
             .ignore()
+            .sadd(self.keys.user_rooms(user), room)
+            .ignore()
             .zadd(
                 &key,
                 self.member(user),

@@ -21,6 +21,8 @@ const EXPECTED: &[(&str, &str)] = &[
     ("patch", "/v1/rooms/{room}/messages/{offset}"),
     ("delete", "/v1/rooms/{room}/messages/{offset}"),
     ("post", "/v1/rooms/{room}/messages/{offset}/reactions"),
+    ("get", "/v1/unread"),
+    ("get", "/v1/rooms/{room}/receipts"),
     ("get", "/v1/rooms/{room}/messages"),
     ("put", "/v1/rooms/{room}/members/{user}"),
     ("delete", "/v1/rooms/{room}/members/{user}"),

@@ -142,6 +142,7 @@ impl Notifier {
             max_attempts: settings.max_attempts,
             backoff: chat_core::backoff::Backoff::new(settings.backoff_base, settings.backoff_max),
             paused_until: std::sync::atomic::AtomicU64::new(0),
+            scripts: chat_core::scripts::Scripts::default(),
         });
         info!(consumer = %settings.consumer, "notifier ready");
         let pusher = Pusher {

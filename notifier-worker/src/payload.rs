@@ -17,6 +17,10 @@ pub struct Push<'a> {
     pub count: u64,
     pub offset: u64,
     pub epoch: &'a str,
+    /// The user's unread messages in the room, and over all their rooms
+    /// (the badge); absent when they could not be counted.
+    pub unread: Option<u64>,
+    pub badge: Option<u64>,
 }
 
 fn collapse_id(room: &str) -> String {
@@ -42,7 +46,7 @@ fn message(device_token: &str, p: &Push<'_>, preview: &str) -> Value {
     } else {
         format!("New message in {}", p.room)
     };
-    json!({
+    let mut m = json!({
         "message": {
             "token": device_token,
             "notification": {"title": title, "body": format!("{sender}: {preview}")},
@@ -57,7 +61,16 @@ fn message(device_token: &str, p: &Push<'_>, preview: &str) -> Value {
             "android": {"collapse_key": p.room, "priority": "high"},
             "apns": {"headers": {"apns-collapse-id": collapse_id(p.room), "apns-priority": "10"}},
         }
-    })
+    });
+    if let Some(n) = p.unread {
+        m["message"]["data"]["unread"] = json!(n.to_string());
+    }
+    // The app icon's number: APNs's `badge`, Android's notification count.
+    if let Some(b) = p.badge {
+        m["message"]["android"]["notification"] = json!({"notification_count": b});
+        m["message"]["apns"]["payload"] = json!({"aps": {"badge": b}});
+    }
+    m
 }
 
 /// The request body, with the preview cut (by characters, with an ellipsis)
@@ -100,7 +113,28 @@ mod tests {
             count: 3,
             offset: 42,
             epoch: "e1",
+            unread: Some(4),
+            badge: Some(9),
         }
+    }
+
+    #[test]
+    fn the_badge_is_the_users_unread_total_and_data_has_the_rooms() {
+        let b = build("tok", &push("hi"));
+        let m = &b["message"];
+        assert_eq!(m["data"]["unread"], "4");
+        assert_eq!(m["apns"]["payload"]["aps"]["badge"], 9);
+        assert_eq!(m["android"]["notification"]["notification_count"], 9);
+        let none = build(
+            "tok",
+            &Push {
+                unread: None,
+                badge: None,
+                ..push("hi")
+            },
+        );
+        assert!(none["message"]["apns"].get("payload").is_none());
+        assert!(none["message"]["data"].get("unread").is_none());
     }
 
     #[test]
@@ -144,9 +178,16 @@ mod tests {
         );
         assert_eq!(m["token"], "tok");
         assert_eq!(keys(&m["notification"]), ["body", "title"]);
-        assert_eq!(keys(&m["android"]), ["collapse_key", "priority"]);
+        assert_eq!(
+            keys(&m["android"]),
+            ["collapse_key", "notification", "priority"]
+        );
         assert!(["normal", "high"].contains(&m["android"]["priority"].as_str().expect("priority")));
-        assert_eq!(keys(&m["apns"]), ["headers"]);
+        // AndroidNotification.notification_count is an integer.
+        assert!(m["android"]["notification"]["notification_count"].is_u64());
+        assert_eq!(keys(&m["apns"]), ["headers", "payload"]);
+        // The APNs payload's `aps.badge` is a number.
+        assert!(m["apns"]["payload"]["aps"]["badge"].is_u64());
         let headers = m["apns"]["headers"].as_object().expect("headers");
         assert!(headers.values().all(Value::is_string));
         // Keys FCM reserves in `data`.

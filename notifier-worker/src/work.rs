@@ -83,6 +83,42 @@ pub struct Ctx {
     /// Set on QUOTA_EXCEEDED: no request to FCM before this (ms since the
     /// epoch), so a project-wide throttle is not hammered by every task.
     pub paused_until: std::sync::atomic::AtomicU64,
+    /// For unread counts (the badge).
+    pub scripts: chat_core::scripts::Scripts,
+}
+
+/// The badge counts at most this many of a user's rooms.
+const BADGE_ROOMS: usize = 100;
+
+/// The user's unread count in the item's room and over all their rooms
+/// (the app badge); `None` when Redis could not say (the push goes
+/// without them).
+async fn unread(ctx: &Ctx, item: &WorkItem) -> Option<(u64, u64)> {
+    let mut conn = ctx.redis.clone();
+    let mut rooms: Vec<String> =
+        redis::AsyncCommands::smembers(&mut conn, ctx.keys.user_rooms(&item.user))
+            .await
+            .map_err(|e| warn!(user = %item.user, error = %e, "unread rooms lookup failed"))
+            .ok()?;
+    rooms.sort();
+    rooms.truncate(BADGE_ROOMS);
+    if !rooms.contains(&item.room) {
+        rooms.push(item.room.clone());
+    }
+    let (mut here, mut total) = (0, 0);
+    for room in &rooms {
+        let u = ctx
+            .scripts
+            .unread(&mut conn, &ctx.keys, room, &item.user)
+            .await
+            .map_err(|e| warn!(user = %item.user, room, error = %e, "unread count failed"))
+            .ok()?;
+        total += u.unread;
+        if *room == item.room {
+            here = u.unread;
+        }
+    }
+    Some((here, total))
 }
 
 /// A `Retry-After` is honoured up to this; longer and the work is left for
@@ -174,16 +210,27 @@ pub async fn process(ctx: Arc<Ctx>, item: WorkItem) -> Outcome {
         }
     };
     let mut outcome = Outcome::Done;
+    let counts = if tokens.is_empty() {
+        None
+    } else {
+        unread(&ctx, &item).await
+    };
     for token in &tokens {
         let platform = platforms.get(token).map_or("unknown", String::as_str);
-        if push_one(&ctx, &item, token, platform).await == Outcome::Pending {
+        if push_one(&ctx, &item, token, platform, counts).await == Outcome::Pending {
             outcome = Outcome::Pending;
         }
     }
     outcome
 }
 
-async fn push_one(ctx: &Ctx, item: &WorkItem, token: &str, platform: &str) -> Outcome {
+async fn push_one(
+    ctx: &Ctx,
+    item: &WorkItem,
+    token: &str,
+    platform: &str,
+    counts: Option<(u64, u64)>,
+) -> Outcome {
     // Another worker's lease (it crashed mid-send, or is still sending): wait
     // for it to be settled or to run out, keeping the item in hand.
     let deadline = tokio::time::Instant::now() + ctx.lease * 2;
@@ -208,6 +255,8 @@ async fn push_one(ctx: &Ctx, item: &WorkItem, token: &str, platform: &str) -> Ou
         count: item.count,
         offset: item.offset,
         epoch: &item.epoch,
+        unread: counts.map(|(here, _)| here),
+        badge: counts.map(|(_, total)| total),
     };
     let body = payload::build(token, &push);
     let client = match &ctx.sender {

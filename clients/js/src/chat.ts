@@ -124,6 +124,23 @@ export interface Joined {
   offset: number;
   /** Present when the join named `since`: whether every missed message follows. */
   recovered?: boolean;
+  /** Your unread messages in the room (others' messages after your read
+   * marker), up to 100 ("100 or more"). */
+  unread?: number;
+}
+
+export interface UnreadCounts {
+  rooms: { room: string; epoch: string; unread: number; read: number; last: number }[];
+  /** The sum: the app badge. */
+  total: number;
+}
+
+/** A member read up to `offset` (rooms with read receipts on). */
+export interface ReceiptEvent {
+  room: string;
+  user: string;
+  epoch: string;
+  offset: number;
 }
 
 export interface Session {
@@ -197,10 +214,12 @@ export interface ClientEvents {
   reaction: Message;
   /** A held message, changed by an event. */
   update: UpdateEvent;
+  /** Another member's read marker (rooms with read receipts on). */
+  receipt: ReceiptEvent;
 }
 
 /** A room's events: those of the client that concern that room. */
-export type RoomEvents = Pick<ClientEvents, 'joined' | 'reload' | 'message' | 'presence' | 'typing' | 'left' | 'error' | 'edit' | 'delete' | 'reaction' | 'update'>;
+export type RoomEvents = Pick<ClientEvents, 'joined' | 'reload' | 'message' | 'presence' | 'typing' | 'left' | 'error' | 'edit' | 'delete' | 'reaction' | 'update' | 'receipt'>;
 
 export type Listener<T> = (ev: T) => void;
 
@@ -521,7 +540,7 @@ export class Room extends Emitter<RoomEvents> {
   }
 }
 
-const ROOM_EVENTS = new Set<string>(['joined', 'reload', 'message', 'presence', 'typing', 'left', 'error', 'edit', 'delete', 'reaction', 'update']);
+const ROOM_EVENTS = new Set<string>(['joined', 'reload', 'message', 'presence', 'typing', 'left', 'error', 'edit', 'delete', 'reaction', 'update', 'receipt']);
 const MESSAGE_KINDS = new Set<string>(['user', 'system', 'summary']);
 
 interface Opts {
@@ -821,20 +840,35 @@ export class ChatClient extends Emitter<ClientEvents> {
    * (the user must be a member). */
   async presence(room: string): Promise<string[]> {
     checkRoom(room);
-    const token = this.lastToken ?? (await this.token());
-    const url = `${httpBase(this.currentUrl())}/v1/rooms/${encodeURIComponent(room)}/presence`;
-    let res: Response;
-    try {
-      res = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
-    } catch (e) {
-      throw new ChatError('unavailable', `presence: ${(e as Error)?.message ?? e}`);
-    }
-    const body = (await res.json().catch(() => null)) as { users?: unknown; code?: unknown; message?: unknown } | null;
-    if (!res.ok) {
-      throw new ChatError(String(body?.code ?? 'internal'), String(body?.message ?? `presence: HTTP ${res.status}`));
-    }
+    const body = await this.getJson(`/v1/rooms/${encodeURIComponent(room)}/presence`, 'presence');
     if (!Array.isArray(body?.users)) throw new ChatError('internal', 'presence: no users in the answer');
     return body.users.map(String);
+  }
+
+  /** The user's unread counts in all their rooms (the rooms they joined or
+   * were made a member of): `GET /v1/unread` with the current token. Each
+   * count stops at 100 ("100 or more"); `total` is the app badge. */
+  async unread(): Promise<UnreadCounts> {
+    const body = await this.getJson('/v1/unread', 'unread');
+    if (!Array.isArray(body?.rooms)) throw new ChatError('internal', 'unread: no rooms in the answer');
+    return body as UnreadCounts;
+  }
+
+  // GET `path` on the current node with the user's token; the JSON body.
+  private async getJson(path: string, what: string): Promise<any> {
+    const token = this.lastToken ?? (await this.token());
+    let res: Response;
+    try {
+      res = await fetch(`${httpBase(this.currentUrl())}${path}`, { headers: { authorization: `Bearer ${token}` } });
+    } catch (e) {
+      throw new ChatError('unavailable', `${what}: ${(e as Error)?.message ?? e}`);
+    }
+    const body = (await res.json().catch(() => null)) as any;
+    if (!res.ok) {
+      const err = body?.error ?? body;
+      throw new ChatError(String(err?.code ?? 'internal'), String(err?.message ?? `${what}: HTTP ${res.status}`));
+    }
+    return body;
   }
 
   /** Tell the room you are typing; sent at most every 3 s per room, and
@@ -1150,7 +1184,8 @@ export class ChatClient extends Emitter<ClientEvents> {
       }
       case 'presence':
       case 'typing':
-        if (this.rooms.has(f.room)) this.emit(f.type as 'presence' | 'typing', strip(f));
+      case 'receipt':
+        if (this.rooms.has(f.room)) this.emit(f.type as 'presence' | 'typing' | 'receipt', strip(f));
         return;
       case 'expiring': return void this.onExpiring();
       default: return; // pong, and frames a newer server may add
@@ -1186,6 +1221,7 @@ export class ChatClient extends Emitter<ClientEvents> {
     if (!r || ref !== r.ref) return;
     const info: Joined = { room: f.room, epoch: f.epoch, offset: f.offset };
     if (f.recovered !== undefined) info.recovered = f.recovered;
+    if (typeof f.unread === 'number') info.unread = f.unread;
     // A reload cut short by this reconnect is done again on this join.
     if (r.held) { r.held = null; r.needReload = true; }
     const reload = r.needReload || (r.pos !== null && f.recovered !== true);

@@ -230,3 +230,30 @@ test('edits, deletes, reactions and replies: events for each, folded into the me
   assert.deepEqual(thread.messages.map((m) => [m.offset, m.reply_to, m.text]), [[2, 1, 'hi alice']]);
   assert.deepEqual([...a.errors, ...b.errors, ...c.errors], []);
 });
+
+test('unread counts: on joined and for all of the user\'s rooms', async (t) => {
+  const stack = await Stack.start({ nodes: 1 });
+  t.after(() => stack.stop());
+  const a = client({ url: stack.nodes[0].ws, token: () => stack.token('alice') });
+  t.after(() => a.close());
+  a.connect();
+  await a.join('un:1');
+  await a.join('un:2');
+  const b = client({ url: stack.nodes[0].ws, token: () => stack.token('bob') });
+  t.after(() => b.close());
+  b.connect();
+  await b.join('un:1');
+  await b.join('un:2');
+  b.leave('un:1');
+  b.leave('un:2');
+  for (const text of ['one', 'two', 'three']) await a.send('un:1', text);
+  await a.send('un:2', 'four');
+  const j = await b.join('un:1');
+  assert.equal(j.unread, 3);
+  b.read('un:1', 2);
+  await until('the read marker counted', async () => (await b.unread()).rooms.find((r) => r.room === 'un:1')?.unread === 1);
+  const counts = await b.unread();
+  assert.deepEqual(counts.rooms.map((r) => [r.room, r.unread]), [['un:1', 1], ['un:2', 1]]);
+  assert.equal(counts.total, 2);
+  assert.deepEqual([...a.errors, ...b.errors], []);
+});

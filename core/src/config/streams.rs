@@ -30,6 +30,9 @@ pub struct RetentionPolicy {
     /// How long the archive keeps a message (from its timestamp); `None`
     /// keeps it forever.
     pub archive_for: Option<Duration>,
+    /// Whether members see each other's read markers (`receipt` events,
+    /// `GET /v1/rooms/{room}/receipts`). Off by default.
+    pub read_receipts: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -119,6 +122,7 @@ impl Default for StreamsConfig {
                 max_age: Some(Duration::from_secs(7 * 86_400)),
                 ttl: Duration::from_secs(7 * 86_400),
                 archive_for: None,
+                read_receipts: false,
             },
             rooms: Vec::new(),
             fanout: FanoutPolicy {
@@ -500,6 +504,7 @@ struct RawRetention {
     ttl: Option<String>,
     /// `"forever"` or a duration.
     archive_for: Option<String>,
+    read_receipts: Option<bool>,
 }
 
 impl RawRetention {
@@ -545,6 +550,7 @@ impl RawRetention {
             max_age,
             ttl,
             archive_for,
+            read_receipts: self.read_receipts.unwrap_or(base.read_receipts),
         }
     }
 }

@@ -2,10 +2,12 @@
 -- and, with `since`, whether every message after it is still retained.
 -- A room last written by another Redis process is checked as in append.lua
 -- (its `rid`; ARGV 6 '0', '1', 'renew' or 'adopt').
--- KEYS: 1 meta, 2 room stream, 3 state, 4 threads (removed with a fresh epoch)
+-- KEYS: 1 meta, 2 room stream, 3 state, 4 threads (removed with a fresh epoch),
+--       5 read markers
 -- ARGV: 1 epoch candidate, 2 ttl secs, 3 since epoch ('' = no since), 4 since offset, 5 max recover,
---       6 the writer check, 7 the mark, as in range.lua
--- Returns {epoch, last, recovered (-1 no since, 0 false, 1 true)}, or
+--       6 the writer check, 7 the mark, as in range.lua, 8 the user joining
+--       (its unread count is returned: unread.lua)
+-- Returns {epoch, last, recovered (-1 no since, 0 false, 1 true), unread}, or
 -- {'writer', last writer, this process, 0} when asking (nothing written).
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'rid')
 local epoch = meta[1]
@@ -38,18 +40,19 @@ if ARGV[7] == '1' then
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+local n = unread(KEYS[2], KEYS[5], ARGV[8], epoch, last)
 if ARGV[3] == '' then
-  return {epoch, last, -1}
+  return {epoch, last, -1, n}
 end
 local since = tonumber(ARGV[4])
 if ARGV[3] ~= epoch or since > last then
-  return {epoch, last, 0}
+  return {epoch, last, 0, n}
 end
 if since == last then
-  return {epoch, last, 1}
+  return {epoch, last, 1, n}
 end
 if last - since > tonumber(ARGV[5]) then
-  return {epoch, last, 0}
+  return {epoch, last, 0, n}
 end
 -- Trimming only removes the oldest entries and offsets are contiguous, so
 -- the range is whole when its first entry is still there, or every entry
@@ -61,7 +64,7 @@ if first then
 end
 for o = since + 1, upto do
   if redis.call('HEXISTS', KEYS[3], 'd:' .. o) == 0 then
-    return {epoch, last, 0}
+    return {epoch, last, 0, n}
   end
 end
-return {epoch, last, 1}
+return {epoch, last, 1, n}

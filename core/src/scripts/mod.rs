@@ -51,6 +51,7 @@ pub struct Scripts {
     range: Script,
     history: Script,
     thread: Script,
+    unread: Script,
     /// Run by fanout inside its batch pipeline (so loaded up front).
     pub notify: Script,
     /// Run by the notifier for collapsed pushes whose window ended.
@@ -69,7 +70,14 @@ impl Default for Scripts {
             check_store: true,
             acks: crate::replicas::AckReplicas::default(),
             append: Script::new(include_str!("append.lua")),
-            join: Script::new(include_str!("join.lua")),
+            join: Script::new(concat!(
+                include_str!("unread.lua"),
+                include_str!("join.lua")
+            )),
+            unread: Script::new(concat!(
+                include_str!("unread.lua"),
+                include_str!("unread_one.lua")
+            )),
             range: Script::new(concat!(
                 include_str!("events.lua"),
                 include_str!("range.lua")
@@ -225,7 +233,38 @@ pub struct Joined {
     /// `None` when no `since` was given. When true, the messages after
     /// `since.offset` up to `last` are retained and can be streamed with `range`.
     pub recovered: Option<bool>,
+    /// The joining user's unread messages (`unread.lua`; 0 without a user).
+    pub unread: u64,
 }
+
+/// A socket joining a room.
+#[derive(Clone, Copy, Debug)]
+pub struct JoinRequest<'a> {
+    pub room: &'a str,
+    /// Recover after this position.
+    pub since: Option<&'a Since>,
+    /// More missed messages than this are not recovered.
+    pub max_recover: u64,
+    /// The room's TTL (a new room's meta gets it).
+    pub ttl: Duration,
+    /// Whose unread count `Joined` carries ("" for none).
+    pub user: &'a str,
+}
+
+/// One room's unread count for a user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unread {
+    /// Empty when the room does not exist.
+    pub epoch: String,
+    pub last: u64,
+    /// Messages of others after the read marker, up to `UNREAD_CAP`.
+    pub unread: u64,
+    /// The read marker's offset in `epoch` (0 when none there).
+    pub read: u64,
+}
+
+/// `Unread::unread` counts up to this: it means "this many or more".
+pub const UNREAD_CAP: u64 = 100;
 
 /// One history read of the room stream.
 #[derive(Debug)]
@@ -596,11 +635,15 @@ impl Scripts {
         &self,
         conn: &mut Conn,
         keys: &Keys,
-        room: &str,
-        since: Option<&Since>,
-        max_recover: u64,
-        ttl: Duration,
+        req: &JoinRequest<'_>,
     ) -> Result<Joined, ScriptError> {
+        let JoinRequest {
+            room,
+            since,
+            max_recover,
+            ttl,
+            user,
+        } = *req;
         let mut check = self.check_arg();
         let reply = loop {
             let reply: redis::Value = self
@@ -609,6 +652,7 @@ impl Scripts {
                 .key(keys.room_stream(room))
                 .key(keys.room_state(room))
                 .key(keys.room_threads(room))
+                .key(keys.room_reads(room))
                 .arg(new_epoch())
                 .arg(secs(ttl))
                 .arg(since.map_or("", |s| s.epoch.as_str()))
@@ -616,10 +660,13 @@ impl Scripts {
                 .arg(max_recover)
                 .arg(check)
                 .arg(self.mark_arg())
+                .arg(user)
                 .invoke_async(conn)
                 .await?;
             match entry::array(&reply)? {
-                [_, writer, _, _] if check == "1" => {
+                [w, writer, _, _]
+                    if check == "1" && entry::string(w).is_ok_and(|w| w == "writer") =>
+                {
                     check = after_writer_change(conn, &entry::string(writer)?).await?;
                 }
                 _ => break reply,
@@ -627,7 +674,7 @@ impl Scripts {
         };
         // The last offset a joiner is told must not be one a failover takes back.
         self.acks.wait(conn, &keys.room_meta(room)).await?;
-        let [e, last, rec] = entry::array(&reply)? else {
+        let [e, last, rec, unread] = entry::array(&reply)? else {
             return Err(ReplyError(format!("join returned {reply:?}")).into());
         };
         let epoch = entry::string(e)?;
@@ -640,6 +687,35 @@ impl Scripts {
             epoch,
             last: entry::int(last)? as u64,
             recovered,
+            unread: entry::int(unread)? as u64,
+        })
+    }
+
+    /// `user`'s unread count in `room`: the messages of others after the
+    /// read marker, up to `UNREAD_CAP`.
+    pub async fn unread(
+        &self,
+        conn: &mut Conn,
+        keys: &Keys,
+        room: &str,
+        user: &str,
+    ) -> Result<Unread, ScriptError> {
+        let reply: redis::Value = self
+            .unread
+            .key(keys.room_meta(room))
+            .key(keys.room_stream(room))
+            .key(keys.room_reads(room))
+            .arg(user)
+            .invoke_async(conn)
+            .await?;
+        let [e, last, n, read] = entry::array(&reply)? else {
+            return Err(ReplyError(format!("unread returned {reply:?}")).into());
+        };
+        Ok(Unread {
+            epoch: entry::string(e)?,
+            last: entry::int(last)? as u64,
+            unread: entry::int(n)? as u64,
+            read: entry::int(read)? as u64,
         })
     }
 

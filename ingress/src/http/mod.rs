@@ -11,6 +11,7 @@ mod openapi;
 mod rooms;
 mod sessions;
 mod summaries;
+mod unread;
 
 use crate::state::Shared;
 use axum::{Extension, Router};
@@ -31,6 +32,8 @@ pub fn router(state: Shared) -> Router {
         .routes(routes!(rooms::publish, rooms::get_history))
         .routes(routes!(rooms::edit_message, rooms::delete_message))
         .routes(routes!(rooms::react))
+        .routes(routes!(unread::unread))
+        .routes(routes!(unread::receipts))
         .routes(routes!(rooms::put_member, rooms::delete_member))
         .routes(routes!(rooms::presence))
         .routes(routes!(export::export))

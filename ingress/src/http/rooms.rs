@@ -562,6 +562,8 @@ pub async fn put_member(
     let _: () = redis::pipe()
         .sadd(state.keys.room_members(&room), &user)
         .ignore()
+        .sadd(state.keys.user_rooms(&user), &room)
+        .ignore()
         .del(state.keys.room_all_present(&room))
         .ignore()
         .query_async(&mut conn)
@@ -600,6 +602,8 @@ pub async fn delete_member(
         .ignore()
         // No more pushes from this room either.
         .srem(state.keys.room_joined(&room), &user)
+        .ignore()
+        .srem(state.keys.user_rooms(&user), &room)
         .ignore()
         .publish(
             state.keys.control_channel(),

@@ -7,6 +7,7 @@ use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use chat_core::live;
 use chat_core::protocol::{ErrorCode, Message, ServerFrame, Since};
+use chat_core::scripts::JoinRequest;
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,10 +174,13 @@ impl RoomHub {
             .join(
                 &mut conn,
                 &self.ctx.keys,
-                &self.room,
-                since.as_ref(),
-                self.ctx.max_recover,
-                ttl,
+                &JoinRequest {
+                    room: &self.room,
+                    since: since.as_ref(),
+                    max_recover: self.ctx.max_recover,
+                    ttl,
+                    user: &socket.user,
+                },
             )
             .await
         {
@@ -206,6 +210,7 @@ impl RoomHub {
             epoch: &joined.epoch,
             offset: joined.last,
             recovered: joined.recovered,
+            unread: Some(joined.unread),
         };
         let mut ok = socket.push(frame.to_json(reference.as_ref()).into());
         if let (Some(true), Some(s)) = (joined.recovered, &since)
@@ -272,6 +277,7 @@ impl RoomHub {
             epoch: &epoch,
             offset: 0,
             recovered: Some(false),
+            unread: None,
         }
         .to_json(None)
         .into();

@@ -46,6 +46,7 @@ async fn scrolling_back_reaches_every_archived_message_across_an_epoch_change() 
                     max_age: None,
                     ttl: Duration::from_secs(3600),
                     archive_for: None,
+                    read_receipts: false,
                 },
             })
         })

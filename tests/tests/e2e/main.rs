@@ -22,3 +22,4 @@ mod sessions;
 mod smoke;
 mod storeloss;
 mod summaries;
+mod unread;

@@ -19,6 +19,7 @@ fn policy(
             max_age,
             ttl,
             archive_for: None,
+            read_receipts: false,
         },
     }
 }

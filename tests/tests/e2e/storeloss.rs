@@ -561,6 +561,7 @@ async fn with_acks_that_wait_for_replicas_no_read_shows_what_the_replica_lacks()
         max_age: None,
         ttl: Duration::from_secs(60),
         archive_for: None,
+        read_receipts: false,
     };
     let mut writer = chat_core::redis_conn::manager(&primary.url())
         .await
@@ -609,7 +610,17 @@ async fn with_acks_that_wait_for_replicas_no_read_shows_what_the_replica_lacks()
         .history(&mut reader, &keys, "snap", None, 10, None)
         .await;
     let joined = scripts
-        .join(&mut reader, &keys, "snap", Some(&since), 100, retention.ttl)
+        .join(
+            &mut reader,
+            &keys,
+            &chat_core::scripts::JoinRequest {
+                room: "snap",
+                since: Some(&since),
+                max_recover: 100,
+                ttl: retention.ttl,
+                user: "",
+            },
+        )
         .await;
     for (read, result) in [
         ("range", range.map(|r| r.last)),
