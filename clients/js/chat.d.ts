@@ -35,6 +35,15 @@ export interface Message {
     reactions?: Reaction[];
     /** How many replies name this message. */
     reply_count?: number;
+    /** A `system` message recording a moderation action. */
+    moderation?: {
+        action: 'mute' | 'unmute' | 'ban' | 'unban' | 'role';
+        user: string;
+        by: string;
+        /** When a mute or ban ends (ms). */
+        until?: number;
+        role?: 'owner' | 'moderator' | 'member';
+    };
 }
 export type MessageKind = 'user' | 'system' | 'summary';
 export type EventKind = 'edit' | 'delete' | 'reaction';
@@ -301,6 +310,7 @@ export declare class Room extends Emitter<RoomEvents> {
     delete(offset: number, opts?: ActOptions): Promise<Ack>;
     react(offset: number, emoji: string, opts?: ActOptions): Promise<Ack>;
     unreact(offset: number, emoji: string, opts?: ActOptions): Promise<Ack>;
+    moderate(user: string, action: 'mute' | 'unmute' | 'ban' | 'unban', durationSecs?: number): Promise<Ack>;
     /** The messages held for the room, as they are now, oldest first. */
     messages(): Message[];
     /** The users connected to the room now, on any node. */
@@ -372,6 +382,10 @@ export declare class ChatClient extends Emitter<ClientEvents> {
     react(room: string, offset: number, emoji: string, opts?: ActOptions): Promise<Ack>;
     /** Take a reaction back. */
     unreact(room: string, offset: number, emoji: string, opts?: ActOptions): Promise<Ack>;
+    /** As a room's owner or moderator: mute, ban, or lift either, for
+     * `durationSecs` or until lifted. Resolves with the ack of the `system`
+     * message recording it. */
+    moderate(room: string, user: string, action: 'mute' | 'unmute' | 'ban' | 'unban', durationSecs?: number): Promise<Ack>;
     /** The messages held for the room, as they are now (edits, deletes,
      * reactions and reply counts folded in), oldest first: what was
      * delivered live and what history pages loaded, the newest `keep`. */

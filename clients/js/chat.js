@@ -178,6 +178,9 @@ export class Room extends Emitter {
     unreact(offset, emoji, opts = {}) {
         return this.client.unreact(this.name, offset, emoji, opts);
     }
+    moderate(user, action, durationSecs) {
+        return this.client.moderate(this.name, user, action, durationSecs);
+    }
     /** The messages held for the room, as they are now, oldest first. */
     messages() {
         return this.client.messages(this.name);
@@ -435,6 +438,27 @@ export class ChatClient extends Emitter {
     /** Take a reaction back. */
     unreact(room, offset, emoji, opts = {}) {
         return this.act('react', room, offset, { emoji, remove: true }, opts);
+    }
+    /** As a room's owner or moderator: mute, ban, or lift either, for
+     * `durationSecs` or until lifted. Resolves with the ack of the `system`
+     * message recording it. */
+    moderate(room, user, action, durationSecs) {
+        try {
+            checkRoom(room);
+            if (!this.rooms.has(room))
+                throw new ChatError('not_joined', `join ${room} first`);
+            if (typeof user !== 'string' || user.length === 0)
+                throw bad('user must be a user id');
+            if (!['mute', 'unmute', 'ban', 'unban'].includes(action))
+                throw bad('action must be mute, unmute, ban or unban');
+            const frame = { type: 'moderate', room, user, action };
+            if (durationSecs !== undefined)
+                frame.duration_secs = offsetOf(durationSecs, 'durationSecs');
+            return this.request(frame, this.opt.sendTimeout);
+        }
+        catch (e) {
+            return Promise.reject(e);
+        }
     }
     /** The messages held for the room, as they are now (edits, deletes,
      * reactions and reply counts folded in), oldest first: what was

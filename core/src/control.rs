@@ -1,6 +1,6 @@
 //! The control channel (`Keys::control_channel`), which every ingress node
 //! subscribes to: what one node (or `chatctl`) tells all of them. One
-//! message per publish, `s<sid>`, `k<room>\n<user>` or
+//! message per publish, `s<sid>`, `k<room>\n<user>`, `b<room>\n<user>\n<offset>\n<epoch>` or
 //! `x<room>\n<offset>\n<epoch>`; room names and user ids hold no newline
 //! (`pattern::valid_room`, the `sub` check).
 
@@ -15,6 +15,14 @@ pub enum Control<'a> {
         room: Cow<'a, str>,
         user: Cow<'a, str>,
     },
+    /// A user was banned from a room: their sockets leave it (`left`),
+    /// after the ban's notice (`offset` in `epoch`).
+    Banned {
+        room: Cow<'a, str>,
+        user: Cow<'a, str>,
+        offset: u64,
+        epoch: Cow<'a, str>,
+    },
     /// A room was deleted; `offset` in `epoch` is the system message saying so.
     RoomDeleted {
         room: Cow<'a, str>,
@@ -28,6 +36,12 @@ impl<'a> Control<'a> {
         match self {
             Control::SessionRevoked { sid } => format!("s{sid}"),
             Control::Withdrawn { room, user } => format!("k{room}\n{user}"),
+            Control::Banned {
+                room,
+                user,
+                offset,
+                epoch,
+            } => format!("b{room}\n{user}\n{offset}\n{epoch}"),
             Control::RoomDeleted {
                 room,
                 offset,
@@ -48,6 +62,17 @@ impl<'a> Control<'a> {
                 Some(Control::Withdrawn {
                     room: room.into(),
                     user: user.into(),
+                })
+            }
+            "b" => {
+                let (room, rest) = rest.split_once('\n')?;
+                let (user, rest) = rest.split_once('\n')?;
+                let (offset, epoch) = rest.split_once('\n')?;
+                Some(Control::Banned {
+                    room: room.into(),
+                    user: user.into(),
+                    offset: offset.parse().ok()?,
+                    epoch: epoch.into(),
                 })
             }
             "x" => {
@@ -80,6 +105,12 @@ mod tests {
                 room: "r".into(),
                 offset: 42,
                 epoch: "E1".into(),
+            },
+            Control::Banned {
+                room: "team.eng".into(),
+                user: "mallory 😈".into(),
+                offset: 9,
+                epoch: "E2".into(),
             },
         ] {
             let wire = c.encode();

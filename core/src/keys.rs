@@ -95,6 +95,24 @@ impl Keys {
         format!("{}:room:{{{room}}}:threads", self.prefix)
     }
 
+    /// Hash of room roles: user -> `owner` or `moderator` (members without
+    /// an entry are plain members). Set through the members API.
+    pub fn room_roles(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:roles", self.prefix)
+    }
+
+    /// Hash of sanctions: `m:<user>` (muted) and `b:<user>` (banned) -> the
+    /// time they end (ms), 0 for never. No TTL: a ban outlives an idle room.
+    pub fn room_sanctions(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:sanctions", self.prefix)
+    }
+
+    /// Hash of slow mode: user -> when they may post next (ms); expires
+    /// with the interval after the last post.
+    pub fn room_slow(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:slow", self.prefix)
+    }
+
     /// One key per accepted `client_id`, living for the dedup window.
     /// The user's length is part of the key so `a:b`+`c` and `a`+`b:c` differ.
     pub fn room_dedup(&self, room: &str, user: &str, client_id: &str) -> String {
@@ -235,6 +253,9 @@ impl Keys {
             self.room_stream(room),
             self.room_state(room),
             self.room_threads(room),
+            self.room_roles(room),
+            self.room_sanctions(room),
+            self.room_slow(room),
             self.room_members(room),
             self.room_reads(room),
             self.room_presence(room),
@@ -325,6 +346,9 @@ mod tests {
             k.room_dedup("r1", "u", "c"),
             k.room_state("r1"),
             k.room_threads("r1"),
+            k.room_roles("r1"),
+            k.room_sanctions("r1"),
+            k.room_slow("r1"),
             k.room_members("r1"),
             k.room_reads("r1"),
             k.room_presence("r1"),

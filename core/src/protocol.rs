@@ -130,6 +130,54 @@ impl Kind {
     }
 }
 
+/// A moderation action, as its `system` message carries it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Moderation {
+    /// `mute`, `unmute`, `ban`, `unban` or `role`.
+    pub action: String,
+    /// Whom it is about.
+    pub user: String,
+    /// Who did it (`system` for the admin API).
+    pub by: String,
+    /// When a mute or ban ends (ms); absent for one without an end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    /// A `role` action's new role (`owner`, `moderator`, `member`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// What a `moderate` frame does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModAction {
+    Mute,
+    Unmute,
+    Ban,
+    Unban,
+}
+
+impl ModAction {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "mute" => Some(Self::Mute),
+            "unmute" => Some(Self::Unmute),
+            "ban" => Some(Self::Ban),
+            "unban" => Some(Self::Unban),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mute => "mute",
+            Self::Unmute => "unmute",
+            Self::Ban => "ban",
+            Self::Unban => "unban",
+        }
+    }
+}
+
 /// One emoji's reactions to a message, as `history` shows them.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -189,6 +237,9 @@ pub struct Message {
     /// (history) How many replies name this message.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reply_count: u64,
+    /// A `system` message recording a moderation action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderation: Option<Moderation>,
     /// A `delete` read from a stream: the tombstone of what it deleted
     /// (for the archive, which may never see the deleted entry itself).
     #[serde(skip)]
@@ -242,6 +293,9 @@ pub struct RawClientFrame {
     pub emoji: Option<Value>,
     pub remove: Option<Value>,
     pub thread: Option<Value>,
+    pub user: Option<Value>,
+    pub action: Option<Value>,
+    pub duration_secs: Option<Value>,
 }
 
 /// A validated client frame.
@@ -271,6 +325,14 @@ pub enum ClientFrame {
         epoch: Option<String>,
         client_id: Option<String>,
         act: Act,
+    },
+    /// A room's owner or moderator mutes, bans (or lifts either) a user,
+    /// for `duration_secs` or without an end.
+    Moderate {
+        room: String,
+        user: String,
+        action: ModAction,
+        duration_secs: Option<u64>,
     },
     History {
         room: String,
@@ -442,6 +504,21 @@ impl ClientFrame {
                         }
                     },
                     act,
+                }
+            }
+            "moderate" => {
+                let user = string(&raw.user, "user")?;
+                if !valid_user_id(&user) {
+                    return Err(bad(None, "user is not a valid user id".into()));
+                }
+                let action = string(&raw.action, "action")?;
+                Self::Moderate {
+                    room: room(&raw.room)?,
+                    user,
+                    action: ModAction::parse(&action).ok_or_else(|| {
+                        bad(None, "action must be mute, unmute, ban or unban".into())
+                    })?,
+                    duration_secs: positive(&raw.duration_secs, "duration_secs")?,
                 }
             }
             "history" => Self::History {

@@ -1,4 +1,5 @@
-//! Who may join or read a room: the token's `rooms` claim, else membership.
+//! Who may join or read a room: the token's `rooms` claim, else membership;
+//! never a user banned from it.
 
 use crate::state::AppState;
 use chat_core::pattern::glob_match;
@@ -19,15 +20,18 @@ pub async fn authorize(
     user: &str,
     room: &str,
 ) -> Result<Access, ErrorCode> {
-    if rooms_claim.is_some_and(|pats| pats.iter().any(|p| glob_match(p, room))) {
-        return Ok(Access::Claim);
-    }
     let mut conn = state.redis.clone();
-    let member: bool =
-        redis::AsyncCommands::sismember(&mut conn, state.keys.room_members(room), user)
-            .await
-            .map_err(|_| ErrorCode::Unavailable)?;
-    Ok(if member {
+    let (member, ban): (bool, Option<u64>) = redis::pipe()
+        .sismember(state.keys.room_members(room), user)
+        .hget(state.keys.room_sanctions(room), format!("b:{user}"))
+        .query_async(&mut conn)
+        .await
+        .map_err(|_| ErrorCode::Unavailable)?;
+    Ok(if crate::moderation::banned_now(ban) {
+        Access::Denied
+    } else if rooms_claim.is_some_and(|pats| pats.iter().any(|p| glob_match(p, room))) {
+        Access::Claim
+    } else if member {
         Access::Member
     } else {
         Access::Denied

@@ -3,7 +3,7 @@
 
 use crate::state::AppState;
 use chat_core::protocol::{Ack, ErrorCode, Kind, Message, Refusal};
-use chat_core::scripts::{AppendRequest, Op, ScriptError};
+use chat_core::scripts::{AppendRequest, Checks, Op, ScriptError};
 
 /// One entry to store.
 #[derive(Clone, Copy)]
@@ -15,6 +15,8 @@ pub struct Entry<'a> {
     /// The kind of a message; an event's comes from `op`.
     pub kind: Kind,
     pub op: Op<'a>,
+    /// A user's own frame: their mute, the room's slow mode.
+    pub checks: Checks,
 }
 
 impl<'a> Entry<'a> {
@@ -33,6 +35,7 @@ impl<'a> Entry<'a> {
             client_id,
             kind,
             op: Op::Post,
+            checks: Checks::default(),
         }
     }
 }
@@ -72,10 +75,13 @@ pub async fn store(state: &AppState, e: &Entry<'_>) -> Result<Ack, Refusal> {
         dedup_window: streams.dedup.window,
         shard_maxlen: streams.fanout.shard_maxlen,
         op: e.op,
+        checks: e.checks,
     };
     let mut conn = state.redis.clone();
     let r = match e.op {
-        Op::Post | Op::Reply { .. } => state.scripts.append(&mut conn, &state.keys, &req).await,
+        Op::Post | Op::Reply { .. } | Op::StaffPost { .. } | Op::Notice { .. } => {
+            state.scripts.append(&mut conn, &state.keys, &req).await
+        }
         _ => state.scripts.act(&mut conn, &state.keys, &req).await,
     };
     let result = match &r {
@@ -123,8 +129,9 @@ pub fn deliver_here(state: &AppState, ack: &Ack, e: &Entry<'_>) {
         ..Default::default()
     };
     match e.op {
-        Op::Post => {}
-        Op::Reply { to } => m.reply_to = Some(to),
+        Op::Post | Op::StaffPost { reply_to: None } => {}
+        Op::Reply { to } | Op::StaffPost { reply_to: Some(to) } => m.reply_to = Some(to),
+        Op::Notice { action } => m.moderation = serde_json::from_str(action).ok(),
         Op::Edit { target, .. } | Op::Delete { target, .. } => m.target = Some(target),
         Op::React {
             target,

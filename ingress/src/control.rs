@@ -116,6 +116,15 @@ fn on_control(sockets: &SocketRegistry, rooms: &Rooms, payload: &[u8]) {
             let n = sockets.withdraw(&room, &user);
             tracing::info!(room = %room, user = %user, sockets = n, "membership withdrawn");
         }
+        Some(Control::Banned {
+            room,
+            user,
+            offset,
+            epoch,
+        }) => {
+            tracing::info!(room = %room, user = %user, "banned; removing their sockets from the room");
+            rooms.evict(&room, &user, offset, &epoch);
+        }
         Some(Control::RoomDeleted {
             room,
             offset,

@@ -11,6 +11,7 @@ pub mod history;
 pub mod hops;
 pub mod http;
 pub mod hub;
+pub mod moderation;
 pub mod outbound;
 pub mod overload;
 pub mod presence;

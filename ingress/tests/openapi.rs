@@ -23,6 +23,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("post", "/v1/rooms/{room}/messages/{offset}/reactions"),
     ("get", "/v1/unread"),
     ("get", "/v1/rooms/{room}/receipts"),
+    ("post", "/v1/rooms/{room}/moderation"),
     ("get", "/v1/rooms/{room}/messages"),
     ("put", "/v1/rooms/{room}/members/{user}"),
     ("delete", "/v1/rooms/{room}/members/{user}"),

@@ -322,6 +322,7 @@ async fn summarize_room(ctx: &JobCtx, job: &SummaryJob) -> Result<(), JobError> 
             dedup_window: streams.dedup.window,
             shard_maxlen: streams.fanout.shard_maxlen,
             op: Default::default(),
+            checks: Default::default(),
         };
         let ack = ctx
             .scripts

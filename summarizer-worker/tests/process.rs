@@ -49,6 +49,7 @@ async fn sigterm_lets_the_job_in_hand_finish() {
             dedup_window: streams.dedup.window,
             shard_maxlen: streams.fanout.shard_maxlen,
             op: Default::default(),
+            checks: Default::default(),
         };
         scripts
             .append(&mut conn, &keys, &req)

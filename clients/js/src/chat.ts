@@ -66,6 +66,15 @@ export interface Message {
   reactions?: Reaction[];
   /** How many replies name this message. */
   reply_count?: number;
+  /** A `system` message recording a moderation action. */
+  moderation?: {
+    action: 'mute' | 'unmute' | 'ban' | 'unban' | 'role';
+    user: string;
+    by: string;
+    /** When a mute or ban ends (ms). */
+    until?: number;
+    role?: 'owner' | 'moderator' | 'member';
+  };
 }
 
 export type MessageKind = 'user' | 'system' | 'summary';
@@ -502,6 +511,10 @@ export class Room extends Emitter<RoomEvents> {
     return this.client.unreact(this.name, offset, emoji, opts);
   }
 
+  moderate(user: string, action: 'mute' | 'unmute' | 'ban' | 'unban', durationSecs?: number): Promise<Ack> {
+    return this.client.moderate(this.name, user, action, durationSecs);
+  }
+
   /** The messages held for the room, as they are now, oldest first. */
   messages(): Message[] {
     return this.client.messages(this.name);
@@ -773,6 +786,23 @@ export class ChatClient extends Emitter<ClientEvents> {
   /** Take a reaction back. */
   unreact(room: string, offset: number, emoji: string, opts: ActOptions = {}): Promise<Ack> {
     return this.act('react', room, offset, { emoji, remove: true }, opts);
+  }
+
+  /** As a room's owner or moderator: mute, ban, or lift either, for
+   * `durationSecs` or until lifted. Resolves with the ack of the `system`
+   * message recording it. */
+  moderate(room: string, user: string, action: 'mute' | 'unmute' | 'ban' | 'unban', durationSecs?: number): Promise<Ack> {
+    try {
+      checkRoom(room);
+      if (!this.rooms.has(room)) throw new ChatError('not_joined', `join ${room} first`);
+      if (typeof user !== 'string' || user.length === 0) throw bad('user must be a user id');
+      if (!['mute', 'unmute', 'ban', 'unban'].includes(action)) throw bad('action must be mute, unmute, ban or unban');
+      const frame: Record<string, unknown> & { type: string } = { type: 'moderate', room, user, action };
+      if (durationSecs !== undefined) frame.duration_secs = offsetOf(durationSecs, 'durationSecs');
+      return this.request<Ack>(frame, this.opt.sendTimeout);
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   /** The messages held for the room, as they are now (edits, deletes,

@@ -257,3 +257,29 @@ test('unread counts: on joined and for all of the user\'s rooms', async (t) => {
   assert.equal(counts.total, 2);
   assert.deepEqual([...a.errors, ...b.errors], []);
 });
+
+test('moderation: a moderator mutes and bans; the banned client is told it left', async (t) => {
+  const stack = await Stack.start({ nodes: 1 });
+  t.after(() => stack.stop());
+  await stack.api('PUT', '/v1/rooms/mod/members/mo', { role: 'moderator' });
+  const mo = client({ url: stack.nodes[0].ws, token: () => stack.token('mo') });
+  const pat = client({ url: stack.nodes[0].ws, token: () => stack.token('pat') });
+  t.after(() => { mo.close(); pat.close(); });
+  mo.connect(); pat.connect();
+  const room = pat.room('mod');
+  const notices = [];
+  room.on('message', (m) => { if (m.moderation) notices.push(`${m.moderation.action} ${m.moderation.user} by ${m.moderation.by}`); });
+  const left = [];
+  room.on('left', (l) => left.push(l.byServer));
+  await mo.join('mod');
+  await room.join();
+  await mo.moderate('mod', 'pat', 'mute', 60);
+  await assert.rejects(room.send('hi'), (e) => e.code === 'forbidden');
+  await assert.rejects(pat.moderate('mod', 'mo', 'mute'), (e) => e.code === 'forbidden');
+  await mo.moderate('mod', 'pat', 'ban');
+  await until('pat was taken out', () => left.length === 1);
+  assert.deepEqual(left, [true]);
+  assert.deepEqual(notices, ['mute pat by mo', 'ban pat by mo']);
+  await assert.rejects(room.join(), (e) => e.code === 'forbidden');
+  assert.deepEqual(mo.errors, []);
+});

@@ -33,6 +33,9 @@ pub struct RetentionPolicy {
     /// Whether members see each other's read markers (`receipt` events,
     /// `GET /v1/rooms/{room}/receipts`). Off by default.
     pub read_receipts: bool,
+    /// Each user's posts in the room at least this far apart (moderators
+    /// and owners are exempt); `None` is off.
+    pub slow_mode: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -123,6 +126,7 @@ impl Default for StreamsConfig {
                 ttl: Duration::from_secs(7 * 86_400),
                 archive_for: None,
                 read_receipts: false,
+                slow_mode: None,
             },
             rooms: Vec::new(),
             fanout: FanoutPolicy {
@@ -505,6 +509,8 @@ struct RawRetention {
     /// `"forever"` or a duration.
     archive_for: Option<String>,
     read_receipts: Option<bool>,
+    /// `"5s"`, or `"off"`.
+    slow_mode: Option<String>,
 }
 
 impl RawRetention {
@@ -529,28 +535,48 @@ impl RawRetention {
         if ttl < Duration::from_secs(1) {
             errors.push(format!("{field}.ttl: must be at least 1s"));
         }
-        let archive_for = match self.archive_for.as_deref() {
-            None => base.archive_for,
-            Some("forever") => None,
-            Some(s) => {
-                let d = dur(
-                    Some(s.to_owned()),
-                    Duration::ZERO,
-                    &format!("{field}.archive_for"),
-                    errors,
-                );
-                if d < Duration::from_secs(1) {
-                    errors.push(format!("{field}.archive_for: \"forever\" or at least 1s"));
-                }
-                Some(d)
-            }
-        };
+        let archive_for = optional(
+            self.archive_for.as_deref(),
+            base.archive_for,
+            ("forever", Duration::from_secs(1), "at least 1s"),
+            &format!("{field}.archive_for"),
+            errors,
+        );
         RetentionPolicy {
             maxlen,
             max_age,
             ttl,
             archive_for,
             read_receipts: self.read_receipts.unwrap_or(base.read_receipts),
+            slow_mode: optional(
+                self.slow_mode.as_deref(),
+                base.slow_mode,
+                ("off", Duration::from_millis(1), "a duration"),
+                &format!("{field}.slow_mode"),
+                errors,
+            ),
+        }
+    }
+}
+
+/// A duration that a word turns off (`None`): `(word, least, what)`;
+/// unset, `base`.
+fn optional(
+    value: Option<&str>,
+    base: Option<Duration>,
+    (word, least, what): (&str, Duration, &str),
+    field: &str,
+    errors: &mut Vec<String>,
+) -> Option<Duration> {
+    match value {
+        None => base,
+        Some(w) if w == word => None,
+        Some(s) => {
+            let d = dur(Some(s.to_owned()), Duration::ZERO, field, errors);
+            if d < least {
+                errors.push(format!("{field}: \"{word}\" or {what}"));
+            }
+            Some(d)
         }
     }
 }

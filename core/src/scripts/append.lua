@@ -16,14 +16,16 @@
 -- offset like a message, after its target is checked, and records what it
 -- did in the room's state hash; a reply is a message that names its parent.
 -- KEYS: 1 meta, 2 room stream, 3 dedup key, 4 state hash, 5 thread index,
---       6 shard stream (absent in a cluster)
+--       6 sanctions, 7 slow mode, 8 shard stream (absent in a cluster)
 -- ARGV: 1 room, 2 user, 3 text, 4 client_id, 5 kind, 6 epoch candidate,
 --       7 maxlen, 8 max age ms (0 = none), 9 ttl secs, 10 dedup secs, 11 shard maxlen,
 --       12 the writer check: '0', '1', 'renew' or 'adopt' (above),
---       13 op: 'post', 'edit', 'delete', 'react' or 'unreact',
+--       13 op: 'post', 'edit', 'delete', 'react', 'unreact' or 'notice',
 --       14 target offset (for 'post': the message replied to, 0 for none),
---       15 the target's epoch ('' = the current one), 16 emoji,
---       17 '1' when the caller may delete anyone's message
+--       15 the target's epoch ('' = the current one), 16 emoji (for
+--       'notice': the moderation action, JSON), 17 '1' when the caller is
+--       staff (a moderator or the admin API: deletes anyone's message, no
+--       slow mode), 18 '1' to check the user's mute, 19 slow mode ms (0 off)
 -- Returns {1, "epoch|offset|id"} for a duplicate, {0, epoch, offset, id, gone}
 -- when stored (gone: ids a delete removed from the room stream), {2, last
 -- writer, this process} when asking (nothing written), {3, code, message}
@@ -51,7 +53,22 @@ if epoch and rid and meta[4] and meta[4] ~= rid then
 end
 local OP = ARGV[13]
 local target = tonumber(ARGV[14])
-local acts = OP ~= 'post' or target > 0
+-- A muted user stores nothing but deletes of their own messages; slow
+-- mode spaces each user's posts (moderation, docs/protocol.md).
+if ARGV[18] == '1' and OP ~= 'delete' then
+  local until_ms = redis.call('HGET', KEYS[6], 'm:' .. ARGV[2])
+  if until_ms and (tonumber(until_ms) == 0 or tonumber(until_ms) > now) then
+    return {3, 'forbidden', 'you are muted in this room'}
+  end
+end
+local SLOW = tonumber(ARGV[19])
+if SLOW > 0 and OP == 'post' and ARGV[17] ~= '1' then
+  local next_ms = tonumber(redis.call('HGET', KEYS[7], ARGV[2]) or '0')
+  if next_ms > now and not redis.call('GET', KEYS[3]) then
+    return {3, 'rate_limited', string.format('slow mode: post again in %d ms', next_ms - now)}
+  end
+end
+local acts = (OP ~= 'post' and OP ~= 'notice') or target > 0
 if acts and not epoch then
   return {3, 'not_found', 'no such message in this room'}
 end
@@ -157,6 +174,8 @@ if OP == 'post' then
   if target > 0 then extra = {'p', target} end
 elseif OP == 'edit' then
   extra = {'g', target}
+elseif OP == 'notice' then
+  extra = {'a', ARGV[16]}
 elseif OP == 'delete' then
   extra = {'g', target}
   if T then
@@ -263,9 +282,13 @@ if now - tonumber(meta[3] or '0') >= math.min(1000, ttl * 10) then
   redis.call('EXPIRE', KEYS[5], ttl)
 end
 -- In Redis Cluster the shard stream lives in another slot: the caller adds
--- the copy right after this script (KEYS has 5 entries then).
-if KEYS[6] then
-  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[11], '*',
+-- the copy right after this script (KEYS has 7 entries then).
+if SLOW > 0 and OP == 'post' and ARGV[17] ~= '1' then
+  redis.call('HSET', KEYS[7], ARGV[2], now + SLOW)
+  redis.call('PEXPIRE', KEYS[7], SLOW)
+end
+if KEYS[8] then
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[11], '*',
     'r', ARGV[1], 'e', epoch, 'o', offset, 'i', id,
     'u', ARGV[2], 't', ARGV[3], 'c', ARGV[4], 'k', ARGV[5], unpack(extra))
 end

@@ -151,6 +151,18 @@ pub struct AppendRequest<'a> {
     pub dedup_window: Duration,
     pub shard_maxlen: u64,
     pub op: Op<'a>,
+    /// Refuse a muted user, space posts by slow mode: a user's own frames
+    /// (not the admin API's).
+    pub checks: Checks,
+}
+
+/// The moderation checks an append makes (docs/protocol.md, "Moderation").
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Checks {
+    /// Refuse the user when muted in the room.
+    pub mute: bool,
+    /// The room's slow mode: a user's posts at least this far apart.
+    pub slow_mode: Option<Duration>,
 }
 
 /// What an append stores (docs/protocol.md, "Conversation events").
@@ -180,6 +192,14 @@ pub enum Op<'a> {
         emoji: &'a str,
         remove: bool,
     },
+    /// A `system` message recording a moderation action (JSON).
+    Notice {
+        action: &'a str,
+    },
+    /// A post by a room's staff (owner, moderator): no slow mode.
+    StaffPost {
+        reply_to: Option<u64>,
+    },
 }
 
 impl Op<'_> {
@@ -187,6 +207,8 @@ impl Op<'_> {
         match *self {
             Op::Post => ("post", 0, "", "", "0"),
             Op::Reply { to } => ("post", to, "", "", "0"),
+            Op::StaffPost { reply_to } => ("post", reply_to.unwrap_or(0), "", "", "1"),
+            Op::Notice { action } => ("notice", 0, "", action, "1"),
             Op::Edit { target, epoch } => ("edit", target, epoch.unwrap_or(""), "", "0"),
             Op::Delete {
                 target,
@@ -217,7 +239,8 @@ impl Op<'_> {
     /// The kind of the entry stored.
     pub fn kind(&self, message: Kind) -> Kind {
         match self {
-            Op::Post | Op::Reply { .. } => message,
+            Op::Post | Op::Reply { .. } | Op::StaffPost { .. } => message,
+            Op::Notice { .. } => Kind::System,
             Op::Edit { .. } => Kind::Edit,
             Op::Delete { .. } => Kind::Delete,
             Op::React { .. } => Kind::Reaction,
@@ -466,7 +489,9 @@ impl Scripts {
                 .key(keys.room_stream(req.room))
                 .key(keys.room_dedup(req.room, req.user, req.client_id))
                 .key(keys.room_state(req.room))
-                .key(keys.room_threads(req.room));
+                .key(keys.room_threads(req.room))
+                .key(keys.room_sanctions(req.room))
+                .key(keys.room_slow(req.room));
             if !cluster {
                 call.key(keys.room_shard_stream(req.room));
             }
@@ -488,6 +513,8 @@ impl Scripts {
                 .arg(target_epoch)
                 .arg(emoji)
                 .arg(staff)
+                .arg(if req.checks.mute { "1" } else { "0" })
+                .arg(req.checks.slow_mode.map_or(0, crate::clock::millis))
                 .invoke_async(conn)
                 .await?;
             match entry::array(&reply)? {
@@ -600,8 +627,12 @@ impl Scripts {
                 ("c".to_owned(), req.client_id.to_owned()),
                 ("k".to_owned(), kind.as_str().to_owned()),
             ];
-            if let Op::Reply { to } = req.op {
-                f.push(("p".to_owned(), to.to_string()));
+            match req.op {
+                Op::Reply { to } | Op::StaffPost { reply_to: Some(to) } => {
+                    f.push(("p".to_owned(), to.to_string()))
+                }
+                Op::Notice { action } => f.push(("a".to_owned(), action.to_owned())),
+                _ => {}
             }
             f
         };

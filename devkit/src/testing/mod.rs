@@ -44,6 +44,7 @@ pub async fn append(
         dedup_window: streams.dedup.window,
         shard_maxlen: streams.fanout.shard_maxlen,
         op: Default::default(),
+        checks: Default::default(),
     };
     chat_core::scripts::Scripts::default()
         .append(conn, keys, &req)

@@ -16,6 +16,25 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Reads the whole body within the deadline and parses it as JSON.
 pub async fn json<T: DeserializeOwned>(state: &AppState, body: Body) -> ApiResult<T> {
+    let bytes = read(state, body).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("invalid body: {e}")))
+}
+
+/// As `json`, for a route whose body may be left out (`None`).
+pub async fn optional_json<T: DeserializeOwned>(
+    state: &AppState,
+    body: Body,
+) -> ApiResult<Option<T>> {
+    let bytes = read(state, body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| ApiError::bad(format!("invalid body: {e}")))
+}
+
+async fn read(state: &AppState, body: Body) -> ApiResult<axum::body::Bytes> {
     let deadline = state.settings.limits.body_timeout;
     let bytes = tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_BODY_BYTES))
         .await
@@ -40,5 +59,5 @@ pub async fn json<T: DeserializeOwned>(state: &AppState, body: Body) -> ApiResul
             }
             ApiError::bad(format!("could not read the body: {e}"))
         })?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("invalid body: {e}")))
+    Ok(bytes)
 }

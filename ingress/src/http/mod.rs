@@ -34,6 +34,7 @@ pub fn router(state: Shared) -> Router {
         .routes(routes!(rooms::react))
         .routes(routes!(unread::unread))
         .routes(routes!(unread::receipts))
+        .routes(routes!(rooms::moderate))
         .routes(routes!(rooms::put_member, rooms::delete_member))
         .routes(routes!(rooms::presence))
         .routes(routes!(export::export))

@@ -3,6 +3,7 @@
 use super::caller::{admin, admin_or_member};
 use super::error::{ApiError, ApiResult, ErrorBody, ServerErrors};
 use crate::append::{Entry, append, deliver_here, store};
+use crate::moderation::{self, Role};
 use crate::state::Shared;
 use axum::Json;
 use axum::body::Body;
@@ -10,6 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use chat_core::control::Control;
 use chat_core::pattern::valid_room;
+use chat_core::protocol::ModAction;
 use chat_core::protocol::{
     Ack, HistoryCursor, Kind, Message, valid_client_id, valid_emoji, valid_epoch, valid_user_id,
 };
@@ -532,7 +534,16 @@ pub async fn delete_room(
     }))
 }
 
-/// Make a user a member of a room (grants `join`, makes them a push recipient).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct MemberBody {
+    /// `owner`, `moderator` or `member`; a change is a `system` message
+    /// in the room. Left out, the role stays as it is.
+    role: Option<String>,
+}
+
+/// Make a user a member of a room (grants `join`, makes them a push
+/// recipient), optionally with a role.
 #[utoipa::path(
     put,
     path = "/v1/rooms/{room}/members/{user}",
@@ -541,10 +552,11 @@ pub async fn delete_room(
         ("room" = String, Path, description = "Room name"),
         ("user" = String, Path, description = "User id, 1-256 characters without control characters"),
     ),
+    request_body(content = Option<MemberBody>, description = "Optional: the member's role"),
     security(("api_key" = [])),
     responses(
         (status = 204, description = "A member"),
-        (status = 400, description = "Bad room or user", body = ErrorBody),
+        (status = 400, description = "Bad room, user or role", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         ServerErrors,
     )
@@ -553,10 +565,19 @@ pub async fn put_member(
     State(state): State<Shared>,
     Path((room, user)): Path<(String, String)>,
     headers: HeaderMap,
+    body: Body,
 ) -> ApiResult<StatusCode> {
     admin(&state, &headers)?;
     room_name(&room)?;
     user_id(&user)?;
+    let body: Option<MemberBody> = super::body::optional_json(&state, body).await?;
+    let role = match body.and_then(|b| b.role) {
+        Some(r) => Some(
+            Role::parse(&r)
+                .ok_or_else(|| ApiError::bad("role must be owner, moderator or member"))?,
+        ),
+        None => None,
+    };
     let mut conn = state.redis.clone();
     // A new push recipient, maybe absent: the all-present marker goes after it.
     let _: () = redis::pipe()
@@ -568,7 +589,59 @@ pub async fn put_member(
         .ignore()
         .query_async(&mut conn)
         .await?;
+    if let Some(role) = role {
+        moderation::set_role(&state, &room, &user, role).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ModerateBody {
+    user: String,
+    /// `mute`, `unmute`, `ban` or `unban`.
+    action: String,
+    /// How long a mute or ban lasts; without it, until lifted.
+    #[schema(minimum = 1)]
+    duration_secs: Option<u64>,
+}
+
+/// Mute, ban or lift either, as the app's staff: the action is a `system`
+/// message in the room; a ban takes the user out of the room on every node.
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{room}/moderation",
+    tag = "rooms",
+    params(("room" = String, Path, description = "Room name")),
+    request_body = ModerateBody,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Done: the `ack` of its system message", body = Ack),
+        (status = 400, description = "Bad room, user, action or duration", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 408, description = "The body took longer than `CHAT_BODY_TIMEOUT`", body = ErrorBody),
+        (status = 413, description = "A body over 64 KiB", body = ErrorBody),
+        ServerErrors,
+    )
+)]
+pub async fn moderate(
+    State(state): State<Shared>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Ack>> {
+    admin(&state, &headers)?;
+    room_name(&room)?;
+    let body: ModerateBody = super::body::json(&state, body).await?;
+    user_id(&body.user)?;
+    let action = ModAction::parse(&body.action)
+        .ok_or_else(|| ApiError::bad("action must be mute, unmute, ban or unban"))?;
+    if body.duration_secs == Some(0) {
+        return Err(ApiError::bad("duration_secs must be 1 or more"));
+    }
+    let ack =
+        moderation::sanction(&state, &room, None, &body.user, action, body.duration_secs).await?;
+    Ok(Json(ack))
 }
 
 /// Withdraw a membership: the user's sockets that joined by membership close 4003.

@@ -50,6 +50,13 @@ pub(crate) enum Ctl {
         upto: u64,
         epoch: String,
     },
+    /// A user was banned: their sockets leave the room with `left`, after
+    /// the ban's notice (`upto` in `epoch`) is delivered.
+    Evict {
+        user: String,
+        upto: u64,
+        epoch: String,
+    },
     Shutdown,
 }
 
@@ -109,6 +116,16 @@ impl Rooms {
     pub fn delete(&self, room: &str, upto: u64, epoch: &str) {
         if let Some(e) = self.lock().get(room) {
             let _ = e.ctl.send(Ctl::Delete {
+                upto,
+                epoch: epoch.to_owned(),
+            });
+        }
+    }
+
+    pub fn evict(&self, room: &str, user: &str, upto: u64, epoch: &str) {
+        if let Some(e) = self.lock().get(room) {
+            let _ = e.ctl.send(Ctl::Evict {
+                user: user.to_owned(),
                 upto,
                 epoch: epoch.to_owned(),
             });

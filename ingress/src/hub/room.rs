@@ -40,6 +40,16 @@ pub(super) struct RoomHub {
     resync_pending: bool,
     /// The room was deleted: its sockets leave once the notice is delivered.
     closing: Option<Closing>,
+    /// Banned users: their sockets leave once the ban's notice is
+    /// delivered (so they read why), or after `DELETE_WAIT` at the latest.
+    evicting: Vec<Evicting>,
+}
+
+struct Evicting {
+    user: String,
+    upto: u64,
+    epoch: String,
+    by: tokio::time::Instant,
 }
 
 /// A deletion in progress on this node.
@@ -73,6 +83,7 @@ impl RoomHub {
             resync_flag,
             resync_pending: false,
             closing: None,
+            evicting: Vec::new(),
         }
     }
 
@@ -90,6 +101,9 @@ impl RoomHub {
         // armed by the deletion (not a new sleep per live message).
         let delete_wait = tokio::time::sleep(DELETE_WAIT);
         tokio::pin!(delete_wait);
+        // Pending evictions' deadline check (only polled while there are some).
+        let mut evict_tick = tokio::time::interval(Duration::from_millis(250));
+        evict_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -111,6 +125,15 @@ impl RoomHub {
                         delete_wait.as_mut().reset(tokio::time::Instant::now() + DELETE_WAIT);
                         self.close_if_done();
                     }
+                    Some(Ctl::Evict { user, upto, epoch }) => {
+                        self.evicting.push(Evicting {
+                            user,
+                            upto,
+                            epoch,
+                            by: tokio::time::Instant::now() + DELETE_WAIT,
+                        });
+                        self.close_if_done();
+                    }
                     Some(Ctl::Shutdown) | None => break,
                 },
                 Some(payload) = live.recv() => {
@@ -121,6 +144,7 @@ impl RoomHub {
                     self.resync().await;
                     self.close_if_done();
                 }
+                _ = evict_tick.tick(), if !self.evicting.is_empty() => self.close_if_done(),
                 _ = &mut delete_wait, if self.closing.is_some() => {
                     warn!(room = %self.room, "deleted room's notice not seen in time; removing its sockets");
                     self.remove_deleted();
@@ -242,6 +266,20 @@ impl RoomHub {
         {
             self.remove_deleted();
         }
+        if self.evicting.is_empty() {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let (epoch, last) = (self.epoch.clone(), self.last);
+        let (due, wait): (Vec<Evicting>, Vec<Evicting>) = std::mem::take(&mut self.evicting)
+            .into_iter()
+            .partition(|e| {
+                epoch.as_deref() != Some(e.epoch.as_str()) || last >= e.upto || now >= e.by
+            });
+        self.evicting = wait;
+        for e in due {
+            self.evict(&e.user);
+        }
     }
 
     /// The deleted room's sockets leave it: `left`, the shared flag cleared,
@@ -253,6 +291,22 @@ impl RoomHub {
         let left: Utf8Bytes = ServerFrame::Left { room: &self.room }.to_json(None).into();
         self.subs.retain(|s| {
             if !c.sockets.contains(&s.socket.id) {
+                return true;
+            }
+            if s.joined.swap(false, Ordering::AcqRel) {
+                s.socket.push(left.clone());
+                s.socket.removed.notify_one();
+            }
+            false
+        });
+    }
+
+    /// A banned user's sockets leave the room: `left`, the shared flag
+    /// cleared, their readers woken to forget it.
+    fn evict(&mut self, user: &str) {
+        let left: Utf8Bytes = ServerFrame::Left { room: &self.room }.to_json(None).into();
+        self.subs.retain(|s| {
+            if &*s.socket.user != user {
                 return true;
             }
             if s.joined.swap(false, Ordering::AcqRel) {

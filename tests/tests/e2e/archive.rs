@@ -47,6 +47,7 @@ async fn scrolling_back_reaches_every_archived_message_across_an_epoch_change() 
                     ttl: Duration::from_secs(3600),
                     archive_for: None,
                     read_receipts: false,
+                    slow_mode: None,
                 },
             })
         })

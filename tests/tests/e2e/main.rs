@@ -11,6 +11,7 @@ mod faults;
 mod fcm;
 mod gemini;
 mod lifecycle;
+mod moderation;
 mod notify;
 mod outage;
 mod overload;

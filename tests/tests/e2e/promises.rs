@@ -197,6 +197,7 @@ async fn an_expired_rooms_history_pages_into_the_archive() {
                     ttl: Duration::from_secs(1),
                     archive_for: None,
                     read_receipts: false,
+                    slow_mode: None,
                 },
             })
         })

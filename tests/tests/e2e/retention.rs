@@ -20,6 +20,7 @@ fn policy(
             ttl,
             archive_for: None,
             read_receipts: false,
+            slow_mode: None,
         },
     }
 }

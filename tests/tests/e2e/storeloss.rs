@@ -562,6 +562,7 @@ async fn with_acks_that_wait_for_replicas_no_read_shows_what_the_replica_lacks()
         ttl: Duration::from_secs(60),
         archive_for: None,
         read_receipts: false,
+        slow_mode: None,
     };
     let mut writer = chat_core::redis_conn::manager(&primary.url())
         .await
@@ -577,6 +578,7 @@ async fn with_acks_that_wait_for_replicas_no_read_shows_what_the_replica_lacks()
             dedup_window: Duration::from_secs(60),
             shard_maxlen: 100,
             op: Default::default(),
+            checks: Default::default(),
         };
         scripts.append(&mut writer, &keys, &req).await
     };

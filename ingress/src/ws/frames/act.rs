@@ -24,6 +24,14 @@ pub async fn handle(
     // Without a client_id a retry is not recognised: one is made up.
     let client_id = client_id.unwrap_or_else(|| format!("ws-{:016x}", rand::random::<u64>()));
     let user = conn.user().to_owned();
+    // A room's owners and moderators delete anyone's messages.
+    let staff = match act {
+        Act::Delete => match crate::moderation::role(&conn.state, room, &user).await {
+            Ok(role) => role.is_staff(),
+            Err(refusal) => return conn.error(refusal.code, &refusal.message, r),
+        },
+        _ => false,
+    };
     let (text, op) = match act {
         Act::Edit { text } => (text.as_str(), Op::Edit { target, epoch }),
         Act::Delete => (
@@ -31,7 +39,7 @@ pub async fn handle(
             Op::Delete {
                 target,
                 epoch,
-                staff: false,
+                staff,
             },
         ),
         Act::React { emoji, remove } => (
@@ -46,6 +54,7 @@ pub async fn handle(
     };
     let e = Entry {
         op,
+        checks: crate::moderation::checks(&conn.state, room, true),
         ..Entry::message(room, &user, text, &client_id, Kind::User)
     };
     match store(&conn.state, &e).await {

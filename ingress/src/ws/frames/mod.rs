@@ -4,6 +4,7 @@ mod act;
 mod history;
 mod join;
 mod leave;
+mod moderate;
 mod read;
 mod refresh;
 mod send;
@@ -26,6 +27,7 @@ fn kind(frame: &ClientFrame) -> &'static str {
             chat_core::protocol::Act::React { .. } => "react",
         },
         ClientFrame::History { .. } => "history",
+        ClientFrame::Moderate { .. } => "moderate",
         ClientFrame::Typing { .. } => "typing",
         ClientFrame::Read { .. } => "read",
         ClientFrame::Refresh { .. } => "refresh",
@@ -56,6 +58,12 @@ pub async fn handle(conn: &mut Session, frame: ClientFrame, reference: Option<Va
             client_id,
             act,
         } => act::handle(conn, &room, offset, epoch.as_deref(), client_id, &act, r).await,
+        ClientFrame::Moderate {
+            room,
+            user,
+            action,
+            duration_secs,
+        } => moderate::handle(conn, &room, &user, action, duration_secs, r).await,
         ClientFrame::History {
             room,
             before,
