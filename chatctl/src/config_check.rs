@@ -85,6 +85,14 @@ pub fn run() -> bool {
     if archive_on {
         checks.push(("archive-worker", archive));
     }
+    // The webhook worker runs only with endpoints to deliver to.
+    let webhooks_on = streams_path
+        .as_deref()
+        .and_then(|p| chat_core::config::StreamsConfig::load(p).ok())
+        .is_some_and(|c| !c.webhooks.endpoints.is_empty());
+    if webhooks_on {
+        checks.push(("webhook-worker", webhook));
+    }
     let mut problems: Vec<Problem> = Vec::new();
     let mut status = Vec::new();
     for (service, check) in checks {
@@ -163,6 +171,9 @@ pub fn run() -> bool {
     }
     if !archive_on {
         println!("  archive-worker: off (CHAT_MONGODB_URL unset)");
+    }
+    if !webhooks_on {
+        println!("  webhook-worker: off (no [[webhooks.endpoints]] in streams.toml)");
     }
     if errors == 0 {
         println!("configuration ok");
@@ -252,6 +263,19 @@ fn summarizer(src: &dyn Strings) -> Result<String, ConfigError> {
             " (CHAT_JOBS_REDIS_URL inherited from CHAT_REDIS_URL)"
         }
     ))
+}
+
+fn webhook(src: &dyn Strings) -> Result<String, ConfigError> {
+    let s = chat_core::settings::webhook::WebhookSettings::from_strings(src)?;
+    let names: Vec<&str> = s
+        .common
+        .streams
+        .webhooks
+        .endpoints
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    Ok(format!("endpoints {}", names.join(", ")))
 }
 
 fn archive(src: &dyn Strings) -> Result<String, ConfigError> {

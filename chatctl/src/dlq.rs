@@ -16,7 +16,7 @@ use serde_json::json;
 
 /// A consumer group with a dead-letter stream, and what it reads.
 pub struct Group {
-    /// `fanout`, `archive` or `notify`: the section of streams.toml.
+    /// `fanout`, `archive`, `webhooks` or `notify`: the section of streams.toml.
     pub kind: &'static str,
     /// The group's configured name (the dead-letter stream's tag).
     pub name: String,
@@ -64,6 +64,19 @@ pub fn groups(ctx: &Context) -> Vec<Group> {
             name: s.archive.group.clone(),
             dlq: ctx.keys.dead_letter(&s.archive.group),
             sources: shards,
+            maxlen: s.fanout.shard_maxlen,
+        },
+        Group {
+            kind: "webhooks",
+            name: s.webhooks.group.clone(),
+            dlq: ctx.keys.dead_letter(&s.webhooks.group),
+            // Its dead letters go back to the re-drive stream, which only
+            // this group reads, for the endpoint each one failed at.
+            sources: {
+                let mut all = ctx.keys.all_shard_streams();
+                all.push(ctx.keys.webhook_redrive());
+                all
+            },
             maxlen: s.fanout.shard_maxlen,
         },
         Group {

@@ -62,7 +62,12 @@ pub async fn run() -> anyhow::Result<()> {
     // Every service's settings are checked before any starts, so a bad
     // configuration is one clear error, not a child dying later.
     let ingress = settings::ingress::IngressSettings::from_strings(&strings)?;
-    settings::fanout::FanoutSettings::from_strings(&strings)?;
+    let fanout = settings::fanout::FanoutSettings::from_strings(&strings)?;
+    // The webhook worker runs when streams.toml names endpoints.
+    let webhooks = !fanout.common.streams.webhooks.endpoints.is_empty();
+    if webhooks {
+        settings::webhook::WebhookSettings::from_strings(&strings)?;
+    }
     settings::notifier::NotifierSettings::from_strings(&strings)?;
     settings::summarizer::SummarizerSettings::from_strings(&strings)?;
     if archive {
@@ -80,6 +85,9 @@ pub async fn run() -> anyhow::Result<()> {
     ];
     if archive {
         names.push("archive-worker");
+    }
+    if webhooks {
+        names.push("webhook-worker");
     }
     let shutdown = CancellationToken::new();
     chat_core::shutdown::cancel_on_signal(shutdown.clone());

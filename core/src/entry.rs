@@ -154,7 +154,7 @@ pub fn room_message(room: &str, epoch: &str, e: &Entry) -> Result<Message, Reply
         deleted: e.get("x") == Some("1"),
         reactions: e.get("R").map(reactions).transpose()?.unwrap_or_default(),
         reply_count: number("N")?.unwrap_or(0),
-        moderation: e
+        notice: e
             .get("a")
             .map(|a| {
                 serde_json::from_str(a)

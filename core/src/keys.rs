@@ -268,6 +268,13 @@ impl Keys {
         ]
     }
 
+    /// Entries re-driven to one webhook endpoint (`chatctl dlq replay` of the
+    /// webhook group's dead letters): read by the webhook group only, so
+    /// a replay does not pass through fanout and the archive again.
+    pub fn webhook_redrive(&self) -> String {
+        format!("{}:webhooks:redrive", self.prefix)
+    }
+
     /// Pub/sub channel carrying the room's live messages and ephemeral events.
     pub fn room_channel(&self, room: &str) -> String {
         format!("{}:room:{{{room}}}:live", self.prefix)

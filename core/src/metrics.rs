@@ -204,6 +204,11 @@ pub const FAMILIES: &[Family] = &[
         "Messages written to MongoDB.",
     ),
     family(
+        "chat_webhook_deliveries_total",
+        Counter,
+        "Webhook requests by endpoint and outcome: delivered (2xx), retried (an attempt failed), dead_lettered (every attempt failed).",
+    ),
+    family(
         "chat_archive_batch_size",
         Histogram,
         "Documents per MongoDB write.",
@@ -233,6 +238,7 @@ pub enum Service {
     Notifier,
     Summarizer,
     Archive,
+    Webhook,
 }
 
 impl Service {
@@ -243,6 +249,7 @@ impl Service {
             Self::Notifier => "notifier-worker",
             Self::Summarizer => "summarizer-worker",
             Self::Archive => "archive-worker",
+            Self::Webhook => "webhook-worker",
         }
     }
 
@@ -264,10 +271,11 @@ impl Service {
                 all.extend(["chat_slow_consumers_total", "chat_accept_errors_total"].map(one));
                 all.push(one("chat_delivery_latency_seconds"));
                 let frames = [
-                    "auth", "join", "leave", "send", "history", "typing", "read", "ping", "refresh",
+                    "auth", "join", "leave", "send", "history", "typing", "read", "ping",
+                    "refresh", "edit", "delete", "react", "moderate",
                 ];
                 all.extend(each("chat_frames_in_total", "type", &frames));
-                let results = ["stored", "duplicate", "error"];
+                let results = ["stored", "duplicate", "refused", "error"];
                 all.extend(each("chat_appends_total", "result", &results));
                 let reasons = [
                     "origin",
@@ -314,6 +322,8 @@ impl Service {
                 all.extend(["chat_archived_total", "chat_archive_batch_size"].map(one));
                 all.extend(each("chat_mongodb_errors_total", "op", &["write", "probe"]));
             }
+            // Per endpoint: the worker starts each configured one's series.
+            Self::Webhook => {}
         }
         all
     }

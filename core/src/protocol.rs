@@ -130,11 +130,12 @@ impl Kind {
     }
 }
 
-/// A moderation action, as its `system` message carries it.
+/// What a `system` notice records: a moderation action, or a user's first
+/// join (rooms with `join_notices` on).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Moderation {
-    /// `mute`, `unmute`, `ban`, `unban` or `role`.
+pub struct Notice {
+    /// `mute`, `unmute`, `ban`, `unban`, `role` or `join`.
     pub action: String,
     /// Whom it is about.
     pub user: String,
@@ -237,9 +238,9 @@ pub struct Message {
     /// (history) How many replies name this message.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reply_count: u64,
-    /// A `system` message recording a moderation action.
+    /// A `system` message recording a moderation action or a join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub moderation: Option<Moderation>,
+    pub notice: Option<Notice>,
     /// A `delete` read from a stream: the tombstone of what it deleted
     /// (for the archive, which may never see the deleted entry itself).
     #[serde(skip)]

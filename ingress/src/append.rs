@@ -131,7 +131,7 @@ pub fn deliver_here(state: &AppState, ack: &Ack, e: &Entry<'_>) {
     match e.op {
         Op::Post | Op::StaffPost { reply_to: None } => {}
         Op::Reply { to } | Op::StaffPost { reply_to: Some(to) } => m.reply_to = Some(to),
-        Op::Notice { action } => m.moderation = serde_json::from_str(action).ok(),
+        Op::Notice { action } => m.notice = serde_json::from_str(action).ok(),
         Op::Edit { target, .. } | Op::Delete { target, .. } => m.target = Some(target),
         Op::React {
             target,

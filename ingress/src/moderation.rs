@@ -5,7 +5,7 @@
 use crate::append::{Entry, deliver_here, store};
 use crate::state::AppState;
 use chat_core::control::Control;
-use chat_core::protocol::{Ack, ErrorCode, Kind, ModAction, Moderation, Refusal};
+use chat_core::protocol::{Ack, ErrorCode, Kind, ModAction, Notice, Refusal};
 use chat_core::scripts::{Checks, Op};
 
 /// A user's role in a room; ordered, so that staff act only on those below.
@@ -68,7 +68,7 @@ pub fn checks(state: &AppState, room: &str, staff: bool) -> Checks {
 }
 
 /// The `system` message recording `m`, stored as by `m.by`.
-async fn notice(state: &AppState, room: &str, m: &Moderation, text: &str) -> Result<Ack, Refusal> {
+async fn notice(state: &AppState, room: &str, m: &Notice, text: &str) -> Result<Ack, Refusal> {
     let action = serde_json::to_string(m).unwrap_or_default();
     let client_id = format!("mod-{:016x}", rand::random::<u64>());
     let e = Entry {
@@ -121,7 +121,7 @@ pub async fn sanction(
     };
     let _: () = pipe.query_async(&mut conn).await.map_err(unavailable)?;
     let by = by.unwrap_or("system");
-    let m = Moderation {
+    let m = Notice {
         action: action.as_str().to_owned(),
         user: user.to_owned(),
         by: by.to_owned(),
@@ -168,7 +168,7 @@ pub async fn set_role(state: &AppState, room: &str, user: &str, r: Role) -> Resu
         staff => pipe.hset(&key, user, staff.as_str()).ignore(),
     };
     let _: () = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-    let m = Moderation {
+    let m = Notice {
         action: "role".to_owned(),
         user: user.to_owned(),
         by: "system".to_owned(),
@@ -182,6 +182,32 @@ pub async fn set_role(state: &AppState, room: &str, user: &str, r: Role) -> Resu
         &format!("{user} is now a {} of the room", r.as_str()),
     )
     .await
+}
+
+/// A user's first join of a room whose policy has `join_notices`: a
+/// `system` message (notice `join`). Returns whether one was stored.
+pub async fn join_notice(state: &AppState, room: &str, user: &str) -> Result<bool, Refusal> {
+    let mut conn = state.redis.clone();
+    let ttl = state.settings.common.streams.retention(room).ttl;
+    let (added,): (i64,) = redis::pipe()
+        .sadd(state.keys.room_joined(room), user)
+        .expire(state.keys.room_joined(room), ttl.as_secs().max(1) as i64)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .map_err(unavailable)?;
+    if added == 0 {
+        return Ok(false);
+    }
+    let m = Notice {
+        action: "join".to_owned(),
+        user: user.to_owned(),
+        by: user.to_owned(),
+        until: None,
+        role: None,
+    };
+    notice(state, room, &m, &format!("{user} joined")).await?;
+    Ok(true)
 }
 
 /// Whether `user` is banned from `room` now, from the sanctions field read.

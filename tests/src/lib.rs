@@ -55,6 +55,7 @@ pub struct Stack {
     /// The archive's MongoDB-wire-protocol server (nx-27017), when asked for.
     pub mongo: Option<chat_devkit::mongo_server::MongoServer>,
     pub archivers: Vec<Worker>,
+    pub webhookers: Vec<Worker>,
     pub env: HashMap<String, String>,
     pub streams: Arc<StreamsConfig>,
     /// A replica of `redis` and the forwarder the services reach Redis
@@ -228,6 +229,7 @@ impl StackBuilder {
             summarizers: Vec::new(),
             mongo,
             archivers: Vec::new(),
+            webhookers: Vec::new(),
             env,
             streams: Arc::new(self.streams),
             failover,
@@ -293,6 +295,38 @@ impl Stack {
         });
         self.workers.push(Worker { shutdown, handle });
         self.workers.len() - 1
+    }
+
+    /// Starts a webhook worker; `secrets` are the endpoints' signing-secret
+    /// variables (as `secret_env` names them), beside the stack's settings.
+    pub async fn add_webhooker(&mut self, secrets: &[(&str, &str)]) -> usize {
+        let mut env = self.env.clone();
+        for (k, v) in secrets {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let mut settings = webhook_worker::settings::WebhookSettings::from_strings(&env)
+            .expect("webhook settings");
+        settings.common.streams = self.streams.clone();
+        settings.block = Duration::from_millis(200);
+        // The secrets of this stack's endpoints (the settings read those
+        // of the streams.toml in `env`).
+        for e in &self.streams.webhooks.endpoints {
+            if let Some(v) = env.get(&e.secret_env) {
+                settings
+                    .secrets
+                    .insert(e.name.clone(), v.clone().into_bytes());
+            }
+        }
+        let shutdown = CancellationToken::new();
+        let worker = webhook_worker::Webhooks::build(settings)
+            .await
+            .expect("webhook worker starts");
+        let s = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            worker.run(s).await.expect("webhook worker runs");
+        });
+        self.webhookers.push(Worker { shutdown, handle });
+        self.webhookers.len() - 1
     }
 
     pub async fn add_archiver(&mut self) -> usize {

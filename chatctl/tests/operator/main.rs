@@ -12,3 +12,4 @@ mod rooms;
 mod sessions;
 mod stack;
 mod token;
+mod webhooks;

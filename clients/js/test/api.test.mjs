@@ -268,7 +268,7 @@ test('moderation: a moderator mutes and bans; the banned client is told it left'
   mo.connect(); pat.connect();
   const room = pat.room('mod');
   const notices = [];
-  room.on('message', (m) => { if (m.moderation) notices.push(`${m.moderation.action} ${m.moderation.user} by ${m.moderation.by}`); });
+  room.on('message', (m) => { if (m.notice) notices.push(`${m.notice.action} ${m.notice.user} by ${m.notice.by}`); });
   const left = [];
   room.on('left', (l) => left.push(l.byServer));
   await mo.join('mod');

@@ -3,12 +3,14 @@
 
 mod settings;
 mod streams;
+mod webhooks;
 
 pub use settings::{Settings, Strings, load_strings};
 pub use streams::{
     DedupPolicy, FanoutPolicy, NotifyPolicy, RetentionPolicy, RoomPolicy, StreamsConfig,
     SummarizePolicy,
 };
+pub use webhooks::{Endpoint, EventType, WebhookPolicy};
 
 use std::path::PathBuf;
 

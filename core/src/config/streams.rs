@@ -17,6 +17,7 @@ pub struct StreamsConfig {
     pub notify: NotifyPolicy,
     pub summarize: SummarizePolicy,
     pub archive: ArchivePolicy,
+    pub webhooks: super::webhooks::WebhookPolicy,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +37,9 @@ pub struct RetentionPolicy {
     /// Each user's posts in the room at least this far apart (moderators
     /// and owners are exempt); `None` is off.
     pub slow_mode: Option<Duration>,
+    /// A user's first join of the room is a `system` message (notice
+    /// `join`): for apps that show it, and for `join` webhooks.
+    pub join_notices: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -127,6 +131,7 @@ impl Default for StreamsConfig {
                 archive_for: None,
                 read_receipts: false,
                 slow_mode: None,
+                join_notices: false,
             },
             rooms: Vec::new(),
             fanout: FanoutPolicy {
@@ -159,6 +164,7 @@ impl Default for StreamsConfig {
                 claim_idle: Duration::from_secs(30),
                 max_deliveries: 5,
             },
+            webhooks: super::webhooks::WebhookPolicy::default(),
         }
     }
 }
@@ -346,6 +352,10 @@ impl StreamsConfig {
         if archive.group == fanout.group {
             errors.push("archive.group: must differ from fanout.group".into());
         }
+        let webhooks = raw.webhooks.unwrap_or_default().resolve(&mut errors);
+        if webhooks.group == fanout.group || webhooks.group == archive.group {
+            errors.push("webhooks.group: must differ from fanout.group and archive.group".into());
+        }
         if errors.is_empty() {
             Ok(Self {
                 defaults,
@@ -355,6 +365,7 @@ impl StreamsConfig {
                 notify,
                 summarize,
                 archive,
+                webhooks,
             })
         } else {
             Err(errors)
@@ -362,7 +373,12 @@ impl StreamsConfig {
     }
 }
 
-fn dur(v: Option<String>, default: Duration, field: &str, errors: &mut Vec<String>) -> Duration {
+pub(super) fn dur(
+    v: Option<String>,
+    default: Duration,
+    field: &str,
+    errors: &mut Vec<String>,
+) -> Duration {
     match v {
         None => default,
         Some(s) => match parse_duration(&s) {
@@ -379,7 +395,7 @@ fn dur(v: Option<String>, default: Duration, field: &str, errors: &mut Vec<Strin
     }
 }
 
-fn positive(v: Option<u64>, default: u64, field: &str, errors: &mut Vec<String>) -> u64 {
+pub(super) fn positive(v: Option<u64>, default: u64, field: &str, errors: &mut Vec<String>) -> u64 {
     match v {
         Some(0) => {
             errors.push(format!("{field}: must be at least 1"));
@@ -390,7 +406,7 @@ fn positive(v: Option<u64>, default: u64, field: &str, errors: &mut Vec<String>)
     }
 }
 
-fn range(
+pub(super) fn range(
     v: Option<u32>,
     default: u32,
     lo: u32,
@@ -408,7 +424,12 @@ fn range(
     }
 }
 
-fn name(v: Option<String>, default: &str, field: &str, errors: &mut Vec<String>) -> String {
+pub(super) fn name(
+    v: Option<String>,
+    default: &str,
+    field: &str,
+    errors: &mut Vec<String>,
+) -> String {
     match v {
         Some(s)
             if s.is_empty()
@@ -441,6 +462,7 @@ fn read_raw(text: &str) -> Result<(RawFile, Vec<String>), Vec<String>> {
             "notify" => raw.notify = Some(section(value, "notify", e)),
             "summarize" => raw.summarize = Some(section(value, "summarize", e)),
             "archive" => raw.archive = Some(section(value, "archive", e)),
+            "webhooks" => raw.webhooks = Some(section(value, "webhooks", e)),
             "rooms" => match value {
                 toml::Value::Array(items) => {
                     let rooms = items.into_iter().enumerate();
@@ -450,7 +472,7 @@ fn read_raw(text: &str) -> Result<(RawFile, Vec<String>), Vec<String>> {
                 _ => e.push("rooms: must be an array of tables ([[rooms]])".to_owned()),
             },
             other => e.push(format!(
-                "{other}: unknown section (there are defaults, rooms, fanout, dedup, notify, summarize and archive)"
+                "{other}: unknown section (there are defaults, rooms, fanout, dedup, notify, summarize, archive and webhooks)"
             )),
         }
     }
@@ -497,6 +519,7 @@ struct RawFile {
     notify: Option<RawNotify>,
     summarize: Option<RawSummarize>,
     archive: Option<RawArchive>,
+    webhooks: Option<super::webhooks::RawWebhooks>,
 }
 
 #[derive(Deserialize, Default)]
@@ -511,6 +534,7 @@ struct RawRetention {
     read_receipts: Option<bool>,
     /// `"5s"`, or `"off"`.
     slow_mode: Option<String>,
+    join_notices: Option<bool>,
 }
 
 impl RawRetention {
@@ -548,6 +572,7 @@ impl RawRetention {
             ttl,
             archive_for,
             read_receipts: self.read_receipts.unwrap_or(base.read_receipts),
+            join_notices: self.join_notices.unwrap_or(base.join_notices),
             slow_mode: optional(
                 self.slow_mode.as_deref(),
                 base.slow_mode,
@@ -639,6 +664,46 @@ struct RawSummarize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhooks_parse_with_defaults_and_report_every_bad_field() {
+        let ok = StreamsConfig::parse(
+            "[webhooks]\nattempts = 3\n\n[[webhooks.endpoints]]\nname = \"app\"\nurl = \"https://example.com/hook\"\nrooms = [\"team:*\"]\nevents = [\"edit\", \"join\"]\nsecret_env = \"APP_SECRET\"\n",
+        )
+        .expect("valid");
+        let w = &ok.webhooks;
+        assert_eq!(
+            (w.attempts, w.group.as_str(), w.endpoints.len()),
+            (3, "webhooks", 1)
+        );
+        let e = &w.endpoints[0];
+        assert_eq!(
+            e.events,
+            [super::super::EventType::Edit, super::super::EventType::Join]
+        );
+        assert!(e.wants("team:a", super::super::EventType::Edit));
+        assert!(!e.wants("other", super::super::EventType::Edit));
+        assert!(!e.wants("team:a", super::super::EventType::Message));
+
+        let errors = StreamsConfig::validate(
+            "[webhooks]\ngroup = \"fanout\"\nbackoff = \"10s\"\nbackoff_max = \"1s\"\n\n[[webhooks.endpoints]]\nname = \"a b\"\nurl = \"ftp://x\"\nrooms = [\"bad room\"]\nevents = [\"nope\"]\nsecret_env = \"lower\"\n",
+        )
+        .expect_err("invalid");
+        for field in [
+            "webhooks.group",
+            "webhooks.backoff_max",
+            "webhooks.endpoints[0].name",
+            "webhooks.endpoints[0].url",
+            "webhooks.endpoints[0].rooms",
+            "webhooks.endpoints[0].events",
+            "webhooks.endpoints[0].secret_env",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(field)),
+                "{field} in {errors:?}"
+            );
+        }
+    }
 
     #[test]
     fn shipped_streams_toml_is_valid() {

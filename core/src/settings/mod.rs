@@ -9,3 +9,4 @@ pub mod ingress;
 pub mod notifier;
 pub mod service_account;
 pub mod summarizer;
+pub mod webhook;

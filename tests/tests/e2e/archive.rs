@@ -48,6 +48,7 @@ async fn scrolling_back_reaches_every_archived_message_across_an_epoch_change() 
                     archive_for: None,
                     read_receipts: false,
                     slow_mode: None,
+                    join_notices: false,
                 },
             })
         })

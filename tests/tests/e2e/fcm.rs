@@ -72,8 +72,10 @@ async fn an_offline_member_gets_exactly_one_push_through_fcm() {
     assert_eq!(m["notification"]["body"], "alice: standup in 5");
     assert_eq!(
         m["data"],
-        json!({"room": "team", "offset": "1", "epoch": m["data"]["epoch"], "count": "1", "sender": "alice"})
+        json!({"room": "team", "offset": "1", "epoch": m["data"]["epoch"], "count": "1", "sender": "alice", "unread": "1"})
     );
+    // The badge: carol's unread messages over all her rooms.
+    assert_eq!(m["apns"]["payload"]["aps"]["badge"], 1);
     assert!(m["data"]["epoch"].as_str().is_some_and(|e| !e.is_empty()));
     assert_eq!(m["android"]["collapse_key"], "team");
     assert_eq!(m["apns"]["headers"]["apns-collapse-id"], "team");

@@ -87,7 +87,7 @@ async fn owners_and_moderators_mute_and_delete_and_every_action_is_a_system_mess
         .iter()
         .filter(|m| m["kind"] == "system")
         .map(|m| {
-            let a = &m["moderation"];
+            let a = &m["notice"];
             (
                 a["action"].as_str().unwrap_or_default().to_owned(),
                 a["user"].as_str().unwrap_or_default().to_owned(),
@@ -109,10 +109,10 @@ async fn owners_and_moderators_mute_and_delete_and_every_action_is_a_system_mess
         .as_array()
         .expect("messages")
         .iter()
-        .find(|m| m["moderation"]["action"] == "mute")
+        .find(|m| m["notice"]["action"] == "mute")
         .expect("mute");
     assert!(
-        mute["moderation"]["until"]
+        mute["notice"]["until"]
             .as_u64()
             .is_some_and(|u| u > now() * 1000),
         "{mute}"
@@ -161,7 +161,7 @@ async fn a_ban_takes_the_user_out_on_every_node_keeps_them_out_and_ends() {
         };
         assert_eq!(left["room"], room);
         assert!(
-            before.iter().any(|f| f["moderation"]["action"] == "ban"),
+            before.iter().any(|f| f["notice"]["action"] == "ban"),
             "the banned user reads why before leaving: {before:?}"
         );
         let e = d
@@ -179,8 +179,8 @@ async fn a_ban_takes_the_user_out_on_every_node_keeps_them_out_and_ends() {
     assert_eq!(
         (
             notice["kind"].as_str(),
-            notice["moderation"]["action"].as_str(),
-            notice["moderation"]["user"].as_str()
+            notice["notice"]["action"].as_str(),
+            notice["notice"]["user"].as_str()
         ),
         (Some("system"), Some("ban"), Some("dave"))
     );
@@ -242,4 +242,58 @@ async fn slow_mode_spaces_a_users_posts_but_not_staffs_or_retries() {
     assert_eq!(r["type"], "ack", "{r}");
     mia.send(room, "a", "m1").await;
     mia.send(room, "b", "m2").await;
+}
+
+#[tokio::test]
+async fn a_first_join_is_a_notice_only_where_the_room_asks_for_it() {
+    let stack = Stack::builder()
+        .streams(|s| {
+            s.rooms.push(chat_core::config::RoomPolicy {
+                pattern: "lobby:*".into(),
+                retention: chat_core::config::RetentionPolicy {
+                    join_notices: true,
+                    ..s.defaults.clone()
+                },
+            })
+        })
+        .start()
+        .await;
+    let mut host = stack.connect(0, "host").await;
+    host.join("quiet").await;
+    host.join("lobby:1").await;
+    let mut guest = stack.connect(0, "guest").await;
+    guest.join("quiet").await;
+    guest.join("lobby:1").await;
+    // Joining again (another socket, a reconnect) is not a first join.
+    let mut again = stack.connect(0, "guest").await;
+    again.join("lobby:1").await;
+    host.send("quiet", "after", "q1").await;
+    host.send("lobby:1", "welcome", "l1").await;
+    let got: Vec<(String, String)> = host
+        .messages(4)
+        .await
+        .iter()
+        .map(|m| {
+            (
+                m["room"].as_str().unwrap_or_default().to_owned(),
+                m["notice"]["action"].as_str().map_or_else(
+                    || m["text"].as_str().unwrap_or_default().to_owned(),
+                    |a| format!("{a} {}", m["notice"]["user"].as_str().unwrap_or_default()),
+                ),
+            )
+        })
+        .collect();
+    let mut lobby: Vec<&str> = got
+        .iter()
+        .filter(|(r, _)| r == "lobby:1")
+        .map(|(_, t)| t.as_str())
+        .collect();
+    let quiet: Vec<&str> = got
+        .iter()
+        .filter(|(r, _)| r == "quiet")
+        .map(|(_, t)| t.as_str())
+        .collect();
+    lobby.dedup();
+    assert_eq!(quiet, ["after"], "no notice without join_notices");
+    assert_eq!(lobby, ["join host", "join guest", "welcome"]);
 }

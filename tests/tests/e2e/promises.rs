@@ -198,6 +198,7 @@ async fn an_expired_rooms_history_pages_into_the_archive() {
                     archive_for: None,
                     read_receipts: false,
                     slow_mode: None,
+                    join_notices: false,
                 },
             })
         })

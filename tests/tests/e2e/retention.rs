@@ -21,6 +21,7 @@ fn policy(
             archive_for: None,
             read_receipts: false,
             slow_mode: None,
+            join_notices: false,
         },
     }
 }

@@ -563,6 +563,7 @@ async fn with_acks_that_wait_for_replicas_no_read_shows_what_the_replica_lacks()
         archive_for: None,
         read_receipts: false,
         slow_mode: None,
+        join_notices: false,
     };
     let mut writer = chat_core::redis_conn::manager(&primary.url())
         .await

@@ -56,7 +56,14 @@ pub async fn handle(
     match joined {
         Ok(epoch) => {
             if !rejoin {
-                let ttl = state.settings.common.streams.retention(&room).ttl;
+                let policy = state.settings.common.streams.retention(&room);
+                if policy.join_notices
+                    && let Err(refusal) =
+                        crate::moderation::join_notice(&state, &room, conn.user()).await
+                {
+                    tracing::warn!(room = %room, user = conn.user(), error = %refusal, "join notice not stored");
+                }
+                let ttl = policy.ttl;
                 state.presence.joined(&room, conn.user(), ttl).await;
             }
             conn.joined.insert(room, JoinedRoom { epoch, active });
