@@ -47,13 +47,15 @@ return 1")
 
 # append.lua's arguments (core/src/scripts/append.lua), a fresh client_id per call.
 TEXT='a message of about the benchmark text size, 64 bytes or so....'
-# append_args NAME room text kind check op target epoch emoji staff: sets array NAME.
+# append_args NAME room text kind check op target epoch emoji staff: sets array NAME
+# (a user's own frame: the mute is checked; slow mode off).
 append_args() {
   local -n out=$1
   local room=$2
-  out=(6 "chat:room:{$room}:meta" "chat:room:{$room}:log" "chat:room:{$room}:dedup:2:u1:__rand_int__"
-    "chat:room:{$room}:state" "chat:room:{$room}:threads" 'chat:fanout:{1}'
-    "$room" u1 "$3" __rand_int__ "$4" 00000000000000ab 100000 3600000 3600 600 1000000 "$5" "$6" "$7" "$8" "$9" "${10}")
+  out=(8 "chat:room:{$room}:meta" "chat:room:{$room}:log" "chat:room:{$room}:dedup:2:u1:__rand_int__"
+    "chat:room:{$room}:state" "chat:room:{$room}:threads" "chat:room:{$room}:sanctions"
+    "chat:room:{$room}:slow" 'chat:fanout:{1}'
+    "$room" u1 "$3" __rand_int__ "$4" 00000000000000ab 100000 3600000 3600 600 1000000 "$5" "$6" "$7" "$8" "$9" "${10}" 1 0)
 }
 append_args APPEND_ARGS r1 "$TEXT" user 1 post 0 '' '' 0
 append_args DURABLE_ARGS r1 "$TEXT" user 0 post 0 '' '' 0
