@@ -38,11 +38,25 @@ fn parse(text: &str) -> (HashMap<String, String>, prometheus_parse::Scrape) {
 
 #[tokio::test]
 async fn every_family_exists_at_start_and_the_dashboards_metrics_after_a_short_run() {
-    let stack = Stack::builder()
+    let mut stack = Stack::builder()
         .notifiers(1)
         .summarizers(1)
         .archive()
+        // A webhook endpoint (its series start with the worker), for rooms
+        // this test does not use.
+        .streams(|s| {
+            s.webhooks.endpoints.push(chat_core::config::Endpoint {
+                name: "obs".into(),
+                url: "http://127.0.0.1:9/hook".into(),
+                rooms: vec!["nomatch:*".into()],
+                events: chat_core::config::EventType::ALL.to_vec(),
+                secret_env: "OBS_HOOK_SECRET".into(),
+            })
+        })
         .start()
+        .await;
+    stack
+        .add_webhooker(&[("OBS_HOOK_SECRET", "obs-secret-0123456789")])
         .await;
     let url = format!("{}/metrics", stack.http(0));
     let text = fetch(&url).await;
@@ -86,6 +100,7 @@ async fn every_family_exists_at_start_and_the_dashboards_metrics_after_a_short_r
         "notifier-worker",
         "summarizer-worker",
         "archive-worker",
+        "webhook-worker",
     ] {
         assert!(build.contains(service), "chat_build_info for {service}");
     }

@@ -256,3 +256,46 @@ test('the demo page looks like a chat app', async (t) => {
   assert.deepEqual(labels, dates, 'old messages show their date');
   await page.screenshot({ path: path.join(tmpdir(), 'chat-demo-look.png') });
 });
+
+test('the demo page shows edits, deletes, reactions, replies and an unread badge', async (t) => {
+  const stack = await Stack.start({ nodes: 1 });
+  t.after(() => stack.stop());
+  const [n0] = stack.nodes;
+  const b = await browser(t);
+  const alice = await open(b, `${n0.http}/`, 'alice', 'conv');
+  const bob = await open(b, `${n0.http}/`, 'bob', 'conv');
+  const line = (o) => `#log .m[data-offset="${o}"]`;
+  const text = (page, o) => page.$eval(line(o), (e) => e.textContent).catch(() => '');
+  const press = (page, o, act) => page.$eval(`${line(o)} button[data-act="${act}"]`, (e) => e.click());
+
+  await say(alice, 'helo');
+  await until('bob sees it', async () => (await text(bob, 1)).includes('helo'));
+  alice.once('dialog', (d) => d.accept('hello'));
+  await press(alice, 1, 'edit');
+  await until('the edit on bob\'s page', async () => {
+    const s = await text(bob, 1);
+    return s.includes('hello') && s.includes('(edited)');
+  });
+  await press(bob, 1, '👍');
+  await until('the reaction on alice\'s page', async () => (await text(alice, 1)).includes('👍 1'));
+  await press(bob, 1, 'reply');
+  await say(bob, 'hi!');
+  await until('the reply on alice\'s page', async () => (await text(alice, 4)).includes('↪ reply to #1'));
+  await until('the reply count', async () => (await text(alice, 1)).includes('1 reply'));
+  await say(alice, 'my pin is 1234');
+  await until('bob sees the secret', async () => (await text(bob, 5)).includes('1234'));
+  await press(alice, 5, 'delete');
+  await until('the delete on bob\'s page', async () => {
+    const s = await text(bob, 5);
+    return s.includes('message deleted') && !s.includes('1234');
+  });
+
+  // A newcomer loads the room as it is now, with its unread count.
+  const carol = await open(b, `${n0.http}/`, 'carol', 'conv');
+  await until('carol\'s history', async () => (await text(carol, 4)).includes('hi!'));
+  const first = await text(carol, 1);
+  assert.ok(first.includes('hello') && first.includes('(edited)') && first.includes('👍 1') && first.includes('1 reply'), first);
+  assert.ok((await text(carol, 5)).includes('message deleted'));
+  assert.equal(await carol.$$eval('#log .m', (els) => els.length), 3, 'events are not lines');
+  await until('the unread badge', async () => (await carol.textContent('#unread')) === '2 unread');
+});
