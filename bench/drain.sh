@@ -9,11 +9,13 @@
 #   N=500000 bench/drain.sh
 #   WORKER=archive N=50000 bench/drain.sh # the archive group, into an
 #                                         # nx-27017 server it starts
+#   WORKER=webhook N=20000 bench/drain.sh # the webhooks group, to one local
+#                                         # endpoint (node) answering 204
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-redis
 WORKER=${WORKER:-fanout}
-case "$WORKER" in fanout|archive) ;; *) echo "WORKER is fanout or archive" >&2; exit 2 ;; esac
+case "$WORKER" in fanout|archive|webhook) ;; *) echo "WORKER is fanout, archive or webhook" >&2; exit 2 ;; esac
 cargo build --release -q -p "$WORKER-worker"
 N=${N:-200000}
 SHARDS=8
@@ -32,6 +34,16 @@ if [ "$WORKER" = archive ]; then
   start_mongo "$WORK"
   PIDS+=("$MPID")
 fi
+GROUP=$WORKER
+if [ "$WORKER" = webhook ]; then
+  # One endpoint for every room, answering 204 at once: the worker's own cost.
+  HPORT=$(free_port)
+  node -e "require('http').createServer((q, s) => { q.resume(); q.on('end', () => { s.writeHead(204); s.end(); }); }).listen($HPORT, '127.0.0.1')" &
+  PIDS+=("$!")
+  printf '[fanout]\nshards = %d\n\n[[webhooks.endpoints]]\nname = "bench"\nurl = "http://127.0.0.1:%d/hook"\nsecret_env = "BENCH_HOOK_SECRET"\n' "$SHARDS" "$HPORT" > "$WORK/streams.toml"
+  export BENCH_HOOK_SECRET=bench-secret-0123456789
+  GROUP=webhooks
+fi
 
 # Entries in the shard format the append script writes.
 FILL='for i = 1, tonumber(ARGV[1]) do
@@ -46,18 +58,18 @@ end'
 for workers in 1 2; do
   redis-cli -p "$RPORT" FLUSHALL >/dev/null
   for s in $(seq 0 $((SHARDS - 1))); do
-    redis-cli -p "$RPORT" XGROUP CREATE "chat:fanout:{$s}" "$WORKER" 0 MKSTREAM >/dev/null
+    redis-cli -p "$RPORT" XGROUP CREATE "chat:fanout:{$s}" "$GROUP" 0 MKSTREAM >/dev/null
   done
   # A new epoch per run: the archive never finds a run's messages already written.
   redis-cli -p "$RPORT" EVAL "$FILL" 0 "$N" "$SHARDS" "$(printf '%016x' "$RANDOM$workers")" >/dev/null
   start=$(date +%s.%N)
   WPIDS=()
   for w in $(seq 1 "$workers"); do
-    CHAT_FANOUT_CONSUMER="drain-$workers-$w" CHAT_ARCHIVE_CONSUMER="drain-$workers-$w" \
+    CHAT_FANOUT_CONSUMER="drain-$workers-$w" CHAT_ARCHIVE_CONSUMER="drain-$workers-$w" CHAT_WEBHOOK_CONSUMER="drain-$workers-$w" \
       target/release/"$WORKER"-worker > "$WORK/f$w.log" 2>&1 &
     WPIDS+=("$!"); PIDS+=("$!")
   done
-  while [ "$(group_backlog "$RPORT" "$WORKER" "$SHARDS")" -gt 0 ]; do sleep 0.05; done
+  while [ "$(group_backlog "$RPORT" "$GROUP" "$SHARDS")" -gt 0 ]; do sleep 0.05; done
   end=$(date +%s.%N)
   # The workers' own CPU (utime + stime, in clock ticks), before they stop.
   ticks=0

@@ -35,9 +35,9 @@ export interface Message {
     reactions?: Reaction[];
     /** How many replies name this message. */
     reply_count?: number;
-    /** A `system` message recording a moderation action. */
-    moderation?: {
-        action: 'mute' | 'unmute' | 'ban' | 'unban' | 'role';
+    /** A `system` message recording a moderation action or a join. */
+    notice?: {
+        action: 'mute' | 'unmute' | 'ban' | 'unban' | 'role' | 'join';
         user: string;
         by: string;
         /** When a mute or ban ends (ms). */
