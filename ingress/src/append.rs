@@ -101,6 +101,15 @@ pub async fn store(state: &AppState, e: &Entry<'_>) -> Result<Ack, Refusal> {
     })
 }
 
+/// Stores `e` and hands it to this node's sockets: the HTTP paths, whose
+/// caller is not one of those sockets (a socket's own `send` queues its
+/// `ack` first).
+pub async fn store_and_deliver(state: &AppState, e: &Entry<'_>) -> Result<Ack, Refusal> {
+    let ack = store(state, e).await?;
+    deliver_here(state, &ack, e);
+    Ok(ack)
+}
+
 /// This node's sockets in the room get a message appended here at once,
 /// without waiting for the fanout's round trip (called after the `ack` is
 /// queued, so the sender sees its `ack` before its message): the hub delivers it only

@@ -2,7 +2,7 @@
 //! and slow mode. Every action is also a `system` message in the room, so
 //! it is delivered, recovered and archived like the rest.
 
-use crate::append::{Entry, deliver_here, store};
+use crate::append::{Entry, store_and_deliver};
 use crate::state::AppState;
 use chat_core::control::Control;
 use chat_core::protocol::{Ack, ErrorCode, Kind, ModAction, Notice, Refusal};
@@ -75,9 +75,7 @@ async fn notice(state: &AppState, room: &str, m: &Notice, text: &str) -> Result<
         op: Op::Notice { action: &action },
         ..Entry::message(room, &m.by, text, &client_id, Kind::System)
     };
-    let ack = store(state, &e).await?;
-    deliver_here(state, &ack, &e);
-    Ok(ack)
+    store_and_deliver(state, &e).await
 }
 
 /// Mutes, bans or lifts either: `by` is a user with a role above

@@ -2,7 +2,7 @@
 
 use super::caller::{admin, admin_or_member};
 use super::error::{ApiError, ApiResult, ErrorBody, ServerErrors};
-use crate::append::{Entry, append, deliver_here, store};
+use crate::append::{Entry, append, store_and_deliver};
 use crate::moderation::{self, Role};
 use crate::state::Shared;
 use axum::Json;
@@ -104,9 +104,7 @@ pub async fn publish(
         op,
         ..Entry::message(&room, &user, &body.text, &client_id, kind)
     };
-    let ack = store(&state, &e).await?;
-    deliver_here(&state, &ack, &e);
-    Ok(Json(ack))
+    Ok(Json(store_and_deliver(&state, &e).await?))
 }
 
 fn text(state: &crate::state::AppState, text: &str) -> ApiResult<()> {
@@ -202,9 +200,7 @@ pub async fn edit_message(
         },
         ..Entry::message(&room, &body.user, &body.text, &client_id, Kind::User)
     };
-    let ack = store(&state, &e).await?;
-    deliver_here(&state, &ack, &e);
-    Ok(Json(ack))
+    Ok(Json(store_and_deliver(&state, &e).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -257,9 +253,7 @@ pub async fn delete_message(
         },
         ..Entry::message(&room, "system", "", &client_id, Kind::User)
     };
-    let ack = store(&state, &e).await?;
-    deliver_here(&state, &ack, &e);
-    Ok(Json(ack))
+    Ok(Json(store_and_deliver(&state, &e).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -328,9 +322,7 @@ pub async fn react(
         },
         ..Entry::message(&room, &body.user, "", &client_id, Kind::User)
     };
-    let ack = store(&state, &e).await?;
-    deliver_here(&state, &ack, &e);
-    Ok(Json(ack))
+    Ok(Json(store_and_deliver(&state, &e).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
